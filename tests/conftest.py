@@ -1,0 +1,127 @@
+"""Shared fixtures: the shared research data, and real `vault serve` processes on loopback ports."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VAULT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared research data not found at {path} (clone the repo beside ../shared)")
+    return path
+
+
+def read(*parts: str) -> bytes:
+    return data_path(*parts).read_bytes()
+
+
+def deterministic_key_file(path: Path, seed: str = "vault-tests") -> Path:
+    """A key file with fixed secrets, so a test's scores are the same on every run.
+    (Production key files are random; see vault.keys.)"""
+
+    def secret(label: str) -> str:
+        return base64.b64encode(hashlib.sha256(f"{seed}/{label}".encode()).digest()).decode()
+
+    payload = {"format": 1, "audit": secret("audit"), "tenants": {
+        "default": {"current": 1, "versions": {"1": {"projection": secret("p1"), "storage": secret("s1"), "created": 0}}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sealing": "none", "payload": payload}))
+    path.chmod(0o600)
+    return path
+
+
+class ServerProcess:
+    """A real `vault serve` child process; restartable on the same state directory."""
+
+    def __init__(self, state_dir: Path, *extra: str):
+        self.state_dir = state_dir
+        self.extra = extra
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.channel: grpc.Channel | None = None
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+
+    def start(self, timeout: float = 120) -> "ServerProcess":
+        port_file = self.state_dir.parent / f"{self.state_dir.name}.port"
+        port_file.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(self.state_dir),
+                   "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.extra]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vault serve exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"vault serve did not start in {timeout}s:\n{self.log()}")
+            time.sleep(0.1)
+        self.port = int(port_file.read_text())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        return self
+
+    def stub(self):
+        from vault.v1 import vault_pb2_grpc
+
+        return vault_pb2_grpc.VaultStub(self.channel)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code, self.process = self.process.returncode, None
+        return code
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[ServerProcess] = []
+
+    def make(name: str = "vault", *extra: str, deterministic_keys: bool = True) -> ServerProcess:
+        state = tmp_path / name
+        if deterministic_keys:
+            deterministic_key_file(state / "keys.json")
+        server = ServerProcess(state, *extra)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def vault_server(tmp_path_factory):
+    """One server shared by a test module (starting one loads dlib in every worker: seconds)."""
+    state = tmp_path_factory.mktemp("module") / "vault"
+    deterministic_key_file(state / "keys.json")
+    server = ServerProcess(state).start()
+    yield server
+    server.stop()

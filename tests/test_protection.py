@@ -1,0 +1,126 @@
+"""The transform, sealing and key store, on real keys and real face embeddings."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from vault.exceptions import IntegrityError, InvalidArgument, KeyStoreError
+from vault.hazmat import iom
+from vault.keys import LocalKeyFile
+from vault.matching import agreement
+from vault.profiles import FACE_IOM_V1, PROFILES
+from vault.protection import Protector, RowIdentity
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return LocalKeyFile(tmp_path / "keys.json")
+
+
+def random_unit(n, d=128, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_pack_roundtrip_every_width():
+    for q in (2, 4, 8, 16):
+        indices = np.random.default_rng(q).integers(0, q, size=(3, 256)).astype(np.uint8)
+        packed = iom.pack_indices(indices, q)
+        assert packed.shape == (3, iom.bit_planes(q), 4)
+        assert np.array_equal(iom.unpack_indices(packed, q), indices)
+
+
+def test_agreement_counts_equal_indices():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 16, 1024).astype(np.uint8)
+    b = a.copy()
+    flip = rng.choice(1024, 300, replace=False)
+    b[flip] = (b[flip] + 1 + rng.integers(0, 15, 300)) % 16
+    score = agreement(iom.pack_indices(a, 16), iom.pack_indices(b, 16)[None], 1024)
+    assert score[0] == pytest.approx(1 - 300 / 1024)
+
+
+def test_projection_is_keyed_and_deterministic():
+    seed = os.urandom(32)
+    assert np.array_equal(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(seed, 8, 64, 4))
+    assert not np.allclose(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(os.urandom(32), 8, 64, 4))
+
+
+def test_same_vector_same_code_other_tenant_unrelated_code(keys):
+    keys.ensure_tenant("a")
+    keys.ensure_tenant("b")
+    protector = Protector(keys)
+    x = random_unit(1)[0]
+    code_a = protector.protect("a", 1, FACE_IOM_V1, x)
+    assert agreement(code_a, protector.protect("a", 1, FACE_IOM_V1, x)[None], 1024)[0] == 1.0
+    # Another tenant's projection: agreement near chance (1/q), nowhere near a match.
+    cross = agreement(code_a, protector.protect("b", 1, FACE_IOM_V1, x)[None], 1024)[0]
+    assert cross < 0.15
+
+
+def test_protect_rejects_wrong_shape_and_nan(keys):
+    keys.ensure_tenant("a")
+    protector = Protector(keys)
+    with pytest.raises(InvalidArgument):
+        protector.protect("a", 1, FACE_IOM_V1, np.zeros(64, dtype=np.float32))
+    bad = random_unit(1)[0]
+    bad[3] = np.nan
+    with pytest.raises(InvalidArgument):
+        protector.protect("a", 1, FACE_IOM_V1, bad)
+
+
+def test_seal_binds_the_row_identity(keys):
+    keys.ensure_tenant("a")
+    protector = Protector(keys)
+    code = protector.protect("a", 1, FACE_IOM_V1, random_unit(1)[0])
+    row = RowIdentity("a", "t1", "alice", 1, 0, FACE_IOM_V1.name, 1)
+    salt, sealed = protector.seal(row, code)
+    assert np.array_equal(protector.unseal(row, FACE_IOM_V1, salt, sealed), code)
+    assert code.tobytes() not in sealed
+    for moved in (RowIdentity("a", "t2", "alice", 1, 0, FACE_IOM_V1.name, 1),
+                  RowIdentity("a", "t1", "bob", 1, 0, FACE_IOM_V1.name, 1)):
+        with pytest.raises(IntegrityError):
+            protector.unseal(moved, FACE_IOM_V1, salt, sealed)
+    # The same code sealed twice: unrelated bytes (fresh salt and nonce).
+    salt2, sealed2 = protector.seal(row, code)
+    assert salt2 != salt and sealed2[12:] != sealed[12:]
+
+
+def test_key_file_created_0600_and_permissions_enforced(tmp_path):
+    path = tmp_path / "state" / "keys.json"
+    store = LocalKeyFile(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = store.ensure_tenant("t")
+    assert LocalKeyFile(path).tenant_key("t") == first  # survives a restart
+    path.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="0600"):
+        LocalKeyFile(path)
+
+
+def test_rotation_adds_a_version_and_keeps_the_old(keys):
+    v1 = keys.ensure_tenant("t")
+    v2 = keys.rotate("t")
+    assert (v1.version, v2.version) == (1, 2)
+    assert keys.versions("t") == [1, 2]
+    assert keys.tenant_key("t", 1) == v1 and v2.projection != v1.projection
+
+
+def test_passphrase_sealed_key_file(tmp_path):
+    path = tmp_path / "keys.json"
+    sealed = LocalKeyFile(path, passphrase="correct horse battery staple")
+    key = sealed.ensure_tenant("t")
+    text = path.read_text()
+    assert "projection" not in text and key.projection.hex() not in text
+    assert LocalKeyFile(path, passphrase="correct horse battery staple").tenant_key("t") == key
+    with pytest.raises(KeyStoreError, match="passphrase"):
+        LocalKeyFile(path, passphrase="wrong")
+    with pytest.raises(KeyStoreError, match="sealed"):
+        LocalKeyFile(path)
+
+
+def test_profiles_are_consistent():
+    for name, profile in PROFILES.items():
+        assert name == profile.name and name.endswith("-v1")
+        assert profile.hash_count % 64 == 0 and 0 < profile.threshold < 1

@@ -1,0 +1,109 @@
+"""Feature extraction off the gRPC event loop: a bounded pool of worker processes.
+
+dlib and NBIS hold the GIL and take 30-150 ms a sample, so they run in separate processes, one per
+core. The queue is bounded: when `max_pending` samples are already waiting or running, a new
+request fails at once with RESOURCE_EXHAUSTED instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from vault.exceptions import InvalidArgument, Overloaded, VaultError
+from vault.features import SampleReport, unit
+from vault.profiles import FACE, FINGERPRINT
+
+IMAGE, ISO_19794_2 = "image", "iso_19794_2"
+
+
+def extract(modality: int, kind: str, payload: bytes, require_single_face: bool) -> tuple[np.ndarray, SampleReport]:
+    """Unit feature vector and report for one sample. Runs in a worker process."""
+    from vault import images
+
+    if modality == FACE:
+        from vault.features import face
+
+        if kind != IMAGE:
+            raise InvalidArgument("face samples must be images")
+        vector, seen = face.face_features(images.decode_face(payload), require_single_face)
+        return unit(vector), SampleReport(faces_found=seen.faces_found, largest_face_used=seen.largest_face_used)
+    if modality == FINGERPRINT:
+        from vault.features import fingerprint
+        from vault.iso19794 import parse_iso19794_2
+
+        if kind == IMAGE:
+            record = fingerprint.extract_minutiae(images.encode_bmp(images.decode_fingerprint(payload)))
+        elif kind == ISO_19794_2:
+            record = parse_iso19794_2(payload)
+        else:
+            raise InvalidArgument("fingerprint samples must be images or ISO/IEC 19794-2 records")
+        vector = fingerprint.minutiae_features(record)
+        return unit(vector), SampleReport(minutiae=len(record.minutiae))
+    raise InvalidArgument("modality must be FACE or FINGERPRINT")
+
+
+def _warm_up() -> None:
+    """Load the dlib models and NBIS once per worker, before the first request."""
+    import face_recognition  # noqa: F401
+    import nbis  # noqa: F401
+
+
+class Extractor:
+    def __init__(self, workers: int | None = None, max_pending: int | None = None):
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.max_pending = max_pending or 8 * self.workers
+        self._pending = 0
+        # spawn, not fork: the parent runs gRPC threads, which must not be forked.
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
+        )
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def extract(self, modality: int, kind: str, payload: bytes,
+                      require_single_face: bool = False) -> tuple[np.ndarray, SampleReport]:
+        return (await self.extract_many(modality, [(kind, payload)], require_single_face))[0]
+
+    async def extract_many(self, modality: int, samples: list[tuple[str, bytes]],
+                           require_single_face: bool = False) -> list[tuple[np.ndarray, SampleReport]]:
+        """Extract several samples in parallel; all-or-nothing admission against the bound."""
+        if self._pending + len(samples) > self.max_pending:
+            raise Overloaded(
+                f"extraction queue is full ({self._pending} samples pending, limit {self.max_pending}); retry later"
+            )
+        self._pending += len(samples)
+        try:
+            futures = [
+                asyncio.wrap_future(self._pool.submit(extract, modality, kind, payload, require_single_face))
+                for kind, payload in samples
+            ]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            self._pending -= len(samples)
+        for result in results:
+            if isinstance(result, VaultError):
+                raise result
+            if isinstance(result, BrokenProcessPool):
+                raise Overloaded("the extraction worker pool is restarting; retry") from None
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    def warm(self) -> None:
+        """Start every worker now (blocks until their models are loaded)."""
+        list(self._pool.map(_noop, range(self.workers)))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _noop(_):
+    return None

@@ -1,0 +1,73 @@
+"""Decoding untrusted image bytes, with format and size limits checked before any pixel is decoded.
+
+Pillow reads the header lazily, so a decompression bomb is refused by its declared size before
+its pixels are inflated.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vault.exceptions import InvalidSample
+
+FACE_FORMATS = frozenset({"JPEG", "PNG", "PPM"})  # PPM covers binary PGM (ORL faces)
+FINGERPRINT_FORMATS = frozenset({"TIFF", "PNG", "BMP", "PPM"})
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_FACE_PIXELS = 4096 * 4096
+MAX_FINGERPRINT_PIXELS = 2048 * 2048
+MIN_SIDE = 32
+
+# Our own limits are stricter; this only stops Pillow from warning instead of failing.
+Image.MAX_IMAGE_PIXELS = MAX_FACE_PIXELS
+
+
+def _open(data: bytes, formats: frozenset[str], max_pixels: int, what: str) -> Image.Image:
+    if not data:
+        raise InvalidSample(f"{what} image is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidSample(f"{what} image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidSample(f"{what} image is not a readable image file") from None
+    except Exception:
+        raise InvalidSample(f"{what} image is corrupt") from None
+    if image.format not in formats:
+        raise InvalidSample(f"{what} images must be {', '.join(sorted(formats))}; got {image.format}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidSample(f"{what} image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise InvalidSample(f"{what} image is {width}x{height} pixels; at least {MIN_SIDE} a side is needed")
+    return image
+
+
+def _decode(image: Image.Image, mode: str, what: str) -> np.ndarray:
+    try:
+        image.load()
+        return np.asarray(image.convert(mode))
+    except Exception:
+        raise InvalidSample(f"{what} image is truncated or corrupt") from None
+
+
+def decode_face(data: bytes) -> np.ndarray:
+    """RGB uint8 array (h, w, 3) of a JPEG, PNG or PGM/PPM face image."""
+    return _decode(_open(data, FACE_FORMATS, MAX_FACE_PIXELS, "face"), "RGB", "face")
+
+
+def decode_fingerprint(data: bytes) -> np.ndarray:
+    """8-bit grayscale array (h, w) of a TIFF, PNG, BMP or PGM fingerprint image."""
+    return _decode(_open(data, FINGERPRINT_FORMATS, MAX_FINGERPRINT_PIXELS, "fingerprint"), "L", "fingerprint")
+
+
+def encode_bmp(gray: np.ndarray) -> bytes:
+    """Re-encode a decoded grayscale image as BMP: the one simple format NBIS is ever handed."""
+    out = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(out, format="BMP")
+    return out.getvalue()

@@ -1,0 +1,235 @@
+"""The key store: per-tenant projection and storage keys, kept apart from the template store.
+
+Key hierarchy (docs/threat-model.md):
+- each tenant has numbered key versions; a version holds two independent 256-bit secrets:
+  `projection` (seeds the IoM projection bank of every profile, via HKDF) and `storage`
+  (seals templates at rest, via HKDF with each template's salt);
+- one `audit` secret MACs the audit chain.
+
+`LocalKeyFile` keeps them in one JSON file created with 0600 permissions on first start, written
+atomically, optionally sealed with AES-GCM under a key derived by argon2id from an operator
+passphrase. Another backend (KMS, HSM) implements the same `KeyStore` methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from vault.exceptions import KeyStoreError, NotFound
+
+FORMAT = 1
+# argon2id parameters for the passphrase that seals the key file (RFC 9106 second recommendation).
+ARGON2_TIME_COST = 3
+ARGON2_MEMORY_KIB = 64 * 1024
+ARGON2_PARALLELISM = 4
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    tenant: str
+    version: int
+    projection: bytes
+    storage: bytes
+
+
+def derive(secret: bytes, info: bytes, salt: bytes | None = None, length: int = 32) -> bytes:
+    """HKDF-SHA256: one independent sub-key per purpose."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+
+
+class KeyStore(Protocol):
+    def tenant_key(self, tenant: str, version: int | None = None) -> TenantKey: ...
+    def versions(self, tenant: str) -> list[int]: ...
+    def ensure_tenant(self, tenant: str) -> TenantKey: ...
+    def rotate(self, tenant: str) -> TenantKey: ...
+    def audit_key(self) -> bytes: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+class LocalKeyFile:
+    """A key file on local disk. Safe for several processes on one host (flock + atomic rename);
+    re-read whenever the file changes, so replicas sharing it see rotations and new tenants."""
+
+    def __init__(self, path: str | os.PathLike, passphrase: str | None = None):
+        self.path = Path(path)
+        self._passphrase = passphrase
+        self._lock = threading.Lock()
+        self._data: dict | None = None
+        self._stamp: tuple | None = None
+        with self._locked():
+            if not self.path.exists():
+                self._write(self._new_payload())
+            self._load()
+
+    # -- public API ---------------------------------------------------------------------------
+    def tenant_key(self, tenant: str, version: int | None = None) -> TenantKey:
+        data = self._current()
+        entry = data["tenants"].get(tenant)
+        if entry is None:
+            raise NotFound("unknown tenant")
+        version = entry["current"] if version is None else version
+        keys = entry["versions"].get(str(version))
+        if keys is None:
+            raise KeyStoreError(f"tenant key version {version} is not in the key store")
+        return TenantKey(tenant, version, _unb64(keys["projection"]), _unb64(keys["storage"]))
+
+    def versions(self, tenant: str) -> list[int]:
+        entry = self._current()["tenants"].get(tenant)
+        return sorted(int(v) for v in entry["versions"]) if entry else []
+
+    def tenants(self) -> list[str]:
+        return sorted(self._current()["tenants"])
+
+    def ensure_tenant(self, tenant: str) -> TenantKey:
+        if tenant not in self._current()["tenants"]:
+            self._update(lambda data: data["tenants"].setdefault(tenant, self._new_tenant()))
+        return self.tenant_key(tenant)
+
+    def rotate(self, tenant: str) -> TenantKey:
+        def add_version(data):
+            entry = data["tenants"].get(tenant)
+            if entry is None:
+                raise NotFound("unknown tenant")
+            entry["current"] = max(int(v) for v in entry["versions"]) + 1
+            entry["versions"][str(entry["current"])] = self._new_version()
+
+        self._update(add_version)
+        return self.tenant_key(tenant)
+
+    def audit_key(self) -> bytes:
+        return _unb64(self._current()["audit"])
+
+    # -- file handling --------------------------------------------------------------------------
+    @staticmethod
+    def _new_version() -> dict:
+        return {
+            "projection": _b64(secrets.token_bytes(32)),
+            "storage": _b64(secrets.token_bytes(32)),
+            "created": time.time(),
+        }
+
+    def _new_tenant(self) -> dict:
+        return {"current": 1, "versions": {"1": self._new_version()}}
+
+    def _new_payload(self) -> dict:
+        return {"format": FORMAT, "audit": _b64(secrets.token_bytes(32)), "tenants": {}}
+
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        return _FileLock(fd, self._lock)
+
+    def _current(self) -> dict:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise KeyStoreError("the key file has disappeared") from None
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != self._stamp:
+            with self._locked():
+                self._load()
+        return self._data
+
+    def _update(self, change) -> None:
+        with self._locked():
+            self._load()
+            change(self._data)
+            self._write(self._data)
+            self._load()
+
+    def _load(self) -> None:
+        st = self.path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyStoreError(
+                f"key file permissions are {oct(st.st_mode & 0o777)}; they must be 0600 (chmod 600)"
+            )
+        raw = self.path.read_bytes()
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise KeyStoreError("the key file is not valid JSON") from None
+        self._data = self._open(document)
+        self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _open(self, document: dict) -> dict:
+        sealing = document.get("sealing", "none")
+        if sealing == "none":
+            if self._passphrase:
+                raise KeyStoreError("a passphrase was given but the key file is not sealed")
+            return document["payload"]
+        if sealing != "argon2id-aes256gcm":
+            raise KeyStoreError("unknown key file sealing")
+        if not self._passphrase:
+            raise KeyStoreError("the key file is sealed: give its passphrase (VAULT_KEY_PASSPHRASE)")
+        kek = self._kek(_unb64(document["salt"]), document["argon2"])
+        try:
+            plain = AESGCM(kek).decrypt(_unb64(document["nonce"]), _unb64(document["sealed"]), b"vault-keys")
+        except Exception:
+            raise KeyStoreError("the key file passphrase is wrong or the file was altered") from None
+        return json.loads(plain)
+
+    def _kek(self, salt: bytes, params: dict) -> bytes:
+        return hash_secret_raw(
+            self._passphrase.encode(), salt, time_cost=params["t"], memory_cost=params["m"],
+            parallelism=params["p"], hash_len=32, type=Type.ID,
+        )
+
+    def _write(self, payload: dict) -> None:
+        if self._passphrase:
+            salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+            params = {"t": ARGON2_TIME_COST, "m": ARGON2_MEMORY_KIB, "p": ARGON2_PARALLELISM}
+            sealed = AESGCM(self._kek(salt, params)).encrypt(nonce, json.dumps(payload).encode(), b"vault-keys")
+            document = {"sealing": "argon2id-aes256gcm", "argon2": params, "salt": _b64(salt),
+                        "nonce": _b64(nonce), "sealed": _b64(sealed)}
+        else:
+            document = {"sealing": "none", "payload": payload}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class _FileLock:
+    """flock across processes plus a mutex across threads."""
+
+    def __init__(self, fd: int, mutex: threading.Lock):
+        self.fd, self.mutex = fd, mutex
+
+    def __enter__(self):
+        self.mutex.acquire()
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.mutex.release()

@@ -1,0 +1,164 @@
+"""In-memory galleries of protected codes and the vectorised comparison over them.
+
+One `Gallery` holds the live codes of one (tenant, modality, profile, key version) group, packed
+as uint64 bit planes (vault.hazmat.iom), so a probe transformed once under that key version is
+compared with every code by XOR, OR across planes and popcount. The `MatchIndex` maps groups to
+galleries; it is loaded from the store at start and updated on enrol, revoke and reissue.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from vault.profiles import ProtectionProfile
+
+CHUNK_ROWS = 32768  # keeps the XOR temporaries in cache
+
+
+def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
+    """Fraction of equal IoM indices between one packed probe (planes, words) and codes (n, planes, words)."""
+    scores = np.empty(len(codes), dtype=np.float32)
+    for start in range(0, len(codes), CHUNK_ROWS):
+        block = codes[start:start + CHUNK_ROWS]
+        mismatch = np.bitwise_or.reduce(block ^ probe, axis=1)  # a position differs in any plane
+        differing = np.bitwise_count(mismatch).sum(axis=1, dtype=np.int64)
+        scores[start:start + len(block)] = 1.0 - differing / hash_count
+    return scores
+
+
+@dataclass(frozen=True)
+class Hit:
+    template_id: str
+    subject_id: str
+    score: float
+
+
+class Gallery:
+    """Live codes of one group. Rows are removed by moving the last row into the hole."""
+
+    def __init__(self, profile: ProtectionProfile, key_version: int):
+        self.profile = profile
+        self.key_version = key_version
+        self._codes = np.zeros((16, profile.planes, profile.words), dtype=np.uint64)
+        self._template_ids: list[str] = []
+        self._subject_ids: list[str] = []
+        self._fingers: list[int] = []
+        self._row: dict[str, int] = {}
+        self._by_subject: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._template_ids)
+
+    def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray) -> None:
+        with self._lock:
+            if template_id in self._row:
+                return
+            n = len(self._template_ids)
+            if n == len(self._codes):
+                grown = np.zeros((2 * n, *self._codes.shape[1:]), dtype=np.uint64)
+                grown[:n] = self._codes
+                self._codes = grown
+            self._codes[n] = code
+            self._template_ids.append(template_id)
+            self._subject_ids.append(subject_id)
+            self._fingers.append(finger)
+            self._row[template_id] = n
+            self._by_subject.setdefault(subject_id, set()).add(template_id)
+
+    def remove(self, template_id: str) -> bool:
+        with self._lock:
+            row = self._row.pop(template_id, None)
+            if row is None:
+                return False
+            subject_templates = self._by_subject[self._subject_ids[row]]
+            subject_templates.discard(template_id)
+            if not subject_templates:
+                del self._by_subject[self._subject_ids[row]]
+            last = len(self._template_ids) - 1
+            if row != last:
+                self._codes[row] = self._codes[last]
+                for column in (self._template_ids, self._subject_ids, self._fingers):
+                    column[row] = column[last]
+                self._row[self._template_ids[row]] = row
+            for column in (self._template_ids, self._subject_ids, self._fingers):
+                column.pop()
+            return True
+
+    def template_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._row)
+
+    def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
+        if template_id is not None:
+            rows = [self._row[template_id]] if template_id in self._row else []
+        else:
+            rows = [self._row[t] for t in self._by_subject.get(subject_id, ())]
+        return [r for r in rows if not finger or self._fingers[r] == finger]
+
+    def has(self, *, subject_id: str | None = None, template_id: str | None = None, finger: int = 0) -> bool:
+        with self._lock:
+            return bool(self._rows(subject_id, template_id, finger))
+
+    def search(self, probe: np.ndarray, *, subject_id: str | None = None, template_id: str | None = None,
+               finger: int = 0) -> list[Hit]:
+        """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
+        with self._lock:
+            rows = self._rows(subject_id, template_id, finger)
+            scores = agreement(probe, self._codes[np.asarray(rows, dtype=np.int64)], self.profile.hash_count)
+            return [Hit(self._template_ids[r], self._subject_ids[r], float(s)) for r, s in zip(rows, scores)]
+
+    def top(self, probe: np.ndarray, threshold: float, limit: int, finger: int = 0) -> list[Hit]:
+        """The best `limit` rows scoring at or above `threshold`, best first (1:N)."""
+        with self._lock:
+            n = len(self._template_ids)
+            if finger:
+                rows = np.flatnonzero(np.asarray(self._fingers[:n]) == finger)
+                scores = agreement(probe, self._codes[rows], self.profile.hash_count)
+            else:
+                rows = None
+                scores = agreement(probe, self._codes[:n], self.profile.hash_count)
+            above = np.flatnonzero(scores >= threshold)
+            best = above[np.argsort(-scores[above], kind="stable")[:limit]]
+            hits = []
+            for i in best:
+                row = int(i) if rows is None else int(rows[i])
+                hits.append(Hit(self._template_ids[row], self._subject_ids[row], float(scores[i])))
+        return hits
+
+
+class MatchIndex:
+    """Galleries by (tenant, modality) and then (profile name, key version)."""
+
+    def __init__(self):
+        self._groups: dict[tuple[str, int], dict[tuple[str, int], Gallery]] = {}
+        self._lock = threading.Lock()
+
+    def galleries(self, tenant: str, modality: int) -> list[Gallery]:
+        with self._lock:
+            return list(self._groups.get((tenant, modality), {}).values())
+
+    def add(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
+            template_id: str, subject_id: str, finger: int, code: np.ndarray) -> None:
+        with self._lock:
+            group = self._groups.setdefault((tenant, modality), {})
+            gallery = group.get((profile.name, key_version))
+            if gallery is None:
+                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version)
+        gallery.add(template_id, subject_id, finger, code)
+
+    def remove(self, tenant: str, modality: int, template_id: str) -> bool:
+        return any(g.remove(template_id) for g in self.galleries(tenant, modality))
+
+    def count(self, tenant: str | None = None) -> int:
+        with self._lock:
+            groups = [g for (t, _), gs in self._groups.items() if tenant in (None, t) for g in gs.values()]
+        return sum(len(g) for g in groups)
+
+    def template_ids(self) -> set[str]:
+        with self._lock:
+            groups = [g for gs in self._groups.values() for g in gs.values()]
+        return set().union(*(g.template_ids() for g in groups)) if groups else set()

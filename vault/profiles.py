@@ -1,0 +1,70 @@
+"""Named, versioned protection profiles: one parameter set per modality.
+
+A stored template records the profile name it was made with; a profile is never edited once
+templates exist under it. Changing parameters means a new name (face-iom-v2) and re-enrolment.
+
+Thresholds are on the IoM agreement score (fraction of equal hash indices, 0..1) and are set for
+an operating false-match rate; `calibration` says on which data and with which command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vault.hazmat.iom import bit_planes
+
+FACE = 1  # vault.v1.Modality values
+FINGERPRINT = 2
+
+
+@dataclass(frozen=True)
+class ProtectionProfile:
+    name: str
+    modality: int
+    feature_dim: int
+    hash_count: int  # m: number of index-of-max hashes
+    hash_width: int  # q: projections per hash (power of two)
+    threshold: float  # decide MATCH when agreement >= threshold
+    operating_fmr: float
+    calibration: str
+
+    @property
+    def planes(self) -> int:
+        return bit_planes(self.hash_width)
+
+    @property
+    def words(self) -> int:
+        """uint64 words per bit plane."""
+        return self.hash_count // 64
+
+    @property
+    def template_bytes(self) -> int:
+        return self.planes * self.words * 8
+
+
+FACE_IOM_V1 = ProtectionProfile(
+    name="face-iom-v1",
+    modality=FACE,
+    feature_dim=128,
+    hash_count=1024,
+    hash_width=16,
+    threshold=0.5,
+    operating_fmr=1e-3,
+    calibration="placeholder, set by benchmarks/calibrate.py",
+)
+
+FINGER_IOM_V1 = ProtectionProfile(
+    name="finger-iom-v1",
+    modality=FINGERPRINT,
+    feature_dim=0,
+    hash_count=1024,
+    hash_width=16,
+    threshold=0.5,
+    operating_fmr=1e-3,
+    calibration="placeholder, set by benchmarks/calibrate.py",
+)
+
+PROFILES: dict[str, ProtectionProfile] = {p.name: p for p in (FACE_IOM_V1, FINGER_IOM_V1)}
+
+# The profile new templates are made with, per modality.
+CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V1, FINGERPRINT: FINGER_IOM_V1}

@@ -1,0 +1,102 @@
+"""Cancellable templates: the safe recipes over vault.hazmat.
+
+    features --(tenant projection key, profile)--> IoM code --(per-template salt, storage key)--> sealed row
+
+- `protect` turns a feature vector into a packed IoM code. The projection depends on the tenant,
+  the key version and the profile, never on the template, so Identify transforms a probe once per
+  (key version, profile) and compares it with every stored code of that group.
+- `seal` encrypts a code for storage with AES-256-GCM under a key derived from the tenant's storage
+  key and a fresh random 16-byte salt per template; the row's identity is the associated data, so a
+  sealed code cannot be moved to another row, tenant, subject or key version. Two templates of the
+  same person, a template and its reissue, or one person in two tenants: in the database they are
+  independent random-looking blobs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vault.exceptions import IntegrityError, InvalidArgument
+from vault.hazmat import iom
+from vault.keys import KeyStore, derive
+from vault.profiles import ProtectionProfile
+
+SEAL_INFO = b"vault/seal/v1"
+BANK_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class RowIdentity:
+    """What a sealed code is bound to (the AES-GCM associated data)."""
+
+    tenant: str
+    template_id: str
+    subject_id: str
+    modality: int
+    finger: int
+    profile: str
+    key_version: int
+
+    def associated_data(self) -> bytes:
+        fields = (self.tenant, self.template_id, self.subject_id, str(self.modality),
+                  str(self.finger), self.profile, str(self.key_version))
+        return "\x1f".join(fields).encode()
+
+
+class Protector:
+    """Applies a tenant's keys. Caches projection banks (they take ~10-100 ms to draw)."""
+
+    def __init__(self, keys: KeyStore):
+        self.keys = keys
+        self._banks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def protect(self, tenant: str, key_version: int, profile: ProtectionProfile,
+                features: np.ndarray) -> np.ndarray:
+        """Packed IoM code (planes, words) of one feature vector."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.shape != (profile.feature_dim,) or not np.all(np.isfinite(features)):
+            raise InvalidArgument(f"{profile.name} takes a finite {profile.feature_dim}-D feature vector")
+        indices = iom.iom_indices(self._bank(tenant, key_version, profile), features, profile.hash_width)
+        return iom.pack_indices(indices, profile.hash_width)
+
+    def seal(self, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
+        """(salt, nonce || ciphertext) for a packed code."""
+        salt = secrets.token_bytes(16)
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self._row_key(row, salt)).encrypt(nonce, code.astype("<u8").tobytes(), row.associated_data())
+        return salt, nonce + sealed
+
+    def unseal(self, row: RowIdentity, profile: ProtectionProfile, salt: bytes, sealed: bytes) -> np.ndarray:
+        try:
+            plain = AESGCM(self._row_key(row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
+        except InvalidTag:
+            raise IntegrityError(f"template {row.template_id} failed authentication") from None
+        return np.frombuffer(plain, dtype="<u8").reshape(profile.planes, profile.words)
+
+    def _row_key(self, row: RowIdentity, salt: bytes) -> bytes:
+        storage = self.keys.tenant_key(row.tenant, row.key_version).storage
+        return derive(storage, SEAL_INFO, salt=salt)
+
+    def _bank(self, tenant: str, key_version: int, profile: ProtectionProfile) -> np.ndarray:
+        cache_key = (tenant, key_version, profile.name)
+        with self._lock:
+            bank = self._banks.get(cache_key)
+            if bank is not None:
+                self._banks.move_to_end(cache_key)
+                return bank
+        projection = self.keys.tenant_key(tenant, key_version).projection
+        seed = derive(projection, b"vault/projection/" + profile.name.encode())
+        bank = iom.projection_bank(seed, profile.feature_dim, profile.hash_count, profile.hash_width)
+        with self._lock:
+            self._banks[cache_key] = bank
+            while len(self._banks) > BANK_CACHE_SIZE:
+                self._banks.popitem(last=False)
+        return bank

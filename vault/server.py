@@ -1,0 +1,116 @@
+"""Assembles and runs a vault server: key store, template store, extraction pool, match index,
+the Vault service, gRPC health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from vault.auth import Authenticator
+from vault.exceptions import VaultError
+from vault.extraction import Extractor
+from vault.keys import LocalKeyFile
+from vault.matching import MatchIndex
+from vault.service import VaultService
+from vault.store import open_store
+from vault.v1 import vault_pb2, vault_pb2_grpc
+
+log = logging.getLogger("vault.server")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["Vault"].full_name
+
+
+@dataclass
+class Settings:
+    state_dir: Path = Path(".vault")
+    listen: str = "127.0.0.1:50051"
+    store_url: str = ""  # default: sqlite file in state_dir
+    key_file: Path | None = None  # default: state_dir/keys.json
+    key_passphrase: str | None = field(default_factory=lambda: os.environ.get("VAULT_KEY_PASSPHRASE") or None)
+    workers: int | None = None
+    max_pending: int | None = None
+    allow_face_embeddings: bool = False
+    shutdown_grace_s: float = 10.0
+    port_file: Path | None = None  # written with the bound port once serving (tests, scripts)
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class VaultServer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        if not is_loopback(settings.listen):
+            raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
+        state = Path(settings.state_dir)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.keys = LocalKeyFile(settings.key_file or state / "keys.json", settings.key_passphrase)
+        self.store = open_store(settings.store_url or f"sqlite:///{state / 'vault.db'}", self.keys.audit_key())
+        self.extractor = Extractor(settings.workers, settings.max_pending)
+        self.index = MatchIndex()
+        self.service = VaultService(self.store, self.keys, self.extractor, self.index, Authenticator(),
+                                    settings.allow_face_embeddings)
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        loaded = await asyncio.to_thread(self.service.load_index)
+        await asyncio.to_thread(self.extractor.warm)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self.server = grpc.aio.server(options=options)
+        vault_pb2_grpc.add_VaultServicer_to_server(self.service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if not self.port:
+            raise VaultError(f"cannot listen on {self.settings.listen}")
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("vault serving on %s (port %d), %d live templates, %d extraction workers",
+                 self.settings.listen, self.port, loaded, self.extractor.workers)
+        if self.settings.port_file:
+            tmp = Path(f"{self.settings.port_file}.tmp")
+            tmp.write_text(str(self.port))
+            tmp.replace(self.settings.port_file)
+        return self.port
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_s)
+        self.extractor.close()
+        self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    server = VaultServer(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await server.start()
+    await stopping.wait()
+    log.info("shutting down")
+    await server.stop()

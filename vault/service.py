@@ -1,0 +1,342 @@
+"""The Vault gRPC service: each RPC reads top to bottom.
+
+    authorise -> validate -> extract (worker processes) -> protect (tenant key) -> store + audit
+    (one transaction) -> update the in-memory index -> answer with a decision or metadata
+
+Nothing an RPC returns, logs or stores holds an image, a feature vector, a code or a score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vault import auth
+from vault.audit import AuditEntry
+from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
+from vault.extraction import IMAGE, ISO_19794_2, Extractor
+from vault.features import SampleReport, fuse
+from vault.features.face import embedding_features
+from vault.keys import KeyStore
+from vault.matching import Hit, MatchIndex
+from vault.profiles import CURRENT, FACE, FINGERPRINT, PROFILES
+from vault.protection import Protector, RowIdentity
+from vault.store import LIVE, TemplateRow, TemplateStore
+from vault.v1 import vault_pb2 as pb
+from vault.v1 import vault_pb2_grpc
+
+log = logging.getLogger("vault.service")
+
+MAX_SAMPLES = 10
+MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 500
+MAX_CANDIDATES = 100
+
+
+def rpc(handler):
+    """Map VaultError to its gRPC status; anything else becomes INTERNAL with a log reference."""
+    name = handler.__name__
+
+    @functools.wraps(handler)
+    async def wrapper(self, request, context):
+        started = time.perf_counter()
+        try:
+            response = await handler(self, request, context)
+            log.info("%s ok %.1f ms", name, 1000 * (time.perf_counter() - started))
+            return response
+        except VaultError as error:
+            log.info("%s %s: %s", name, error.status.name, error.message)
+            await context.abort(error.status, error.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            reference = uuid.uuid4().hex[:12]
+            log.exception("%s failed, reference %s", name, reference)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error, reference {reference}")
+
+    return wrapper
+
+
+def check_id(value: str, what: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"{what} must be 1-{MAX_ID_LENGTH} printable characters")
+    return value
+
+
+def check_reason(value: str) -> str:
+    if len(value) > MAX_REASON_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"reason must be at most {MAX_REASON_LENGTH} printable characters")
+    return value
+
+
+def check_modality(modality: int) -> int:
+    if modality not in (FACE, FINGERPRINT):
+        raise InvalidArgument("modality must be FACE or FINGERPRINT")
+    return modality
+
+
+def check_finger(modality: int, finger: int) -> int:
+    if finger not in pb.FingerPosition.values():
+        raise InvalidArgument("finger must be an ISO/IEC 19794-2 finger position (0-10)")
+    if modality == FACE and finger:
+        raise InvalidArgument("finger applies to FINGERPRINT only")
+    return finger
+
+
+def report_pb(report: SampleReport) -> pb.SampleReport:
+    return pb.SampleReport(faces_found=report.faces_found, largest_face_used=report.largest_face_used,
+                           minutiae=report.minutiae)
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+class VaultService(vault_pb2_grpc.VaultServicer):
+    def __init__(self, store: TemplateStore, keys: KeyStore, extractor: Extractor, index: MatchIndex,
+                 authenticator: auth.Authenticator, allow_face_embeddings: bool = False):
+        self.store = store
+        self.keys = keys
+        self.protector = Protector(keys)
+        self.extractor = extractor
+        self.index = index
+        self.authenticator = authenticator
+        self.allow_face_embeddings = allow_face_embeddings
+
+    # -- start-up -------------------------------------------------------------------------------
+    def load_index(self) -> int:
+        """Unseal every live template into the in-memory index; returns how many."""
+        loaded = 0
+        for row in self.store.live_rows():
+            self._index_row(row)
+            loaded += 1
+        return loaded
+
+    def _index_row(self, row: TemplateRow, code=None) -> None:
+        profile = PROFILES[row.profile]
+        if code is None:
+            code = self.protector.unseal(self._row_identity(row), profile, row.salt, row.sealed)
+        self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
+                       row.subject_id, row.finger, code)
+
+    @staticmethod
+    def _row_identity(row: TemplateRow) -> RowIdentity:
+        return RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
+                           row.profile, row.key_version)
+
+    # -- shared steps ---------------------------------------------------------------------------
+    def _caller(self, context, rpc_name: str) -> auth.Identity:
+        identity = self.authenticator.identify(context)
+        auth.authorize(identity, rpc_name)
+        return identity
+
+    async def _features(self, modality: int, samples, require_single_face: bool):
+        """Unit feature vectors and reports of the samples, extracted in the worker pool."""
+        if not samples:
+            raise InvalidArgument("at least one sample is required")
+        if len(samples) > MAX_SAMPLES:
+            raise InvalidArgument(f"at most {MAX_SAMPLES} samples per request")
+        to_extract, embedded = [], []
+        for sample in samples:
+            kind = sample.WhichOneof("data")
+            if kind == "face_embedding":
+                if not self.allow_face_embeddings:
+                    raise FailedPrecondition("this vault does not accept pre-computed face embeddings")
+                if modality != FACE:
+                    raise InvalidArgument("face embeddings are FACE samples")
+                embedded.append(embedding_features(sample.face_embedding.values))
+            elif kind == IMAGE:
+                to_extract.append((IMAGE, sample.image))
+            elif kind == ISO_19794_2:
+                if modality != FINGERPRINT:
+                    raise InvalidArgument("ISO/IEC 19794-2 records are FINGERPRINT samples")
+                to_extract.append((ISO_19794_2, sample.iso_19794_2))
+            else:
+                raise InvalidArgument("a sample has no data")
+        extracted = await self.extractor.extract_many(modality, to_extract, require_single_face) if to_extract else []
+        vectors = [v for v, _ in extracted] + embedded
+        reports = [r for _, r in extracted] + [SampleReport() for _ in embedded]
+        return vectors, reports
+
+    def _new_template(self, tenant: str, subject_id: str, modality: int, finger: int, vectors, reports):
+        """Protect and seal the fused vectors: (row for the store, code for the index)."""
+        key = self.keys.ensure_tenant(tenant)
+        profile = CURRENT[modality]
+        code = self.protector.protect(tenant, key.version, profile, fuse(vectors))
+        row_id = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version)
+        salt, sealed = self.protector.seal(row_id, code)
+        row = TemplateRow(row_id.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
+                          salt, sealed, len(vectors), time.time())
+        return row, code
+
+    def _probe_codes(self, tenant: str, vector):
+        """The probe's code per (profile, key version), made on first use: Identify and Verify
+        transform a probe at most once per key version, never once per stored template."""
+        codes = {}
+
+        def code_for(gallery):
+            group = (gallery.profile.name, gallery.key_version)
+            if group not in codes:
+                codes[group] = self.protector.protect(tenant, gallery.key_version, gallery.profile, vector)
+            return codes[group]
+
+        return code_for
+
+    def _matches(self, tenant: str, modality: int, vector, **where) -> bool:
+        """1:1: does the probe reach its profile's threshold against the selected template(s)?"""
+        code_for = self._probe_codes(tenant, vector)
+        for gallery in self.index.galleries(tenant, modality):
+            if gallery.has(**where):
+                hits = gallery.search(code_for(gallery), **where)
+                if any(hit.score >= gallery.profile.threshold for hit in hits):
+                    return True
+        return False
+
+    # -- RPCs -----------------------------------------------------------------------------------
+    @rpc
+    async def Enroll(self, request, context):
+        caller = self._caller(context, "Enroll")
+        subject_id = check_id(request.subject_id, "subject_id")
+        modality = check_modality(request.modality)
+        finger = check_finger(modality, request.finger)
+        vectors, reports = await self._features(modality, request.samples, request.require_single_face)
+        row, code = self._new_template(caller.tenant, subject_id, modality, finger, vectors, reports)
+        audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
+                           f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
+        await asyncio.to_thread(self.store.insert, row, audit)
+        self._index_row(row, code)
+        return pb.EnrollResponse(template_id=row.template_id, profile=row.profile, key_version=row.key_version,
+                                 sample_reports=[report_pb(r) for r in reports])
+
+    @rpc
+    async def Verify(self, request, context):
+        caller = self._caller(context, "Verify")
+        claim = request.WhichOneof("claim")
+        if claim is None:
+            raise InvalidArgument("subject_id or template_id is required")
+        claimed = check_id(getattr(request, claim), claim)
+        modality, finger = request.modality, request.finger
+        if claim == "subject_id":
+            check_modality(modality)
+        elif modality:
+            check_modality(modality)
+        if not request.HasField("probe"):
+            raise InvalidArgument("probe is required")
+        if claim == "template_id":
+            row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
+            # Unknown, another tenant's and revoked templates all answer NO_MATCH: no oracle.
+            if row is not None and (row.status != LIVE or (modality and row.modality != modality)):
+                row = None
+            modality = row.modality if row else (modality or FACE)
+        check_finger(modality, finger)
+        # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
+        (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
+        matched = False
+        if claim == "subject_id":
+            matched = self._matches(caller.tenant, modality, vector, subject_id=claimed, finger=finger)
+        elif row is not None:
+            matched = self._matches(caller.tenant, modality, vector, template_id=claimed)
+        decision = pb.MATCH if matched else pb.NO_MATCH
+        audit = AuditEntry("Verify", caller.tenant, caller.name,
+                           claimed if claim == "subject_id" else "", claimed if claim == "template_id" else "",
+                           pb.Decision.Name(decision))
+        await asyncio.to_thread(self.store.record, audit)
+        return pb.VerifyResponse(decision=decision, decision_id=audit.decision_id, probe_report=report_pb(report))
+
+    @rpc
+    async def Identify(self, request, context):
+        caller = self._caller(context, "Identify")
+        modality = check_modality(request.modality)
+        finger = check_finger(modality, request.finger)
+        if not request.HasField("probe"):
+            raise InvalidArgument("probe is required")
+        limit = request.max_candidates or 1
+        if not 1 <= limit <= MAX_CANDIDATES:
+            raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
+        (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
+        code_for = self._probe_codes(caller.tenant, vector)
+
+        def search() -> list[Hit]:
+            hits = []
+            for gallery in self.index.galleries(caller.tenant, modality):
+                hits += gallery.top(code_for(gallery), gallery.profile.threshold, limit * 4, finger)
+            return hits
+
+        best_by_subject: dict[str, Hit] = {}
+        for hit in sorted(await asyncio.to_thread(search), key=lambda h: -h.score):
+            best_by_subject.setdefault(hit.subject_id, hit)
+        winners = list(best_by_subject.values())[:limit]
+        audit = AuditEntry("Identify", caller.tenant, caller.name, ",".join(h.subject_id for h in winners),
+                           ",".join(h.template_id for h in winners),
+                           "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
+        await asyncio.to_thread(self.store.record, audit)
+        return pb.IdentifyResponse(
+            candidates=[pb.Candidate(subject_id=h.subject_id, template_id=h.template_id, rank=i + 1)
+                        for i, h in enumerate(winners)],
+            decision_id=audit.decision_id, probe_report=report_pb(report))
+
+    @rpc
+    async def Revoke(self, request, context):
+        caller = self._caller(context, "Revoke")
+        target = request.WhichOneof("target")
+        if target is None:
+            raise InvalidArgument("template_id or subject_id is required")
+        value = check_id(getattr(request, target), target)
+        reason = check_reason(request.reason)
+        if target == "template_id":
+            candidates = [value]
+        else:
+            candidates = [r.template_id for r in await asyncio.to_thread(self.store.list, caller.tenant, value)]
+        audit = AuditEntry("Revoke", caller.tenant, caller.name, value if target == "subject_id" else "",
+                           "", "revoked", reason)
+        revoked = await asyncio.to_thread(self.store.revoke, caller.tenant, candidates, reason, audit) if candidates else []
+        if not revoked:
+            raise NotFound(f"no live template for that {target}")
+        for template_id in revoked:
+            for modality in (FACE, FINGERPRINT):
+                self.index.remove(caller.tenant, modality, template_id)
+        return pb.RevokeResponse(revoked_template_ids=revoked)
+
+    @rpc
+    async def Reissue(self, request, context):
+        caller = self._caller(context, "Reissue")
+        old_id = check_id(request.template_id, "template_id")
+        reason = check_reason(request.reason)
+        old = await asyncio.to_thread(self.store.get, caller.tenant, old_id)
+        if old is None or old.status != LIVE:
+            raise NotFound("no live template with that template_id")
+        vectors, reports = await self._features(old.modality, request.samples, request.require_single_face)
+        row, code = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors, reports)
+        audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
+                           "reissued", reason)
+        if not await asyncio.to_thread(self.store.reissue, old_id, row, reason, audit):
+            raise NotFound("no live template with that template_id")  # revoked meanwhile
+        self.index.remove(caller.tenant, old.modality, old_id)
+        self._index_row(row, code)
+        return pb.ReissueResponse(template_id=row.template_id, revoked_template_id=old_id, profile=row.profile,
+                                  key_version=row.key_version, sample_reports=[report_pb(r) for r in reports])
+
+    @rpc
+    async def ListTemplates(self, request, context):
+        caller = self._caller(context, "ListTemplates")
+        subject_id = check_id(request.subject_id, "subject_id") if request.subject_id else None
+        rows = await asyncio.to_thread(self.store.list, caller.tenant, subject_id, request.include_revoked)
+        return pb.ListTemplatesResponse(templates=[
+            pb.TemplateInfo(
+                template_id=r.template_id, subject_id=r.subject_id, modality=r.modality, finger=r.finger,
+                status=r.status, created_at=timestamp(r.created_at), revoked_at=timestamp(r.revoked_at),
+                key_version=r.key_version, profile=r.profile, sample_count=r.sample_count,
+                revoke_reason=r.revoke_reason, replaced_by=r.replaced_by)
+            for r in rows])

@@ -1,0 +1,118 @@
+"""The store interface and the SQL both backends share.
+
+Every change to templates commits together with its audit record, in one transaction: there is
+never a template without its audit record, nor a reissue that revoked the old template without
+storing the new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from vault.audit import AuditEntry, AuditRecord
+
+LIVE, REVOKED = 1, 2
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    template_id: str
+    tenant: str
+    subject_id: str
+    modality: int
+    finger: int
+    profile: str
+    key_version: int
+    salt: bytes
+    sealed: bytes
+    sample_count: int
+    created_at: float
+    status: int = LIVE
+    revoked_at: float | None = None
+    revoke_reason: str = ""
+    replaced_by: str = ""
+
+
+class TemplateStore(Protocol):
+    def insert(self, row: TemplateRow, audit: AuditEntry) -> None: ...
+    def revoke(self, tenant: str, template_ids: list[str], reason: str, audit: AuditEntry) -> list[str]: ...
+    def reissue(self, old_id: str, row: TemplateRow, reason: str, audit: AuditEntry) -> bool: ...
+    def record(self, audit: AuditEntry) -> None: ...
+    def get(self, tenant: str, template_id: str) -> TemplateRow | None: ...
+    def list(self, tenant: str, subject_id: str | None = None, include_revoked: bool = False) -> list[TemplateRow]: ...
+    def live_rows(self) -> Iterator[TemplateRow]: ...
+    def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]: ...
+    def close(self) -> None: ...
+
+
+TEMPLATE_COLUMNS = (
+    "template_id, tenant, subject_id, modality, finger, profile, key_version, salt, sealed, "
+    "sample_count, created_at, status, revoked_at, revoke_reason, replaced_by"
+)
+AUDIT_COLUMNS = "seq, at, actor, tenant, rpc, subject_id, template_id, decision, decision_id, detail, mac"
+
+# Schema migrations, in order; the store applies the ones newer than its recorded version.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE templates (
+        template_id   TEXT PRIMARY KEY,
+        tenant        TEXT NOT NULL,
+        subject_id    TEXT NOT NULL,
+        modality      INTEGER NOT NULL,
+        finger        INTEGER NOT NULL,
+        profile       TEXT NOT NULL,
+        key_version   INTEGER NOT NULL,
+        salt          BYTEA NOT NULL,
+        sealed        BYTEA NOT NULL,
+        sample_count  INTEGER NOT NULL,
+        created_at    DOUBLE PRECISION NOT NULL,
+        status        INTEGER NOT NULL,
+        revoked_at    DOUBLE PRECISION,
+        revoke_reason TEXT NOT NULL DEFAULT '',
+        replaced_by   TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX templates_tenant_subject ON templates (tenant, subject_id);
+    CREATE INDEX templates_status ON templates (status);
+    CREATE TABLE audit (
+        seq          BIGINT PRIMARY KEY,
+        at           DOUBLE PRECISION NOT NULL,
+        actor        TEXT NOT NULL,
+        tenant       TEXT NOT NULL,
+        rpc          TEXT NOT NULL,
+        subject_id   TEXT NOT NULL,
+        template_id  TEXT NOT NULL,
+        decision     TEXT NOT NULL,
+        decision_id  TEXT NOT NULL,
+        detail       TEXT NOT NULL,
+        mac          BYTEA NOT NULL
+    );
+    """,
+]
+
+
+def row_from(values) -> TemplateRow:
+    (template_id, tenant, subject_id, modality, finger, profile, key_version, salt, sealed,
+     sample_count, created_at, status, revoked_at, revoke_reason, replaced_by) = values
+    return TemplateRow(template_id, tenant, subject_id, modality, finger, profile, key_version,
+                       bytes(salt), bytes(sealed), sample_count, created_at, status, revoked_at,
+                       revoke_reason, replaced_by)
+
+
+def row_values(row: TemplateRow) -> tuple:
+    return (row.template_id, row.tenant, row.subject_id, row.modality, row.finger, row.profile,
+            row.key_version, row.salt, row.sealed, row.sample_count, row.created_at, row.status,
+            row.revoked_at, row.revoke_reason, row.replaced_by)
+
+
+def audit_from(values) -> AuditRecord:
+    seq, at, actor, tenant, rpc, subject_id, template_id, decision, decision_id, detail, mac = values
+    entry = AuditEntry(rpc=rpc, tenant=tenant, actor=actor, subject_id=subject_id, template_id=template_id,
+                       decision=decision, detail=detail, decision_id=decision_id, at=at)
+    return AuditRecord(seq, entry, bytes(mac))
+
+
+def audit_values(record: AuditRecord) -> tuple:
+    e = record.entry
+    return (record.seq, e.at, e.actor, e.tenant, e.rpc, e.subject_id, e.template_id, e.decision,
+            e.decision_id, e.detail, record.mac)

@@ -1,0 +1,45 @@
+"""The embedded default: one SQLite file in WAL mode (stdlib sqlite3)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from vault.store.sql import SqlStore
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, path: str | os.PathLike, audit_key: bytes):
+        super().__init__(audit_key)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. One connection, one writer at a
+        # time; WAL keeps readers of other processes (backups, the leak drill) off our lock.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged enrolment survives power loss
+        self._lock = threading.RLock()
+        self._migrate()
+
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
