@@ -48,9 +48,13 @@ FACE_IOM_V1 = ProtectionProfile(
     feature_dim=128,
     hash_count=1024,
     hash_width=16,
-    threshold=0.5,
+    threshold=680 / 1024,
     operating_fmr=1e-3,
-    calibration="placeholder, set by benchmarks/calibrate.py",
+    calibration=(
+        "FMR 1e-3 on the impostor pairs of the LFW subset's first 290 identities (3 fresh keys); "
+        "held out: LFW other 290 identities GAR 0.864 at FMR 4.9e-4, ORL GAR 0.990 at FMR 2.5e-3. "
+        "uv run python -m benchmarks.calibrate"
+    ),
 )
 
 FINGER_IOM_V1 = ProtectionProfile(

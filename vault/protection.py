@@ -62,8 +62,16 @@ class Protector:
                 features: np.ndarray) -> np.ndarray:
         """Packed IoM code (planes, words) of one feature vector."""
         features = np.asarray(features, dtype=np.float32)
-        if features.shape != (profile.feature_dim,) or not np.all(np.isfinite(features)):
-            raise InvalidArgument(f"{profile.name} takes a finite {profile.feature_dim}-D feature vector")
+        if features.shape != (profile.feature_dim,):
+            raise InvalidArgument(f"{profile.name} takes a {profile.feature_dim}-D feature vector")
+        return self.protect_many(tenant, key_version, profile, features[None])[0]
+
+    def protect_many(self, tenant: str, key_version: int, profile: ProtectionProfile,
+                     features: np.ndarray) -> np.ndarray:
+        """Packed IoM codes (n, planes, words) of feature vectors (n, d) (benchmarks, bulk work)."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != profile.feature_dim or not np.all(np.isfinite(features)):
+            raise InvalidArgument(f"{profile.name} takes finite {profile.feature_dim}-D feature vectors")
         indices = iom.iom_indices(self._bank(tenant, key_version, profile), features, profile.hash_width)
         return iom.pack_indices(indices, profile.hash_width)
 

@@ -1,0 +1,60 @@
+"""Comparison scores of a data set: raw features (cosine) and protected templates (the vault's own
+Protector and agreement kernel, under real keys from a throw-away LocalKeyFile)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.features import Features
+from vault.keys import LocalKeyFile
+from vault.matching import agreement
+from vault.profiles import ProtectionProfile
+from vault.protection import Protector
+
+
+def fresh_protector(tenants: tuple[str, ...] = ("bench",)) -> Protector:
+    keys = LocalKeyFile(Path(tempfile.mkdtemp(prefix="vault-bench-keys-")) / "keys.json")
+    for tenant in tenants:
+        keys.ensure_tenant(tenant)
+    return Protector(keys)
+
+
+def protected_codes(features: Features, profile: ProtectionProfile, protector: Protector | None = None,
+                    tenant: str = "bench", key_version: int = 1) -> np.ndarray:
+    protector = protector or fresh_protector((tenant,))
+    return protector.protect_many(tenant, key_version, profile, features.vectors)
+
+
+def pair_scores(pairs, *, vectors: np.ndarray | None = None, codes: np.ndarray | None = None,
+                hash_count: int = 0) -> np.ndarray:
+    """Score of each (i, j) pair: cosine of raw vectors, or IoM agreement of codes."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if vectors is not None:
+        return np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
+    out = np.empty(len(pairs), dtype=np.float32)
+    for i in np.unique(pairs[:, 0]):
+        rows = np.flatnonzero(pairs[:, 0] == i)
+        out[rows] = agreement(codes[i], codes[pairs[rows, 1]], hash_count)
+    return out
+
+
+def usable(pairs, ok: np.ndarray):
+    """Pairs whose both samples were extracted (failures to enrol are reported separately)."""
+    return [(i, j) for i, j in pairs if ok[i] and ok[j]]
+
+
+def threshold_at_fmr(impostor: np.ndarray, fmr: float) -> float:
+    """Smallest threshold t with P(impostor >= t) <= fmr (decide MATCH when score >= t)."""
+    ranked = np.sort(np.asarray(impostor))[::-1]
+    allowed = int(np.floor(fmr * len(ranked)))
+    if allowed >= len(ranked):
+        return float(ranked[-1])
+    return float(np.nextafter(ranked[allowed], np.float32(np.inf)))
+
+
+def rates_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(genuine accept rate, false match rate) when MATCH means score >= threshold."""
+    return float(np.mean(genuine >= threshold)), float(np.mean(impostor >= threshold))

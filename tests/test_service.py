@@ -1,0 +1,211 @@
+"""The Vault service end to end: a real `vault serve` process on a loopback port, a real SQLite
+file, real faces from ../shared/data (ORL, LFW)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import data_path, read
+from vault.v1 import vault_pb2 as pb
+
+ORL_SUBJECTS = [f"s{i}" for i in range(1, 11)]
+
+
+def orl(subject: str, image: int) -> pb.Sample:
+    return pb.Sample(image=read("face", "orl", subject, f"{image}.pgm"))
+
+
+def enrol_orl(stub, subject: str, images=(1, 3)) -> str:
+    response = stub.Enroll(pb.EnrollRequest(subject_id=subject, modality=pb.FACE,
+                                            samples=[orl(subject, i) for i in images]))
+    assert len(response.sample_reports) == len(images)
+    assert all(r.faces_found >= 1 for r in response.sample_reports)
+    return response.template_id
+
+
+def verify(stub, probe: pb.Sample, **claim) -> int:
+    claim.setdefault("modality", pb.FACE)
+    return stub.Verify(pb.VerifyRequest(probe=probe, **claim)).decision
+
+
+def status_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    return error.value.code(), error.value.details()
+
+
+@pytest.fixture(scope="module")
+def enrolled(vault_server):
+    stub = vault_server.stub()
+    return {s: enrol_orl(stub, s) for s in ORL_SUBJECTS}
+
+
+def test_health_and_reflection(vault_server):
+    health = health_pb2_grpc.HealthStub(vault_server.channel)
+    for service in ("", "vault.v1.Vault"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(vault_server.channel)
+    answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"vault.v1.Vault", "grpc.health.v1.Health"} <= names
+
+
+def test_genuine_verify_matches(vault_server, enrolled):
+    stub = vault_server.stub()
+    decisions = [verify(stub, orl(s, 5), subject_id=s) for s in ORL_SUBJECTS]
+    assert decisions.count(pb.MATCH) >= 9, decisions  # ORL genuine accept is ~0.97 at FMR 1e-3
+    by_template = [verify(stub, orl(s, 7), template_id=t) for s, t in enrolled.items()]
+    assert by_template.count(pb.MATCH) >= 9, by_template
+
+
+def test_impostor_verify_fails(vault_server, enrolled):
+    stub = vault_server.stub()
+    for claimed, actual in zip(ORL_SUBJECTS, ORL_SUBJECTS[1:] + ORL_SUBJECTS[:1]):
+        assert verify(stub, orl(actual, 5), subject_id=claimed) == pb.NO_MATCH, (claimed, actual)
+
+
+def test_identify_finds_the_right_subject(vault_server, enrolled):
+    stub = vault_server.stub()
+    correct = 0
+    for subject in ORL_SUBJECTS:
+        response = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=orl(subject, 8), max_candidates=3))
+        assert [c.rank for c in response.candidates] == list(range(1, len(response.candidates) + 1))
+        correct += bool(response.candidates) and response.candidates[0].subject_id == subject
+    assert correct >= 9
+
+
+def test_identify_stranger_gets_no_candidate(vault_server, enrolled):
+    stub = vault_server.stub()
+    strangers = [f"s{i}" for i in range(31, 36)]
+    empty = sum(not stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=orl(s, 1), max_candidates=5)).candidates
+                for s in strangers)
+    assert empty == len(strangers)
+
+
+def test_lfw_identify_among_many(vault_server):
+    """30 LFW people enrolled with one photo each; their second photo must find them."""
+    stub = vault_server.stub()
+    people = sorted(p.name for p in data_path("face", "lfw").iterdir())[100:130]
+    for person in people:
+        first = sorted(data_path("face", "lfw", person).glob("*.jpg"))[0]
+        stub.Enroll(pb.EnrollRequest(subject_id=f"lfw:{person}", modality=pb.FACE, samples=[pb.Sample(image=first.read_bytes())]))
+    found = 0
+    for person in people:
+        second = sorted(data_path("face", "lfw", person).glob("*.jpg"))[1]
+        response = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=pb.Sample(image=second.read_bytes()), max_candidates=1))
+        found += bool(response.candidates) and response.candidates[0].subject_id == f"lfw:{person}"
+    assert found >= 24, found  # in-the-wild photos: ~0.9 genuine accept at FMR 1e-3
+
+
+def test_revoke_stops_matches(vault_server):
+    stub = vault_server.stub()
+    template = enrol_orl(stub, "s20")
+    assert verify(stub, orl("s20", 5), subject_id="s20") == pb.MATCH
+    revoked = stub.Revoke(pb.RevokeRequest(template_id=template, reason="left the company"))
+    assert list(revoked.revoked_template_ids) == [template]
+    assert verify(stub, orl("s20", 5), subject_id="s20") == pb.NO_MATCH
+    assert verify(stub, orl("s20", 5), template_id=template) == pb.NO_MATCH
+    identified = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=orl("s20", 6), max_candidates=5))
+    assert "s20" not in [c.subject_id for c in identified.candidates]
+    code, _ = status_of(lambda: stub.Revoke(pb.RevokeRequest(template_id=template)))
+    assert code == grpc.StatusCode.NOT_FOUND
+    listed = stub.ListTemplates(pb.ListTemplatesRequest(subject_id="s20", include_revoked=True)).templates
+    assert [(t.status, t.revoke_reason) for t in listed] == [(pb.REVOKED, "left the company")]
+
+
+def test_revoke_by_subject_revokes_every_template(vault_server):
+    stub = vault_server.stub()
+    first, second = enrol_orl(stub, "s21", (1,)), enrol_orl(stub, "s21", (2, 3))
+    revoked = stub.Revoke(pb.RevokeRequest(subject_id="s21", reason="offboarding"))
+    assert sorted(revoked.revoked_template_ids) == sorted([first, second])
+    assert not stub.ListTemplates(pb.ListTemplatesRequest(subject_id="s21")).templates
+
+
+def test_reissue_replaces_the_template(vault_server):
+    stub = vault_server.stub()
+    old = enrol_orl(stub, "s22", (1,))
+    response = stub.Reissue(pb.ReissueRequest(template_id=old, samples=[orl("s22", 2), orl("s22", 4)], reason="suspected leak"))
+    assert response.revoked_template_id == old and response.template_id != old
+    assert verify(stub, orl("s22", 6), template_id=old) == pb.NO_MATCH
+    assert verify(stub, orl("s22", 6), template_id=response.template_id) == pb.MATCH
+    assert verify(stub, orl("s22", 6), subject_id="s22") == pb.MATCH
+    listed = {t.template_id: t for t in stub.ListTemplates(pb.ListTemplatesRequest(subject_id="s22", include_revoked=True)).templates}
+    assert listed[old].status == pb.REVOKED and listed[old].replaced_by == response.template_id
+    assert listed[response.template_id].status == pb.LIVE and listed[response.template_id].sample_count == 2
+    code, _ = status_of(lambda: stub.Reissue(pb.ReissueRequest(template_id=old, samples=[orl("s22", 5)])))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_templates_is_metadata_only(vault_server, enrolled):
+    stub = vault_server.stub()
+    templates = stub.ListTemplates(pb.ListTemplatesRequest(subject_id="s1")).templates
+    assert [t.template_id for t in templates] == [enrolled["s1"]]
+    t = templates[0]
+    assert (t.modality, t.status, t.profile, t.key_version, t.sample_count) == (pb.FACE, pb.LIVE, "face-iom-v1", 1, 2)
+    assert set(f.name for f, _ in t.ListFields()) <= {
+        "template_id", "subject_id", "modality", "status", "created_at", "key_version", "profile", "sample_count"}
+
+
+BAD_SAMPLES = {
+    "empty": b"",
+    "garbage": b"this is not an image" * 10,
+    "truncated jpeg": None,  # filled from a real file below
+    "gif": b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SAMPLES))
+def test_corrupt_or_empty_images_get_invalid_argument(vault_server, name):
+    stub = vault_server.stub()
+    payload = BAD_SAMPLES[name]
+    if payload is None:
+        payload = sorted(data_path("face", "lfw", "Al_Gore").glob("*.jpg"))[0].read_bytes()[:600]
+    code, details = status_of(lambda: stub.Enroll(pb.EnrollRequest(subject_id="x", modality=pb.FACE,
+                                                                   samples=[pb.Sample(image=payload)])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "image" in details and "Traceback" not in details
+
+
+def test_no_face_is_failed_precondition(vault_server):
+    stub = vault_server.stub()
+    fingerprint = read("fingerprint", "fvc2002", "db1_b", "101_1.tif")
+    # TIFF is not a face format; a fingerprint re-sent as PNG decodes but holds no face.
+    from io import BytesIO
+
+    from PIL import Image
+
+    png = BytesIO()
+    Image.open(BytesIO(fingerprint)).save(png, format="PNG")
+    code, details = status_of(lambda: stub.Verify(pb.VerifyRequest(subject_id="s1", modality=pb.FACE,
+                                                                   probe=pb.Sample(image=png.getvalue()))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "no face" in details
+
+
+@pytest.mark.parametrize("request_, expected", [
+    (pb.EnrollRequest(modality=pb.FACE), "subject_id"),
+    (pb.EnrollRequest(subject_id="a", samples=[pb.Sample(image=b"x")]), "modality"),
+    (pb.EnrollRequest(subject_id="a", modality=pb.FACE), "sample"),
+    (pb.EnrollRequest(subject_id="a" * 500, modality=pb.FACE), "subject_id"),
+    (pb.EnrollRequest(subject_id="a", modality=pb.FACE, finger=pb.LEFT_INDEX), "finger"),
+    (pb.EnrollRequest(subject_id="a", modality=pb.FINGERPRINT, finger=99), "finger"),
+    (pb.EnrollRequest(subject_id="a", modality=pb.FACE, samples=[pb.Sample(iso_19794_2=b"FMR\x00")]), "ISO"),
+])
+def test_bad_requests_get_invalid_argument(vault_server, request_, expected):
+    code, details = status_of(lambda: vault_server.stub().Enroll(request_))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and expected in details
+
+
+def test_face_embeddings_are_off_by_default(vault_server):
+    sample = pb.Sample(face_embedding=pb.FaceEmbedding(values=[0.1] * 128))
+    code, details = status_of(lambda: vault_server.stub().Enroll(pb.EnrollRequest(
+        subject_id="a", modality=pb.FACE, samples=[sample])))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "embedding" in details
+
+
+def test_identify_max_candidates_bounds(vault_server):
+    code, _ = status_of(lambda: vault_server.stub().Identify(pb.IdentifyRequest(
+        modality=pb.FACE, probe=orl("s1", 2), max_candidates=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
