@@ -1,0 +1,113 @@
+"""What survives a restart, what the database holds (and does not), and shedding under overload."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from tests.conftest import data_path, read
+from vault.extraction import IMAGE, extract
+from vault.features import fuse
+from vault.keys import LocalKeyFile
+from vault.profiles import FACE, FACE_IOM_V1
+from vault.protection import Protector
+from vault.v1 import vault_pb2 as pb
+
+
+def orl(subject: str, image: int) -> bytes:
+    return read("face", "orl", subject, f"{image}.pgm")
+
+
+def test_restart_keeps_everything(server_factory):
+    server = server_factory("restart")
+    stub = server.stub()
+    kept = stub.Enroll(pb.EnrollRequest(subject_id="s5", modality=pb.FACE, samples=[pb.Sample(image=orl("s5", 1))])).template_id
+    gone = stub.Enroll(pb.EnrollRequest(subject_id="s6", modality=pb.FACE, samples=[pb.Sample(image=orl("s6", 1))])).template_id
+    stub.Revoke(pb.RevokeRequest(template_id=gone, reason="test"))
+    before = stub.ListTemplates(pb.ListTemplatesRequest(include_revoked=True))
+    assert server.stop(signal.SIGTERM) == 0  # graceful exit
+
+    server.start()
+    stub = server.stub()
+    assert stub.ListTemplates(pb.ListTemplatesRequest(include_revoked=True)) == before
+    assert stub.Verify(pb.VerifyRequest(subject_id="s5", modality=pb.FACE, probe=pb.Sample(image=orl("s5", 4)))).decision == pb.MATCH
+    assert stub.Verify(pb.VerifyRequest(template_id=gone, probe=pb.Sample(image=orl("s6", 4)))).decision == pb.NO_MATCH
+    found = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=pb.Sample(image=orl("s5", 6)), max_candidates=3))
+    assert [c.template_id for c in found.candidates] == [kept]
+
+
+def windows(data: bytes, size: int, step: int):
+    return {data[i:i + size] for i in range(0, len(data) - size + 1, step)}
+
+
+def test_database_holds_no_image_feature_or_clear_template(server_factory):
+    """Dump every byte the vault stores and look for the images, their features and their codes."""
+    server = server_factory("dump")
+    stub = server.stub()
+    samples = {f"s{i}": [orl(f"s{i}", 1), orl(f"s{i}", 2)] for i in range(11, 16)}
+    lfw = sorted(data_path("face", "lfw", "Colin_Powell").glob("*.jpg"))[0].read_bytes()
+    samples["colin"] = [lfw]
+    for subject, images in samples.items():
+        stub.Enroll(pb.EnrollRequest(subject_id=subject, modality=pb.FACE, samples=[pb.Sample(image=i) for i in images]))
+    stored = b"".join(p.read_bytes() for p in sorted(server.state_dir.glob("vault.db*")))
+    assert b"colin" in stored and b"face-iom-v1" in stored  # positive control: the rows were read
+
+    # What an attacker would look for, recomputed here from the same images and the test keys.
+    protector = Protector(LocalKeyFile(server.state_dir / "keys.json"))
+    needles = set()
+    for images in samples.values():
+        vectors = [extract(FACE, IMAGE, image, False)[0] for image in images]
+        for vector in vectors + [fuse(vectors)]:
+            needles |= windows(vector.astype("<f4").tobytes(), 12, 4)
+            needles |= windows(vector.astype("<f8").tobytes(), 16, 8)
+            needles |= windows(np.float16(vector).tobytes(), 12, 2)
+        code = protector.protect("default", 1, FACE_IOM_V1, fuse(vectors)).astype("<u8").tobytes()
+        needles |= windows(code, 16, 8)
+        for image in images:
+            needles |= windows(image[len(image) // 4:], 32, 256)  # past any common file header
+    found = [n for n in needles if n in stored]
+    assert not found, f"{len(found)} stored byte strings match images, features or codes"
+
+
+def test_overload_is_shed_with_resource_exhausted(server_factory):
+    server = server_factory("overload", "--workers", "1", "--max-pending", "2")
+    stub = server.stub()
+    stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE, samples=[pb.Sample(image=orl("s1", 1))]))
+    probe = pb.Sample(image=sorted(data_path("face", "lfw", "Al_Gore").glob("*.jpg"))[0].read_bytes())
+    outcomes: list[grpc.StatusCode] = []
+
+    def call():
+        try:
+            stub.Verify(pb.VerifyRequest(subject_id="s1", modality=pb.FACE, probe=probe), timeout=60)
+            outcomes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            outcomes.append(error.code())
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert outcomes.count(grpc.StatusCode.OK) >= 2 and grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes
+    # Once the burst is over the vault serves again.
+    assert stub.Verify(pb.VerifyRequest(subject_id="s1", modality=pb.FACE, probe=pb.Sample(image=orl("s1", 4)))).decision == pb.MATCH
+
+
+def test_no_biometric_data_in_the_server_log(server_factory):
+    server = server_factory("logs")
+    stub = server.stub()
+    stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE, samples=[pb.Sample(image=orl("s1", 1))]))
+    try:
+        stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE, samples=[pb.Sample(image=b"\xff\xd8\xff" + b"\x00" * 500)]))
+    except grpc.RpcError:
+        pass
+    server.stop()
+    log = server.log()
+    assert "Enroll" in log and "Traceback" not in log
+    vector = extract(FACE, IMAGE, orl("s1", 1), False)[0]
+    assert f"{vector[0]:.4f}" not in log and "P5" not in log
