@@ -111,3 +111,30 @@ def test_no_biometric_data_in_the_server_log(server_factory):
     assert "Enroll" in log and "Traceback" not in log
     vector = extract(FACE, IMAGE, orl("s1", 1), False)[0]
     assert f"{vector[0]:.4f}" not in log and "P5" not in log
+
+
+def test_a_killed_extraction_worker_is_replaced(server_factory):
+    import os
+    import time
+
+    server = server_factory("worker-crash", "--workers", "1")
+    stub = server.stub()
+    stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE, samples=[pb.Sample(image=orl("s1", 1))]))
+    # Workers are children of whichever server thread started them.
+    children = [c for task in Path(f"/proc/{server.process.pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    workers = [int(c) for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
+               and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append(stub.Verify(pb.VerifyRequest(subject_id="s1", modality=pb.FACE,
+                                                         probe=pb.Sample(image=orl("s1", 4)))).decision)
+        except grpc.RpcError as error:
+            outcomes.append(error.code())
+    assert set(outcomes) <= {pb.MATCH, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert outcomes[-1] == pb.MATCH

@@ -59,10 +59,11 @@ class Extractor:
         self.workers = workers or len(os.sched_getaffinity(0))
         self.max_pending = max_pending or 8 * self.workers
         self._pending = 0
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs gRPC threads, which must not be forked.
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
-        )
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up)
 
     @property
     def pending(self) -> int:
@@ -80,19 +81,26 @@ class Extractor:
                 f"extraction queue is full ({self._pending} samples pending, limit {self.max_pending}); retry later"
             )
         self._pending += len(samples)
+        pool = self._pool
         try:
             futures = [
-                asyncio.wrap_future(self._pool.submit(extract, modality, kind, payload, require_single_face))
+                asyncio.wrap_future(pool.submit(extract, modality, kind, payload, require_single_face))
                 for kind, payload in samples
             ]
             results = await asyncio.gather(*futures, return_exceptions=True)
+        except BrokenProcessPool:
+            results = [BrokenProcessPool()]
         finally:
             self._pending -= len(samples)
         for result in results:
             if isinstance(result, VaultError):
                 raise result
             if isinstance(result, BrokenProcessPool):
-                raise Overloaded("the extraction worker pool is restarting; retry") from None
+                # A worker died (killed, or crashed in native code): replace the pool once.
+                if self._pool is pool:
+                    self._pool = self._new_pool()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise Overloaded("an extraction worker failed and was restarted; retry") from None
             if isinstance(result, BaseException):
                 raise result
         return results
