@@ -3,6 +3,8 @@ Protector and agreement kernel, under real keys from a throw-away LocalKeyFile).
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,10 @@ from vault.protection import Protector
 
 
 def fresh_protector(tenants: tuple[str, ...] = ("bench",)) -> Protector:
-    keys = LocalKeyFile(Path(tempfile.mkdtemp(prefix="vault-bench-keys-")) / "keys.json")
+    """A Protector over new random keys (a throw-away key file, removed at exit)."""
+    folder = tempfile.mkdtemp(prefix="vault-bench-keys-")
+    atexit.register(shutil.rmtree, folder, True)
+    keys = LocalKeyFile(Path(folder) / "keys.json")
     for tenant in tenants:
         keys.ensure_tenant(tenant)
     return Protector(keys)

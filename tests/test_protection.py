@@ -124,3 +124,11 @@ def test_profiles_are_consistent():
     for name, profile in PROFILES.items():
         assert name == profile.name and name.endswith("-v1")
         assert profile.hash_count % 64 == 0 and 0 < profile.threshold < 1
+
+
+def test_profile_dimensions_match_the_feature_extractors():
+    from vault.features import face, fingerprint
+    from vault.profiles import CURRENT, FACE, FINGERPRINT
+
+    assert CURRENT[FACE].feature_dim == face.FEATURE_DIM
+    assert CURRENT[FINGERPRINT].feature_dim == fingerprint.FEATURE_DIM

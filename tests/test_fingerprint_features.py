@@ -1,0 +1,245 @@
+"""Fingerprint features on real FVC images and ISO records: shape, invariance, separation."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vault.exceptions import InvalidSample, PoorSample
+from vault.features.fingerprint import (
+    FEATURE_DIM,
+    MIN_MINUTIAE,
+    extract_minutiae,
+    minutiae_features,
+)
+from vault.iso19794 import MinutiaeRecord, encode_iso19794_2, parse_iso19794_2
+
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+IMAGE_DIR = DATA / "fingerprint"
+ISO_DIR = DATA / "fingerprint_iso19794_2" / "fvc2002"
+
+pytestmark = pytest.mark.skipif(
+    not IMAGE_DIR.is_dir() or not ISO_DIR.is_dir(),
+    reason=f"shared fingerprint data not found under {DATA}",
+)
+
+# A small subset: 4 fingers x 4 impressions from two sensors (one per FVC year).
+SUBSETS = [("fvc2000", "db2_b"), ("fvc2002", "db1_b")]
+FINGERS = [101, 103, 105, 107]
+IMPRESSIONS = [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def image_records():
+    """{subset: [[record per impression] per finger]} from images, through nbis."""
+    out = {}
+    for year, db in SUBSETS:
+        out[(year, db)] = [
+            [
+                extract_minutiae((IMAGE_DIR / year / db / f"{f}_{i}.tif").read_bytes())
+                for i in IMPRESSIONS
+            ]
+            for f in FINGERS
+        ]
+    return out
+
+
+@pytest.fixture(scope="module")
+def iso_records():
+    return [
+        [parse_iso19794_2((ISO_DIR / "db2_b" / f"{f}_{i}.iso").read_bytes()) for i in IMPRESSIONS]
+        for f in FINGERS
+    ]
+
+
+def genuine_and_impostor(by_finger):
+    feats = [[minutiae_features(r) for r in finger] for finger in by_finger]
+    genuine = [float(a @ b) for finger in feats for a, b in itertools.combinations(finger, 2)]
+    impostor = [
+        float(a @ b)
+        for f, g in itertools.combinations(range(len(feats)), 2)
+        for a in feats[f]
+        for b in feats[g]
+    ]
+    return np.array(genuine), np.array(impostor)
+
+
+def transformed(record: MinutiaeRecord, degrees: float, shift=(0.0, 0.0), wrong_angles=False):
+    """The same finger rotated counter-clockwise (as seen on the image) and shifted."""
+    m = record.minutiae.astype(np.float64).copy()
+    psi = math.radians(degrees)
+    cx, cy = m[:, 0].mean(), m[:, 1].mean()
+    u, v = m[:, 0] - cx, -(m[:, 1] - cy)  # y up
+    m[:, 0] = cx + shift[0] + math.cos(psi) * u - math.sin(psi) * v
+    m[:, 1] = cy + shift[1] - (math.sin(psi) * u + math.cos(psi) * v)
+    m[:, 2] = np.mod(m[:, 2] + (-psi if wrong_angles else psi), 2 * math.pi)
+    return MinutiaeRecord(0, 0, record.x_resolution, record.y_resolution, 0, m)
+
+
+def test_features_are_fixed_length_finite_unit_norm(image_records, iso_records):
+    records = [r for subset in image_records.values() for finger in subset for r in finger]
+    records += [r for finger in iso_records for r in finger]
+    for record in records:
+        f = minutiae_features(record)
+        assert f.shape == (FEATURE_DIM,) and f.dtype == np.float32
+        assert np.all(np.isfinite(f))
+        assert np.linalg.norm(f) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_image_records_carry_the_image_size(image_records):
+    from PIL import Image
+
+    year, db = SUBSETS[0]
+    with Image.open(IMAGE_DIR / year / db / f"{FINGERS[0]}_{IMPRESSIONS[0]}.tif") as img:
+        size = img.size
+    record = image_records[(year, db)][0][0]
+    assert (record.width, record.height) == size
+    assert len(record) >= MIN_MINUTIAE
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_genuine_pairs_are_more_similar_than_impostor_pairs_images(image_records, subset):
+    genuine, impostor = genuine_and_impostor(image_records[subset])
+    assert genuine.mean() > impostor.mean()
+    # most genuine pairs beat a typical impostor pair
+    assert np.mean(genuine > np.median(impostor)) > 0.75
+
+
+def test_genuine_pairs_are_more_similar_than_impostor_pairs_iso_records(iso_records):
+    genuine, impostor = genuine_and_impostor(iso_records)
+    assert genuine.mean() > impostor.mean()
+    assert np.mean(genuine > np.median(impostor)) > 0.75
+
+
+@pytest.mark.parametrize("degrees", [17.0, 90.0, 163.0, 245.0, 331.0])
+def test_rotation_and_translation_give_near_identical_features(image_records, degrees):
+    record = image_records[SUBSETS[1]][1][0]
+    base = minutiae_features(record)
+    moved = minutiae_features(transformed(record, degrees, shift=(123.4, -56.7)))
+    assert float(base @ moved) > 0.98
+    # the check is sensitive to the angle convention: turning the directions the wrong way
+    # (or not at all) makes the features clearly different
+    wrong = minutiae_features(transformed(record, degrees, shift=(123.4, -56.7), wrong_angles=True))
+    assert float(base @ wrong) < 0.9
+
+
+def test_rotation_through_iso_quantisation_stays_close(image_records):
+    record = image_records[SUBSETS[1]][2][1]
+    moved = transformed(record, 33.0, shift=(400.0, 500.0))
+    quantised = parse_iso19794_2(encode_iso19794_2(moved))  # whole pixels, 1/256 turns
+    sim = float(minutiae_features(record) @ minutiae_features(quantised))
+    genuine, _ = genuine_and_impostor(image_records[SUBSETS[1]])
+    assert sim > 0.9 and sim > genuine.max()
+
+
+def test_minutia_order_does_not_matter(image_records):
+    record = image_records[SUBSETS[0]][0][1]
+    order = np.random.default_rng(1).permutation(len(record))
+    shuffled = MinutiaeRecord(record.width, record.height, 0, 0, 0, record.minutiae[order])
+    np.testing.assert_array_equal(minutiae_features(record), minutiae_features(shuffled))
+
+
+def test_resolution_is_normalised(image_records):
+    record = image_records[SUBSETS[1]][0][0]
+    m = record.minutiae.astype(np.float64).copy()
+    m[:, :2] *= 2  # the same finger scanned at 1000 ppi
+    hi_res = MinutiaeRecord(0, 0, 394, 394, 0, m)
+    assert float(minutiae_features(record) @ minutiae_features(hi_res)) > 0.98
+
+
+def test_too_few_minutiae_is_a_poor_sample(image_records):
+    record = image_records[SUBSETS[0]][0][0]
+    for n in (0, 1, MIN_MINUTIAE - 1):
+        few = MinutiaeRecord(record.width, record.height, 0, 0, 0, record.minutiae[:n])
+        with pytest.raises(PoorSample) as info:
+            minutiae_features(few)
+        message = info.value.message
+        assert f"{n} minutiae" in message and str(MIN_MINUTIAE) in message
+        for value in record.minutiae[:n, :2].ravel():
+            assert f"{value:.0f}," not in message
+    minutiae_features(MinutiaeRecord(0, 0, 0, 0, 0, record.minutiae[:MIN_MINUTIAE]))
+
+
+def test_scattered_minutiae_are_a_poor_sample():
+    n = MIN_MINUTIAE + 3
+    m = np.zeros((n, 5), np.float32)
+    m[:, 0] = np.arange(n) * 1000.0  # far beyond any neighbourhood
+    m[:, 3] = 1
+    with pytest.raises(PoorSample):
+        minutiae_features(MinutiaeRecord(0, 0, 0, 0, 0, m))
+
+
+def png(shape, value=128) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full(shape, value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"definitely not an image",
+        bytes(range(256)) * 4,
+        b"II*\x00" + b"\x00" * 60,  # a TIFF signature with nothing behind it
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+    ],
+)
+def test_non_image_bytes_are_an_invalid_sample(data):
+    with pytest.raises(InvalidSample):
+        extract_minutiae(data)
+
+
+def test_truncated_image_is_an_invalid_sample():
+    image = (IMAGE_DIR / "fvc2002" / "db1_b" / "101_1.tif").read_bytes()
+    with pytest.raises(InvalidSample):
+        extract_minutiae(image[:200])
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (10, 300), (300, 10), (1, 1)])
+def test_tiny_images_are_refused_before_nbis(shape):
+    # nbis-py 0.1.3 kills the process (segfault / stack smashing) on images this small.
+    with pytest.raises(InvalidSample):
+        extract_minutiae(png(shape))
+
+
+def test_blank_image_decodes_but_is_a_poor_sample():
+    record = extract_minutiae(png((300, 300)))
+    assert len(record) < MIN_MINUTIAE
+    with pytest.raises(PoorSample):
+        minutiae_features(record)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 255),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.sampled_from([0.0, 3.0, 50.0, 400.0, 16000.0]),
+)
+def test_any_parsable_record_gives_a_unit_vector_or_a_poor_sample(n, seed, spread):
+    rng = np.random.default_rng(seed)
+    m = np.column_stack(
+        [
+            np.rint(rng.random(n) * spread),
+            np.rint(rng.random(n) * spread),
+            rng.integers(0, 256, n) * (2 * math.pi / 256),
+            rng.integers(0, 3, n),
+            rng.integers(0, 101, n),
+        ]
+    )
+    record = parse_iso19794_2(encode_iso19794_2(MinutiaeRecord(0, 0, 0, 0, 0, m)))
+    try:
+        f = minutiae_features(record)
+    except PoorSample:
+        return
+    assert f.shape == (FEATURE_DIM,) and np.all(np.isfinite(f))
+    assert np.linalg.norm(f) == pytest.approx(1.0, abs=1e-5)

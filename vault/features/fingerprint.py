@@ -1,0 +1,230 @@
+"""Fingerprint features: NBIS minutiae (image path) or an ISO/IEC 19794-2 record, turned into a
+fixed-length, alignment-free vector compared by cosine similarity.
+
+Both input paths meet in one representation, `vault.iso19794.MinutiaeRecord`: images go through
+nbis-py (mindtct), whose ISO bytes are read back with our own parser.
+
+The vector (baseline; a later issue replaces it by Minutia Cylinder-Code based embeddings) is a
+quality-weighted, soft-binned histogram of *minutia triplets*, feature-hashed to `FEATURE_DIM`:
+
+* Each minutia i is joined with every pair (j, h) of its `NEIGHBOURS` nearest neighbours that lie
+  within `RADIUS_PX`; (i, j, h) is ordered counter-clockwise.
+* The triplet is described by six translation- and rotation-invariant values: the side lengths
+  |ij|, |ih|, |jh| and the direction of each minutia relative to a side (theta_i and theta_j
+  relative to the direction i->j, theta_h relative to i->h).
+* Each value is soft-binned (linear interpolation between neighbouring bins; circular for the
+  angles), so every triplet spreads over 2^6 cells of a 6-D grid, weighted by the product of the
+  three minutiae's qualities.
+* Cells are mapped to `FEATURE_DIM` coordinates with a fixed hash and a hashed random sign (the
+  "hashing trick" / count sketch), so before the last step the inner product of two vectors is an
+  unbiased estimate of their (soft, quality-weighted) number of shared triplets. Last, a signed
+  square root (which damps bursts of near-identical triplets) and L2 normalisation.
+
+Nothing is learned or fitted: bin sizes, radius and neighbour count were chosen on the FVC2000 B
+sets only (see `benchmarks/fingerprint_baseline.py`). Coordinates are scaled to 500 ppi when a
+record states its resolution; images and records without one are assumed to be 500 ppi.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+
+import numpy as np
+
+from vault.exceptions import InvalidSample, PoorSample
+from vault.iso19794 import MinutiaeRecord, parse_iso19794_2
+
+__all__ = [
+    "FEATURE_DIM",
+    "MIN_IMAGE_SIDE",
+    "MIN_MINUTIAE",
+    "extract_minutiae",
+    "minutiae_features",
+]
+
+MIN_MINUTIAE = 12
+"""Fewer minutiae than this cannot be told apart reliably; FVC2000/2002 B images typically have
+30-50."""
+
+FEATURE_DIM = 1024
+
+MIN_IMAGE_SIDE = 64
+"""nbis-py 0.1.3 (mindtct) crashes the whole process (SIGSEGV / stack smashing) on images with a
+side below about 12 px, so smaller images are refused before they reach it."""
+
+REFERENCE_PX_PER_CM = 500 / 2.54  # 500 ppi, the resolution the parameters below are tuned for
+NEIGHBOURS = 8
+RADIUS_PX = 150.0
+LENGTH_STEP_PX = 12.0
+LENGTH_BINS = 12  # |ij| and |ih|; |jh| (up to twice as long) gets 2 * LENGTH_BINS
+ANGLE_BINS = 12
+MIN_SEPARATION_PX = 1.0  # coincident minutiae define no direction between them
+UNREPORTED_QUALITY = 0.5  # weight of a minutia whose quality is 0 ("not reported" in ISO)
+
+_TWO_PI = 2.0 * math.pi
+_GRID = (LENGTH_BINS, LENGTH_BINS, 2 * LENGTH_BINS, ANGLE_BINS, ANGLE_BINS, ANGLE_BINS)
+
+_extractor = None
+_extractor_lock = threading.Lock()
+
+
+def _nbis_extractor():
+    """One nbis extractor per process, created on first use (it loads NFIQ2 models)."""
+    global _extractor
+    if _extractor is None:
+        with _extractor_lock:
+            if _extractor is None:
+                import nbis
+
+                settings = nbis.NbisExtractorSettings(
+                    min_quality=0.0,
+                    get_center=False,
+                    check_fingerprint=False,
+                    compute_nfiq2=False,
+                    ppi=None,
+                )
+                _extractor = nbis.new_nbis_extractor(settings)
+    return _extractor
+
+
+def extract_minutiae(image: bytes) -> MinutiaeRecord:
+    """Minutiae of a fingerprint image (TIFF, PNG, BMP, ... bytes) found by NBIS mindtct.
+
+    Raises InvalidSample when the bytes are not a decodable image (or one too small to be a
+    fingerprint). The minutia count is not checked here; `minutiae_features` does that.
+    """
+    if not isinstance(image, (bytes, bytearray, memoryview)) or len(image) == 0:
+        raise InvalidSample("the fingerprint image is empty")
+    image = bytes(image)
+    _check_image_header(image)
+    extractor = _nbis_extractor()
+    try:
+        minutiae = extractor.extract_minutiae(image)
+        iso = minutiae.to_iso_19794_2_2005()
+    except Exception:
+        raise InvalidSample(
+            "the fingerprint image could not be decoded or processed; send an 8-bit grayscale "
+            "TIFF, PNG, BMP or PGM"
+        ) from None
+    return parse_iso19794_2(bytes(iso))
+
+
+def _check_image_header(image: bytes) -> None:
+    """Read only the image header (no pixel decoding) to refuse sizes that crash nbis."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            width, height = img.size
+    except Exception:
+        raise InvalidSample(
+            "the fingerprint image could not be decoded; send an 8-bit grayscale TIFF, PNG, BMP "
+            "or PGM"
+        ) from None
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise InvalidSample(
+            f"the fingerprint image is too small; each side must be at least {MIN_IMAGE_SIDE} px"
+        )
+
+
+def minutiae_features(record: MinutiaeRecord) -> np.ndarray:
+    """Alignment-free feature vector, float32 (FEATURE_DIM,), unit L2 norm.
+
+    Raises PoorSample when the record has fewer than MIN_MINUTIAE minutiae or when they are too
+    scattered to form any triplet.
+    """
+    m = np.asarray(record.minutiae, dtype=np.float64)
+    count = int(m.shape[0])
+    if count < MIN_MINUTIAE:
+        raise PoorSample(
+            f"fingerprint has {count} minutiae, at least {MIN_MINUTIAE} are needed; recapture "
+            "with the finger centred, pressed flat and the sensor clean"
+        )
+    if not np.all(np.isfinite(m)):
+        raise InvalidSample("the fingerprint minutiae contain non-numeric values")
+    # Canonical order, so the result does not depend on the order minutiae were listed in
+    # (it breaks ties between equally distant neighbours).
+    m = m[np.lexsort(m.T[::-1])]
+
+    sx = REFERENCE_PX_PER_CM / record.x_resolution if record.x_resolution > 0 else 1.0
+    sy = REFERENCE_PX_PER_CM / record.y_resolution if record.y_resolution > 0 else 1.0
+    x = m[:, 0] * sx
+    y = -m[:, 1] * sy  # image y points down; flip so angles are counter-clockwise as in ISO
+    theta = m[:, 2]
+    quality = m[:, 4] / 100.0
+    quality = np.where(quality > 0, quality, UNREPORTED_QUALITY)
+
+    dx = x[None, :] - x[:, None]
+    dy = y[None, :] - y[:, None]
+    dist = np.hypot(dx, dy)
+    far = np.where(dist < MIN_SEPARATION_PX, np.inf, dist)  # also excludes i == j
+
+    k = min(NEIGHBOURS, count - 1)
+    nearest = np.argsort(far, axis=1, kind="stable")[:, :k]
+    a, b = np.triu_indices(k, 1)
+    i = np.repeat(np.arange(count), a.size)
+    j = nearest[:, a].ravel()
+    h = nearest[:, b].ravel()
+    keep = (far[i, j] < RADIUS_PX) & (far[i, h] < RADIUS_PX) & (far[j, h] < np.inf)
+    i, j, h = i[keep], j[keep], h[keep]
+    if i.size == 0:
+        raise PoorSample("fingerprint minutiae are too scattered to describe; recapture")
+
+    # Counter-clockwise order of (i, j, h).
+    clockwise = dx[i, j] * dy[i, h] - dy[i, j] * dx[i, h] < 0
+    j, h = np.where(clockwise, h, j), np.where(clockwise, j, h)
+
+    dir_ij = np.arctan2(dy[i, j], dx[i, j])
+    dir_ih = np.arctan2(dy[i, h], dx[i, h])
+    values = (
+        dist[i, j],
+        dist[i, h],
+        dist[j, h],
+        np.mod(theta[i] - dir_ij, _TWO_PI),
+        np.mod(theta[j] - dir_ij, _TWO_PI),
+        np.mod(theta[h] - dir_ih, _TWO_PI),
+    )
+    cell = np.zeros(i.size, dtype=np.int64)
+    weight = quality[i] * quality[j] * quality[h]
+    cells, weights = [cell], [weight]
+    for axis, (value, bins) in enumerate(zip(values, _GRID)):
+        if axis < 3:
+            lo, hi, frac = _soft_linear(value, LENGTH_STEP_PX, bins)
+        else:
+            lo, hi, frac = _soft_circular(value, bins)
+        cells = [c * bins + lo for c in cells] + [c * bins + hi for c in cells]
+        weights = [w * (1.0 - frac) for w in weights] + [w * frac for w in weights]
+
+    index, sign = _hash(np.concatenate(cells))
+    vector = np.bincount(index, weights=np.concatenate(weights) * sign, minlength=FEATURE_DIM)
+    vector = np.sign(vector) * np.sqrt(np.abs(vector))
+    norm = float(np.linalg.norm(vector))
+    if not norm > 0.0 or not math.isfinite(norm):
+        raise PoorSample("fingerprint minutiae are too scattered to describe; recapture")
+    return (vector / norm).astype(np.float32)
+
+
+def _soft_linear(value: np.ndarray, step: float, bins: int):
+    """Linear interpolation between bin centres; values beyond the ends go to the end bins."""
+    pos = np.clip(value / step - 0.5, 0.0, bins - 1.0)
+    lo = np.minimum(np.floor(pos).astype(np.int64), bins - 2)
+    return lo, lo + 1, pos - lo
+
+
+def _soft_circular(angle: np.ndarray, bins: int):
+    pos = angle * (bins / _TWO_PI) - 0.5
+    lo = np.floor(pos).astype(np.int64)
+    return lo % bins, (lo + 1) % bins, pos - lo
+
+
+def _hash(cells: np.ndarray):
+    """Fixed 64-bit mix (splitmix64 finaliser) of grid cells -> (coordinate, +-1 sign)."""
+    h = cells.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = h ^ (h >> np.uint64(31))
+    index = (h % np.uint64(FEATURE_DIM)).astype(np.int64)
+    sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
+    return index, sign
