@@ -61,6 +61,8 @@ class ServerProcess:
         port_file.unlink(missing_ok=True)
         command = [sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(self.state_dir),
                    "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.extra]
+        if "--tls-dir" not in self.extra:
+            command.append("--plaintext")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout

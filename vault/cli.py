@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 
+from vault.exceptions import VaultError
+
 DEFAULT_SERVER = os.environ.get("VAULT_SERVER", "127.0.0.1:50051")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".bmp", ".iso"}
 
@@ -30,11 +32,50 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--allow-face-embeddings", action="store_true",
                        help="accept pre-computed 128-D face embeddings from panels")
     serve.add_argument("--port-file", type=Path, default=None)
+    serve.add_argument("--plaintext", action="store_true", help="no TLS: loopback development only")
+    serve.add_argument("--tls-dir", type=Path, default=None, help="folder with ca.crt, server.crt, server.key")
+    serve.add_argument("--auditor-score-bands", action="store_true",
+                       help="auditors may Verify and get the score's decile (panels never get scores)")
+    serve.add_argument("--max-failures-per-subject", type=int, default=5)
+    serve.add_argument("--max-failures-per-client", type=int, default=50)
+    serve.add_argument("--failure-window", type=float, default=300.0, help="seconds")
+    serve.add_argument("--lockout", type=float, default=300.0, help="seconds")
+
+    pki = commands.add_parser("pki", help="a local CA and certificates for development and small sites")
+    pki_commands = pki.add_subparsers(dest="pki_command", required=True)
+    pki_init = pki_commands.add_parser("init", help="create a CA and a server certificate")
+    pki_init.add_argument("--dir", type=Path, default=Path(".vault/pki"))
+    pki_init.add_argument("--host", action="append", default=None, help="server name or IP (repeatable)")
+    pki_issue = pki_commands.add_parser("issue", help="issue a client certificate for a tenant and role")
+    pki_issue.add_argument("--dir", type=Path, default=Path(".vault/pki"))
+    pki_issue.add_argument("--tenant", required=True)
+    pki_issue.add_argument("--role", required=True, choices=["panel", "enroller", "auditor", "admin"])
+    pki_issue.add_argument("--days", type=int, default=397)
+    pki_issue.add_argument("name")
 
     def client(name: str, help: str):
         command = commands.add_parser(name, help=help)
         command.add_argument("--server", default=DEFAULT_SERVER)
+        command.add_argument("--tls-dir", type=Path, default=os.environ.get("VAULT_TLS_DIR"),
+                             help="folder with ca.crt and <identity>.crt/.key")
+        command.add_argument("--identity", default=os.environ.get("VAULT_IDENTITY"), help="client certificate name")
+        command.add_argument("--token", default=os.environ.get("VAULT_TOKEN"), help="API token (or VAULT_TOKEN)")
         return command
+
+    token = client("token", "API tokens of your tenant (admin)")
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("--role", choices=["panel", "enroller", "auditor", "admin"])
+    token.add_argument("--name", default="")
+    token.add_argument("--id", default="")
+
+    key = client("key", "tenant key versions (admin)")
+    key.add_argument("action", choices=["rotate", "status"])
+
+    audit = client("audit", "the audit trail (auditor); `audit verify --state-dir` checks a store offline")
+    audit.add_argument("action", choices=["read", "verify"])
+    audit.add_argument("--after", type=int, default=0)
+    audit.add_argument("--limit", type=int, default=1000)
+    audit.add_argument("--state-dir", type=Path, default=None, help="verify offline: read the store and key file")
 
     def modality_args(command):
         command.add_argument("--modality", choices=["face", "fingerprint"], default="face")
@@ -84,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(args)
+    if args.command == "pki":
+        return run_pki(args)
     try:
         return CLIENT_COMMANDS[args.command](args)
     except grpc.RpcError as error:
@@ -92,16 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
         return 1
+    except VaultError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
 
 
 def run_serve(args) -> int:
-    from vault.exceptions import VaultError
+    from vault.lockout import Limits
     from vault.server import Settings, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = Limits(args.max_failures_per_subject, args.max_failures_per_client, args.failure_window, args.lockout)
     settings = Settings(state_dir=args.state_dir, listen=args.listen, store_url=args.store, key_file=args.key_file,
                         workers=args.workers, max_pending=args.max_pending,
-                        allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file)
+                        allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
+                        plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
+                        limits=limits)
     try:
         asyncio.run(serve(settings))
     except VaultError as error:
@@ -110,11 +159,51 @@ def run_serve(args) -> int:
     return 0
 
 
+def run_pki(args) -> int:
+    from vault import pki
+
+    try:
+        if args.pki_command == "init":
+            pki.init_ca(args.dir)
+            pki.issue(args.dir, "server", server_hosts=args.host or ["localhost", "127.0.0.1"])
+            print(f"CA and server certificate in {args.dir} (ca.crt, server.crt, server.key)")
+        else:
+            path = pki.issue(args.dir, args.name, tenant=args.tenant, role=args.role, days=args.days)
+            print(f"{path} and {path.with_suffix('.key')}: {args.role} of tenant {args.tenant}")
+    except VaultError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- client side --------------------------------------------------------------------------------
-def _stub(args):
+class _Stub:
+    """A stub whose calls carry the token, if any."""
+
+    def __init__(self, stub, metadata):
+        self._stub, self._metadata = stub, metadata
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        return lambda request, **kw: method(request, metadata=self._metadata, **kw)
+
+
+def channel(args) -> grpc.Channel:
+    if args.tls_dir:
+        tls = Path(args.tls_dir)
+        if not args.identity:
+            raise VaultError("--identity NAME is needed with --tls-dir (the client certificate NAME.crt)")
+        credentials = grpc.ssl_channel_credentials((tls / "ca.crt").read_bytes(), (tls / f"{args.identity}.key").read_bytes(),
+                                                   (tls / f"{args.identity}.crt").read_bytes())
+        return grpc.secure_channel(args.server, credentials)
+    return grpc.insecure_channel(args.server)
+
+
+def _stub(args, service: str = "Vault"):
     from vault.v1 import vault_pb2_grpc
 
-    return vault_pb2_grpc.VaultStub(grpc.insecure_channel(args.server))
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    return _Stub(getattr(vault_pb2_grpc, f"{service}Stub")(channel(args)), metadata)
 
 
 def _pb():
@@ -231,9 +320,76 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_token(args) -> int:
+    pb, stub = _pb(), _stub(args, "Admin")
+    if args.action == "create":
+        response = stub.CreateToken(pb.CreateTokenRequest(role=args.role or "", name=args.name))
+        print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}); shown once:")
+        print(response.token)
+    elif args.action == "list":
+        for t in stub.ListTokens(pb.ListTokensRequest()).tokens:
+            state = "revoked" if t.HasField("revoked_at") else "live"
+            print(f"{t.token_id}  {t.role:<9} {t.name:<20} {state}")
+    else:
+        stub.RevokeToken(pb.RevokeTokenRequest(token_id=args.id))
+        print(f"revoked token {args.id}")
+    return 0
+
+
+def cmd_key(args) -> int:
+    pb, stub = _pb(), _stub(args, "Admin")
+    if args.action == "rotate":
+        print(f"new key version {stub.RotateKey(pb.RotateKeyRequest()).key_version}")
+        return 0
+    status = stub.KeyStatus(pb.KeyStatusRequest())
+    print(f"current key version {status.current_key_version}")
+    for v in status.versions:
+        print(f"  v{v.key_version}: {v.live_templates} live templates")
+    if status.subjects_on_old_versions:
+        print("re-enrolment needed: " + ", ".join(status.subjects_on_old_versions))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    pb = _pb()
+    if args.action == "verify" and args.state_dir:
+        return audit_verify_offline(args.state_dir)
+    stub = _stub(args, "Audit")
+    if args.action == "read":
+        for r in stub.ReadAudit(pb.ReadAuditRequest(after_seq=args.after, limit=args.limit)):
+            print(f"{r.seq:>6} {r.at.ToDatetime():%Y-%m-%d %H:%M:%S} {r.actor:<24} {r.rpc:<12} {r.decision:<12} "
+                  f"subject={r.subject_id} template={r.template_id} {r.detail}")
+        return 0
+    result = stub.VerifyAudit(pb.VerifyAuditRequest())
+    return _report_chain(result.records, [(p.seq, p.problem) for p in result.problems])
+
+
+def audit_verify_offline(state_dir: Path) -> int:
+    from vault.audit import verify_chain
+    from vault.keys import LocalKeyFile
+    from vault.server import passphrase_from_environment
+    from vault.store import open_store
+
+    keys = LocalKeyFile(state_dir / "keys.json", passphrase_from_environment())
+    store = open_store(f"sqlite:///{state_dir / 'vault.db'}", keys.audit_key())
+    records = list(store.audit_records())
+    return _report_chain(len(records), [(p.seq, p.problem) for p in verify_chain(keys.audit_key(), records)])
+
+
+def _report_chain(count: int, problems) -> int:
+    if not problems:
+        print(f"audit chain intact: {count} records")
+        return 0
+    print(f"audit chain BROKEN: {len(problems)} problems in {count} records")
+    for seq, problem in problems:
+        print(f"  seq {seq}: {problem}")
+    return 4
+
+
 CLIENT_COMMANDS = {
     "enroll": cmd_enroll, "enroll-folder": cmd_enroll_folder, "verify": cmd_verify, "identify": cmd_identify,
-    "revoke": cmd_revoke, "reissue": cmd_reissue, "list": cmd_list,
+    "revoke": cmd_revoke, "reissue": cmd_reissue, "list": cmd_list, "token": cmd_token, "key": cmd_key,
+    "audit": cmd_audit,
 }
 
 if __name__ == "__main__":

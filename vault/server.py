@@ -16,19 +16,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from vault.admin import AdminService, AuditService
 from vault.auth import Authenticator
 from vault.exceptions import VaultError
 from vault.extraction import Extractor
 from vault.keys import LocalKeyFile
+from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex
 from vault.service import VaultService
 from vault.store import open_store
+from vault.tokens import TokenRegistry
 from vault.v1 import vault_pb2, vault_pb2_grpc
 
 log = logging.getLogger("vault.server")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["Vault"].full_name
+SERVICE_NAMES = tuple(s.full_name for s in vault_pb2.DESCRIPTOR.services_by_name.values())
 
 
 @dataclass
@@ -37,12 +41,24 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     store_url: str = ""  # default: sqlite file in state_dir
     key_file: Path | None = None  # default: state_dir/keys.json
-    key_passphrase: str | None = field(default_factory=lambda: os.environ.get("VAULT_KEY_PASSPHRASE") or None)
+    key_passphrase: str | None = field(default_factory=lambda: passphrase_from_environment())
+    plaintext: bool = False  # loopback only, and only when asked for
+    tls_dir: Path | None = None  # ca.crt (clients' CA), server.crt, server.key
+    auditor_score_bands: bool = False
+    limits: Limits = field(default_factory=Limits)
     workers: int | None = None
     max_pending: int | None = None
     allow_face_embeddings: bool = False
     shutdown_grace_s: float = 10.0
     port_file: Path | None = None  # written with the bound port once serving (tests, scripts)
+
+
+def passphrase_from_environment() -> str | None:
+    """VAULT_KEY_PASSPHRASE, or the first line of the file named by VAULT_KEY_PASSPHRASE_FILE."""
+    if os.environ.get("VAULT_KEY_PASSPHRASE"):
+        return os.environ["VAULT_KEY_PASSPHRASE"]
+    path = os.environ.get("VAULT_KEY_PASSPHRASE_FILE")
+    return Path(path).read_text().splitlines()[0] if path else None
 
 
 def is_loopback(listen: str) -> bool:
@@ -58,38 +74,57 @@ def is_loopback(listen: str) -> bool:
 class VaultServer:
     def __init__(self, settings: Settings):
         self.settings = settings
-        if not is_loopback(settings.listen):
-            raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
+        if settings.tls_dir is None:
+            if not settings.plaintext:
+                raise VaultError("give --tls-dir (certificates from `vault pki init`) or, for development on "
+                                 "this machine only, --plaintext")
+            if not is_loopback(settings.listen):
+                raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
         state = Path(settings.state_dir)
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.keys = LocalKeyFile(settings.key_file or state / "keys.json", settings.key_passphrase)
         self.store = open_store(settings.store_url or f"sqlite:///{state / 'vault.db'}", self.keys.audit_key())
         self.extractor = Extractor(settings.workers, settings.max_pending)
         self.index = MatchIndex()
-        self.service = VaultService(self.store, self.keys, self.extractor, self.index, Authenticator(),
-                                    settings.allow_face_embeddings)
+        self.tokens = TokenRegistry(self.store)
+        authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
+        self.service = VaultService(self.store, self.keys, self.extractor, self.index, authenticator,
+                                    settings.allow_face_embeddings, FailureLimiter(settings.limits),
+                                    settings.auditor_score_bands)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
 
     async def start(self) -> int:
-        loaded = await asyncio.to_thread(self.service.load_index)
+        loaded, refused = await asyncio.to_thread(self.service.load_index)
         await asyncio.to_thread(self.extractor.warm)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.server = grpc.aio.server(options=options)
         vault_pb2_grpc.add_VaultServicer_to_server(self.service, self.server)
+        vault_pb2_grpc.add_AdminServicer_to_server(AdminService(self.service, self.tokens), self.server)
+        vault_pb2_grpc.add_AuditServicer_to_server(AuditService(self.service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.settings.tls_dir is not None:
+            tls = Path(self.settings.tls_dir)
+            credentials = grpc.ssl_server_credentials(
+                [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())],
+                root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True)
+            self.port = self.server.add_secure_port(self.settings.listen, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.settings.listen)
         if not self.port:
             raise VaultError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("vault serving on %s (port %d), %d live templates, %d extraction workers",
-                 self.settings.listen, self.port, loaded, self.extractor.workers)
+        log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",
+                 self.settings.listen, self.port, "mutual TLS" if self.settings.tls_dir else "plaintext loopback",
+                 loaded, self.extractor.workers)
+        if refused:
+            log.error("%d templates failed authentication and are excluded from matching", refused)
         if self.settings.port_file:
             tmp = Path(f"{self.settings.port_file}.tmp")
             tmp.write_text(str(self.port))

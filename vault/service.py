@@ -19,11 +19,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault import auth
 from vault.audit import AuditEntry
-from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
+from vault.exceptions import FailedPrecondition, IntegrityError, InvalidArgument, NotFound, VaultError
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse
 from vault.features.face import embedding_features
 from vault.keys import KeyStore
+from vault.lockout import FailureLimiter
 from vault.matching import Hit, MatchIndex
 from vault.profiles import CURRENT, FACE, FINGERPRINT, PROFILES
 from vault.protection import Protector, RowIdentity
@@ -106,8 +107,11 @@ def timestamp(seconds: float | None) -> Timestamp | None:
 
 class VaultService(vault_pb2_grpc.VaultServicer):
     def __init__(self, store: TemplateStore, keys: KeyStore, extractor: Extractor, index: MatchIndex,
-                 authenticator: auth.Authenticator, allow_face_embeddings: bool = False):
+                 authenticator: auth.Authenticator, allow_face_embeddings: bool = False,
+                 limiter: FailureLimiter | None = None, auditor_score_bands: bool = False):
         self.store = store
+        self.limiter = limiter or FailureLimiter()
+        self.auditor_score_bands = auditor_score_bands
         self.keys = keys
         self.protector = Protector(keys)
         self.extractor = extractor
@@ -116,13 +120,18 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         self.allow_face_embeddings = allow_face_embeddings
 
     # -- start-up -------------------------------------------------------------------------------
-    def load_index(self) -> int:
-        """Unseal every live template into the in-memory index; returns how many."""
-        loaded = 0
+    def load_index(self) -> tuple[int, int]:
+        """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
+        authentication (edited, swapped, sealed under other keys) is logged and never matches."""
+        loaded = refused = 0
         for row in self.store.live_rows():
-            self._index_row(row)
-            loaded += 1
-        return loaded
+            try:
+                self._index_row(row)
+                loaded += 1
+            except (IntegrityError, VaultError) as error:
+                refused += 1
+                log.error("template %s excluded from matching: %s", row.template_id, error.message)
+        return loaded, refused
 
     def _index_row(self, row: TemplateRow, code=None) -> None:
         profile = PROFILES[row.profile]
@@ -139,6 +148,8 @@ class VaultService(vault_pb2_grpc.VaultServicer):
     # -- shared steps ---------------------------------------------------------------------------
     def _caller(self, context, rpc_name: str) -> auth.Identity:
         identity = self.authenticator.identify(context)
+        if rpc_name == "Verify" and self.auditor_score_bands and auth.AUDITOR in identity.roles:
+            return identity
         auth.authorize(identity, rpc_name)
         return identity
 
@@ -194,15 +205,16 @@ class VaultService(vault_pb2_grpc.VaultServicer):
 
         return code_for
 
-    def _matches(self, tenant: str, modality: int, vector, **where) -> bool:
-        """1:1: does the probe reach its profile's threshold against the selected template(s)?"""
+    def _best(self, tenant: str, modality: int, vector, **where) -> tuple[bool, float]:
+        """1:1: (does the probe reach its profile's threshold, best score) against the selected template(s)."""
         code_for = self._probe_codes(tenant, vector)
+        matched, best = False, 0.0
         for gallery in self.index.galleries(tenant, modality):
             if gallery.has(**where):
-                hits = gallery.search(code_for(gallery), **where)
-                if any(hit.score >= gallery.profile.threshold for hit in hits):
-                    return True
-        return False
+                for hit in gallery.search(code_for(gallery), **where):
+                    matched |= hit.score >= gallery.profile.threshold
+                    best = max(best, hit.score)
+        return matched, best
 
     # -- RPCs -----------------------------------------------------------------------------------
     @rpc
@@ -241,19 +253,35 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                 row = None
             modality = row.modality if row else (modality or FACE)
         check_finger(modality, finger)
+        self.limiter.check(caller.tenant, caller.name, claimed)
         # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
         (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
-        matched = False
+        matched, best = False, 0.0
         if claim == "subject_id":
-            matched = self._matches(caller.tenant, modality, vector, subject_id=claimed, finger=finger)
+            matched, best = self._best(caller.tenant, modality, vector, subject_id=claimed, finger=finger)
         elif row is not None:
-            matched = self._matches(caller.tenant, modality, vector, template_id=claimed)
+            matched, best = self._best(caller.tenant, modality, vector, template_id=claimed)
         decision = pb.MATCH if matched else pb.NO_MATCH
         audit = AuditEntry("Verify", caller.tenant, caller.name,
                            claimed if claim == "subject_id" else "", claimed if claim == "template_id" else "",
                            pb.Decision.Name(decision))
         await asyncio.to_thread(self.store.record, audit)
-        return pb.VerifyResponse(decision=decision, decision_id=audit.decision_id, probe_report=report_pb(report))
+        if matched:
+            self.limiter.succeeded(caller.tenant, caller.name, claimed)
+        elif self.limiter.failed(caller.tenant, caller.name, claimed):
+            await self._record_lockout(caller, claimed)
+        band = 0
+        if self.auditor_score_bands and auth.AUDITOR in caller.roles:
+            band = min(10, int(best * 10) + 1)  # coarse on purpose: a decile is useless for hill-climbing
+        return pb.VerifyResponse(decision=decision, decision_id=audit.decision_id, probe_report=report_pb(report),
+                                 score_band=band)
+
+    async def _record_lockout(self, caller: auth.Identity, subject: str | None) -> None:
+        log.warning("lockout of %s after repeated failures", caller.name)
+        await asyncio.to_thread(self.store.record, AuditEntry(
+            "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT",
+            f"per-subject limit {self.limiter.limits.per_subject}" if subject else
+            f"per-client limit {self.limiter.limits.per_client}"))
 
     @rpc
     async def Identify(self, request, context):
@@ -265,6 +293,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         limit = request.max_candidates or 1
         if not 1 <= limit <= MAX_CANDIDATES:
             raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
+        self.limiter.check(caller.tenant, caller.name)
         (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
         code_for = self._probe_codes(caller.tenant, vector)
 
@@ -282,6 +311,8 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                            ",".join(h.template_id for h in winners),
                            "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
         await asyncio.to_thread(self.store.record, audit)
+        if not winners and self.limiter.failed(caller.tenant, caller.name):
+            await self._record_lockout(caller, None)
         return pb.IdentifyResponse(
             candidates=[pb.Candidate(subject_id=h.subject_id, template_id=h.template_id, rank=i + 1)
                         for i, h in enumerate(winners)],
@@ -333,6 +364,10 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         caller = self._caller(context, "ListTemplates")
         subject_id = check_id(request.subject_id, "subject_id") if request.subject_id else None
         rows = await asyncio.to_thread(self.store.list, caller.tenant, subject_id, request.include_revoked)
+        if request.only_old_key_versions:
+            versions = self.keys.versions(caller.tenant)
+            current = max(versions) if versions else 0
+            rows = [r for r in rows if r.status == LIVE and r.key_version < current]
         return pb.ListTemplatesResponse(templates=[
             pb.TemplateInfo(
                 template_id=r.template_id, subject_id=r.subject_id, modality=r.modality, finger=r.finger,

@@ -88,6 +88,19 @@ MIGRATIONS: list[str] = [
         mac          BYTEA NOT NULL
     );
     """,
+    # 2: API tokens. Only an argon2id hash of each secret is stored.
+    """
+    CREATE TABLE tokens (
+        token_id     TEXT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        secret_hash  TEXT NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL,
+        revoked_at   DOUBLE PRECISION
+    );
+    CREATE INDEX tokens_tenant ON tokens (tenant);
+    """,
 ]
 
 

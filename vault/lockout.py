@@ -1,0 +1,72 @@
+"""Probing defence: failure limits per (client, subject) and per client, with lockout.
+
+A panel gets one bit (match / no match) per attempt; hill-climbing and brute-force identification
+need many failed attempts, so failures are counted in a sliding window and a caller that exceeds a
+limit is locked out for a while (RESOURCE_EXHAUSTED), with an audit record. Counters live in the
+memory of each replica: with R replicas behind a balancer an attacker gets at most R times the limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from vault.exceptions import Overloaded
+
+
+class LockedOut(Overloaded):
+    """Too many failed attempts."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_subject: int = 5  # failed verifications of one subject by one client
+    per_client: int = 50  # failed verifications and empty identifications by one client
+    window_s: float = 300.0
+    lockout_s: float = 300.0
+
+
+class FailureLimiter:
+    def __init__(self, limits: Limits = Limits(), clock=time.monotonic):
+        self.limits = limits
+        self.clock = clock
+        self._failures: dict[tuple, deque] = {}
+        self._locked_until: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    def _keys(self, tenant: str, client: str, subject: str | None):
+        keys = [("client", tenant, client)]
+        if subject is not None:
+            keys.append(("subject", tenant, client, subject))
+        return keys
+
+    def check(self, tenant: str, client: str, subject: str | None = None) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in self._keys(tenant, client, subject):
+                until = self._locked_until.get(key, 0.0)
+                if until > now:
+                    what = "this subject from this client" if key[0] == "subject" else "this client"
+                    raise LockedOut(f"too many failed attempts for {what}; locked for {int(until - now) + 1} s more")
+
+    def failed(self, tenant: str, client: str, subject: str | None = None) -> bool:
+        """Count a failure; True when it triggers a lockout."""
+        now, locked = self.clock(), False
+        with self._lock:
+            for key in self._keys(tenant, client, subject):
+                limit = self.limits.per_subject if key[0] == "subject" else self.limits.per_client
+                window = self._failures.setdefault(key, deque())
+                window.append(now)
+                while window and window[0] < now - self.limits.window_s:
+                    window.popleft()
+                if len(window) >= limit:
+                    self._locked_until[key] = now + self.limits.lockout_s
+                    window.clear()
+                    locked = True
+        return locked
+
+    def succeeded(self, tenant: str, client: str, subject: str) -> None:
+        with self._lock:
+            self._failures.pop(("subject", tenant, client, subject), None)
