@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     pki_issue.add_argument("--days", type=int, default=397)
     pki_issue.add_argument("name")
 
+    drill = commands.add_parser("leak-drill", help="deploy a vault in a temp dir, steal its database, report what leaks")
+    drill.add_argument("--data", type=Path, default=Path("../shared/data"))
+    drill.add_argument("--people", type=int, default=30)
+    drill.add_argument("--keep", type=Path, default=None, help="keep the deployment and loot in this folder")
+
     def client(name: str, help: str):
         command = commands.add_parser(name, help=help)
         command.add_argument("--server", default=DEFAULT_SERVER)
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args)
     if args.command == "pki":
         return run_pki(args)
+    if args.command == "leak-drill":
+        return run_leak_drill(args)
     try:
         return CLIENT_COMMANDS[args.command](args)
     except grpc.RpcError as error:
@@ -157,6 +164,17 @@ def run_serve(args) -> int:
         print(f"vault: {error.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_leak_drill(args) -> int:
+    from vault import leakdrill
+
+    logging.basicConfig(level=logging.WARNING)
+    report = leakdrill.run(args.data, args.people, keep=args.keep)
+    print("\n".join(report.lines()))
+    leaked = (report.images_found + report.feature_vectors_found + report.clear_templates_found
+              + report.credentials_found + report.unsealed_by_second_deployment)
+    return 0 if leaked == 0 else 5
 
 
 def run_pki(args) -> int:

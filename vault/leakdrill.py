@@ -1,0 +1,210 @@
+"""The leak drill: play the attacker of the seed breaches against a real deployment.
+
+A vault is deployed in a temporary folder (mutual TLS, two tenants, real face images), people are
+enrolled in both tenants under unrelated subject ids, some templates are reissued and tokens are
+created. The attacker then takes a copy of the database files and an online backup, and we measure
+what the copy yields: images, feature vectors, templates in the clear, credentials in the clear,
+linkage of one person's templates across tenants and across reissue, and whether the copy is of
+any use to a second vault deployment (its own key store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from vault import pki
+from vault.exceptions import VaultError
+from vault.extraction import IMAGE, extract
+from vault.features import fuse
+from vault.keys import LocalKeyFile
+from vault.profiles import FACE, PROFILES
+from vault.protection import Protector, RowIdentity
+from vault.server import Settings, VaultServer
+from vault.store import open_store
+from vault.v1 import vault_pb2 as pb
+from vault.v1 import vault_pb2_grpc
+
+
+@dataclass
+class DrillReport:
+    people: int = 0
+    rows_copied: int = 0
+    images_found: int = 0
+    feature_vectors_found: int = 0
+    clear_templates_found: int = 0
+    credentials_found: int = 0
+    cross_tenant_linkage_auc: float = 0.0
+    reissue_linkage_auc: float = 0.0
+    unsealed_by_second_deployment: int = 0
+    search_self_check: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [
+            f"people enrolled in two tenants: {self.people}; rows in the stolen copy: {self.rows_copied}",
+            f"images recovered:                   {self.images_found}",
+            f"feature vectors recovered:          {self.feature_vectors_found}",
+            f"templates in the clear recovered:   {self.clear_templates_found}",
+            f"credentials in the clear recovered: {self.credentials_found}",
+            f"linkage across tenants (AUC, chance 0.5): {self.cross_tenant_linkage_auc:.3f}",
+            f"linkage template/reissue (AUC, chance 0.5): {self.reissue_linkage_auc:.3f}",
+            f"templates a second deployment can unseal: {self.unsealed_by_second_deployment}",
+            f"search self-check (each search finds its target in clear data): {'passed' if self.search_self_check else 'FAILED'}",
+            *self.notes,
+        ]
+
+
+def _windows(data: bytes, size: int, step: int) -> set[bytes]:
+    return {data[i:i + size] for i in range(0, len(data) - size + 1, step)}
+
+
+def _auc(mated: list[float], non_mated: list[float]) -> float:
+    """P(mated score > non-mated score), ties counted half: 0.5 means no linkage."""
+    m, n = np.asarray(mated)[:, None], np.asarray(non_mated)[None, :]
+    return float(np.mean((m > n) + 0.5 * (m == n)))
+
+
+def _blob_similarity(a: bytes, b: bytes) -> float:
+    """The best a keyless attacker can compare: equal bytes at equal offsets."""
+    size = min(len(a), len(b))
+    return float(np.mean(np.frombuffer(a[:size], np.uint8) == np.frombuffer(b[:size], np.uint8)))
+
+
+def run(data_root: Path, people: int = 30, workers: int | None = None, keep: Path | None = None) -> DrillReport:
+    folder = Path(keep or tempfile.mkdtemp(prefix="vault-leak-drill-"))
+    try:
+        return asyncio.run(_drill(data_root, people, workers, folder))
+    finally:
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _drill(data_root: Path, count: int, workers: int | None, folder: Path) -> DrillReport:
+    lfw = data_root / "face" / "lfw"
+    persons = sorted(p.name for p in lfw.iterdir())[:count]
+    images = {p: sorted((lfw / p).glob("*.jpg")) for p in persons}
+
+    tls = folder / "pki"
+    pki.init_ca(tls)
+    pki.issue(tls, "server", server_hosts=["localhost", "127.0.0.1"])
+    for tenant in ("hospital", "airport"):
+        for role in ("enroller", "admin"):
+            pki.issue(tls, f"{tenant}-{role}", tenant=tenant, role=role)
+    state = folder / "deployment"
+    server = VaultServer(Settings(state_dir=state, listen="127.0.0.1:0", tls_dir=tls, workers=workers))
+    port = await server.start()
+
+    def stub(identity: str, service: str = "Vault"):
+        creds = grpc.ssl_channel_credentials((tls / "ca.crt").read_bytes(), (tls / f"{identity}.key").read_bytes(),
+                                             (tls / f"{identity}.crt").read_bytes())
+        channel = grpc.aio.secure_channel(f"localhost:{port}", creds)
+        return getattr(vault_pb2_grpc, f"{service}Stub")(channel)
+
+    report = DrillReport(people=len(persons))
+    samples: dict[str, list[bytes]] = {}
+    tenant_rows: dict[tuple[str, str], list[str]] = {}  # (tenant, person) -> template ids, oldest first
+    tokens: list[str] = []
+    try:
+        hospital, airport = stub("hospital-enroller"), stub("airport-enroller")
+        for number, person in enumerate(persons):
+            first, second, third = (p.read_bytes() for p in images[person][:3])
+            samples[person] = [first, second, third]
+            # Unrelated subject ids in the two tenants, as two organisations would have.
+            a = await hospital.Enroll(pb.EnrollRequest(subject_id=f"patient-{number:05d}", modality=pb.FACE, samples=[pb.Sample(image=first)]))
+            b = await airport.Enroll(pb.EnrollRequest(subject_id=f"badge-{90000 - number}", modality=pb.FACE, samples=[pb.Sample(image=second)]))
+            tenant_rows[("hospital", person)] = [a.template_id]
+            tenant_rows[("airport", person)] = [b.template_id]
+            if number % 2 == 0:
+                r = await hospital.Reissue(pb.ReissueRequest(template_id=a.template_id, samples=[pb.Sample(image=third)], reason="drill"))
+                tenant_rows[("hospital", person)].append(r.template_id)
+        for tenant in ("hospital", "airport"):
+            created = await stub(f"{tenant}-admin", "Admin").CreateToken(pb.CreateTokenRequest(role="panel", name="gate-1"))
+            tokens.append(created.token)
+    finally:
+        await server.stop()
+
+    # -- the attacker's copy: the database files, and an online backup ---------------------------
+    loot = folder / "loot"
+    loot.mkdir()
+    for path in state.glob("vault.db*"):
+        shutil.copy(path, loot / path.name)
+    source = sqlite3.connect(state / "vault.db")
+    backup = sqlite3.connect(loot / "backup.db")
+    source.backup(backup)
+    source.close()
+    backup.close()
+    stolen = b"".join(p.read_bytes() for p in sorted(loot.iterdir()))
+    copy = sqlite3.connect(loot / "backup.db")
+    rows = {tid: (bytes(salt), bytes(sealed)) for tid, salt, sealed in copy.execute("SELECT template_id, salt, sealed FROM templates")}
+    report.rows_copied = len(rows)
+    copy.close()
+
+    # -- what the defender knows, to search the copy for ---------------------------------------
+    image_needles, feature_needles, code_needles = set(), set(), set()
+    keys = LocalKeyFile(state / "keys.json")
+    protector = Protector(keys)
+    profile = next(p for p in PROFILES.values() if p.modality == FACE)
+    for person, blobs in samples.items():
+        vectors = []
+        for blob in blobs:
+            image_needles |= _windows(blob[len(blob) // 4:], 32, 512)
+            vector = extract(FACE, IMAGE, blob, False)[0]
+            vectors.append(vector)
+            for dtype, size in (("<f4", 12), ("<f8", 16), ("<f2", 12)):
+                feature_needles |= _windows(vector.astype(dtype).tobytes(), size, 4)
+        for tenant in ("hospital", "airport"):
+            version = keys.tenant_key(tenant).version
+            for vector in vectors + [fuse(vectors)]:
+                code = protector.protect(tenant, version, profile, vector)
+                code_needles |= _windows(code.astype("<u8").tobytes(), 16, 8)
+    # Self-check: the search does find each kind of secret where it is in the clear.
+    control = b"".join(b for blobs in samples.values() for b in blobs) + b"".join(
+        extract(FACE, IMAGE, samples[persons[0]][0], False)[0].astype(dtype).tobytes() for dtype in ("<f4", "<f8", "<f2"))
+    control += protector.protect("hospital", keys.tenant_key("hospital").version, profile,
+                                 extract(FACE, IMAGE, samples[persons[0]][0], False)[0]).astype("<u8").tobytes()
+    report.search_self_check = all(any(n in control for n in needles) for needles in (image_needles, feature_needles, code_needles))
+    report.images_found = sum(n in stolen for n in image_needles)
+    report.feature_vectors_found = sum(n in stolen for n in feature_needles)
+    report.clear_templates_found = sum(n in stolen for n in code_needles)
+    report.credentials_found = sum(t.split(".", 1)[1].encode() in stolen for t in tokens)
+
+    # -- linkage with the database only: compare sealed rows --------------------------------------
+    def similarity(a: str, b: str) -> float:
+        return _blob_similarity(rows[a][0] + rows[a][1], rows[b][0] + rows[b][1])
+
+    mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("airport", p)][0]) for p in persons]
+    non_mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("airport", q)][0])
+                 for p, q in itertools.permutations(persons, 2)]
+    report.cross_tenant_linkage_auc = _auc(mated, non_mated)
+    reissued = [p for p in persons if len(tenant_rows[("hospital", p)]) == 2]
+    mated = [similarity(*tenant_rows[("hospital", p)]) for p in reissued]
+    non_mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("hospital", q)][1])
+                 for p, q in itertools.permutations(reissued, 2)]
+    report.reissue_linkage_auc = _auc(mated, non_mated)
+
+    # -- the copy in a second deployment: same tenant names, its own key store -------------------
+    other_keys = LocalKeyFile(folder / "second" / "keys.json")
+    for tenant in ("hospital", "airport"):
+        other_keys.ensure_tenant(tenant)
+    other = Protector(other_keys)
+    store = open_store(f"sqlite:///{loot / 'backup.db'}", other_keys.audit_key())
+    for row in store.live_rows():
+        try:
+            other.unseal(RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
+                                     row.profile, row.key_version), PROFILES[row.profile], row.salt, row.sealed)
+            report.unsealed_by_second_deployment += 1
+        except VaultError:
+            pass
+    store.close()
+    report.notes.append("metadata the copy does reveal: tenant names, subject ids, template ids, timestamps, "
+                        "statuses, key versions, the audit trail (ids and decisions)")
+    return report
