@@ -30,6 +30,7 @@ class AdminService(vault_pb2_grpc.AdminServicer):
     def __init__(self, vault, tokens: TokenRegistry):
         self.vault = vault  # the VaultService: its store, keys, index and authenticator
         self.tokens = tokens
+        self.metrics = vault.metrics
 
     def _caller(self, context, rpc_name: str) -> auth.Identity:
         return self.vault._caller(context, rpc_name)
@@ -84,6 +85,7 @@ class AdminService(vault_pb2_grpc.AdminServicer):
 class AuditService(vault_pb2_grpc.AuditServicer):
     def __init__(self, vault):
         self.vault = vault
+        self.metrics = vault.metrics
 
     async def ReadAudit(self, request, context):
         # A server-streaming handler: errors are raised before the first record.

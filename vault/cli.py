@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-failures-per-client", type=int, default=50)
     serve.add_argument("--failure-window", type=float, default=300.0, help="seconds")
     serve.add_argument("--lockout", type=float, default=300.0, help="seconds")
+    serve.add_argument("--metrics-listen", default=os.environ.get("VAULT_METRICS_LISTEN"),
+                       help="host:port for the Prometheus /metrics endpoint (off by default)")
+    serve.add_argument("--call-timeout", type=float, default=30.0, help="server-side deadline of one RPC, seconds")
 
     pki = commands.add_parser("pki", help="a local CA and certificates for development and small sites")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True)
@@ -157,7 +160,7 @@ def run_serve(args) -> int:
                         workers=args.workers, max_pending=args.max_pending,
                         allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
                         plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
-                        limits=limits)
+                        limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout)
     try:
         asyncio.run(serve(settings))
     except VaultError as error:

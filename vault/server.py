@@ -23,6 +23,7 @@ from vault.extraction import Extractor
 from vault.keys import LocalKeyFile
 from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex
+from vault.metrics import Metrics
 from vault.service import VaultService
 from vault.store import open_store
 from vault.tokens import TokenRegistry
@@ -51,6 +52,8 @@ class Settings:
     allow_face_embeddings: bool = False
     shutdown_grace_s: float = 10.0
     port_file: Path | None = None  # written with the bound port once serving (tests, scripts)
+    metrics_listen: str | None = None  # host:port of the Prometheus endpoint; off when None
+    call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
 
 
 def passphrase_from_environment() -> str | None:
@@ -91,6 +94,11 @@ class VaultServer:
         self.service = VaultService(self.store, self.keys, self.extractor, self.index, authenticator,
                                     settings.allow_face_embeddings, FailureLimiter(settings.limits),
                                     settings.auditor_score_bands)
+        self.metrics = Metrics()
+        self.metrics.watch(self.extractor, self.index, self.keys)
+        self.service.metrics = self.metrics
+        self.service.call_timeout = settings.call_timeout_s
+        self.metrics_port: int | None = None
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -118,6 +126,8 @@ class VaultServer:
         if not self.port:
             raise VaultError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
+        if self.settings.metrics_listen:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",
@@ -136,6 +146,7 @@ class VaultServer:
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s)
         self.extractor.close()
+        self.metrics.close()
         self.store.close()
 
 

@@ -41,27 +41,49 @@ MAX_CANDIDATES = 100
 
 
 def rpc(handler):
-    """Map VaultError to its gRPC status; anything else becomes INTERNAL with a log reference."""
+    """Map VaultError to its gRPC status; anything else becomes INTERNAL with a log reference.
+    Counts every call in the servicer's metrics by status code."""
     name = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self, request, context):
         started = time.perf_counter()
+        code = "OK"
         try:
-            response = await handler(self, request, context)
-            log.info("%s ok %.1f ms", name, 1000 * (time.perf_counter() - started))
-            return response
+            return await asyncio.wait_for(handler(self, request, context), getattr(self, "call_timeout", None))
+        except TimeoutError:
+            code = "DEADLINE_EXCEEDED"
+            log.info("%s took longer than %s s", name, self.call_timeout)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the request took longer than {self.call_timeout:g} s")
         except VaultError as error:
-            log.info("%s %s: %s", name, error.status.name, error.message)
+            code = error.status.name
+            log.info("%s %s: %s", name, code, error.message)
             await context.abort(error.status, error.message)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
+            code = "INTERNAL"
             reference = uuid.uuid4().hex[:12]
             log.exception("%s failed, reference %s", name, reference)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error, reference {reference}")
+        finally:
+            elapsed = time.perf_counter() - started
+            if code == "OK":
+                log.info("%s ok %.1f ms", name, 1000 * elapsed)
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe(name, code, elapsed)
 
     return wrapper
+
+
+async def committed(change):
+    """Run a store change and its index update to the end even if the RPC is cancelled meanwhile
+    (client deadline, shutdown): the database and the in-memory index never disagree."""
+    return await asyncio.shield(asyncio.to_thread(change))
 
 
 def check_id(value: str, what: str) -> str:
@@ -110,6 +132,8 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                  authenticator: auth.Authenticator, allow_face_embeddings: bool = False,
                  limiter: FailureLimiter | None = None, auditor_score_bands: bool = False):
         self.store = store
+        self.metrics = None  # vault.metrics.Metrics, set by the server
+        self.call_timeout: float | None = None  # server-side deadline of one RPC
         self.limiter = limiter or FailureLimiter()
         self.auditor_score_bands = auditor_score_bands
         self.keys = keys
@@ -227,8 +251,11 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         row, code = self._new_template(caller.tenant, subject_id, modality, finger, vectors, reports)
         audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
                            f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
-        await asyncio.to_thread(self.store.insert, row, audit)
-        self._index_row(row, code)
+        def commit():
+            self.store.insert(row, audit)
+            self._index_row(row, code)
+
+        await committed(commit)
         return pb.EnrollResponse(template_id=row.template_id, profile=row.profile, key_version=row.key_version,
                                  sample_reports=[report_pb(r) for r in reports])
 
@@ -332,12 +359,16 @@ class VaultService(vault_pb2_grpc.VaultServicer):
             candidates = [r.template_id for r in await asyncio.to_thread(self.store.list, caller.tenant, value)]
         audit = AuditEntry("Revoke", caller.tenant, caller.name, value if target == "subject_id" else "",
                            "", "revoked", reason)
-        revoked = await asyncio.to_thread(self.store.revoke, caller.tenant, candidates, reason, audit) if candidates else []
+        def commit():
+            revoked = self.store.revoke(caller.tenant, candidates, reason, audit) if candidates else []
+            for template_id in revoked:
+                for modality in (FACE, FINGERPRINT):
+                    self.index.remove(caller.tenant, modality, template_id)
+            return revoked
+
+        revoked = await committed(commit)
         if not revoked:
             raise NotFound(f"no live template for that {target}")
-        for template_id in revoked:
-            for modality in (FACE, FINGERPRINT):
-                self.index.remove(caller.tenant, modality, template_id)
         return pb.RevokeResponse(revoked_template_ids=revoked)
 
     @rpc
@@ -352,10 +383,15 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         row, code = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors, reports)
         audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
                            "reissued", reason)
-        if not await asyncio.to_thread(self.store.reissue, old_id, row, reason, audit):
+        def commit():
+            if not self.store.reissue(old_id, row, reason, audit):
+                return False
+            self.index.remove(caller.tenant, old.modality, old_id)
+            self._index_row(row, code)
+            return True
+
+        if not await committed(commit):
             raise NotFound("no live template with that template_id")  # revoked meanwhile
-        self.index.remove(caller.tenant, old.modality, old_id)
-        self._index_row(row, code)
         return pb.ReissueResponse(template_id=row.template_id, revoked_template_id=old_id, profile=row.profile,
                                   key_version=row.key_version, sample_reports=[report_pb(r) for r in reports])
 
