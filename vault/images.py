@@ -34,7 +34,9 @@ def _open(data: bytes, formats: frozenset[str], max_pixels: int, what: str) -> I
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidSample(f"{what} image declares more than {max_pixels} pixels") from None
+    except UnidentifiedImageError:
         raise InvalidSample(f"{what} image is not a readable image file") from None
     except Exception:
         raise InvalidSample(f"{what} image is corrupt") from None
