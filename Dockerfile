@@ -8,6 +8,8 @@ COPY vault ./vault
 RUN uv sync --locked --no-dev
 ENV VAULT_STATE_DIR=/var/lib/vault
 VOLUME /var/lib/vault
-EXPOSE 50051
-# Plaintext is refused off loopback: give the server TLS certificates to listen on 0.0.0.0.
-CMD ["uv", "run", "--no-dev", "vault", "serve", "--listen", "127.0.0.1:50051"]
+EXPOSE 50051 9464
+# Mutual TLS: mount ca.crt, server.crt and server.key (e.g. from `vault pki init`) at /etc/vault/pki,
+# and give the key-file passphrase as VAULT_KEY_PASSPHRASE or VAULT_KEY_PASSPHRASE_FILE.
+CMD ["uv", "run", "--no-dev", "vault", "serve", "--tls-dir", "/etc/vault/pki", "--listen", "0.0.0.0:50051", \
+     "--metrics-listen", "0.0.0.0:9464"]
