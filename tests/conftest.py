@@ -45,6 +45,9 @@ def deterministic_key_file(path: Path, seed: str = "vault-tests") -> Path:
     return path
 
 
+NO_LOCKOUT = ("--max-failures-per-subject", "1000000", "--max-failures-per-client", "1000000")
+
+
 class ServerProcess:
     """A real `vault serve` child process; restartable on the same state directory."""
 
@@ -121,9 +124,11 @@ def server_factory(tmp_path):
 
 @pytest.fixture(scope="module")
 def vault_server(tmp_path_factory):
-    """One server shared by a test module (starting one loads dlib in every worker: seconds)."""
+    """One server shared by a test module (starting one loads dlib in every worker: seconds).
+    Failure lockout is set out of reach: these tests make many deliberate impostor attempts
+    (tests/test_security.py tests the lockout itself)."""
     state = tmp_path_factory.mktemp("module") / "vault"
     deterministic_key_file(state / "keys.json")
-    server = ServerProcess(state).start()
+    server = ServerProcess(state, *NO_LOCKOUT).start()
     yield server
     server.stop()

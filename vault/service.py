@@ -267,31 +267,25 @@ class VaultService(vault_pb2_grpc.VaultServicer):
             raise InvalidArgument("subject_id or template_id is required")
         claimed = check_id(getattr(request, claim), claim)
         modality, finger = request.modality, request.finger
-        if claim == "subject_id":
-            check_modality(modality)
-        elif modality:
+        if claim == "subject_id" or modality:
             check_modality(modality)
         if not request.HasField("probe"):
             raise InvalidArgument("probe is required")
-        if claim == "template_id":
+        if claim == "subject_id":
+            where = {"subject_id": claimed, "finger": finger}
+        else:
             row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
             # Unknown, another tenant's and revoked templates all answer NO_MATCH: no oracle.
-            if row is not None and (row.status != LIVE or (modality and row.modality != modality)):
-                row = None
-            modality = row.modality if row else (modality or FACE)
+            live = row is not None and row.status == LIVE and modality in (0, row.modality)
+            where = {"template_id": claimed} if live else None
+            modality = row.modality if live else (modality or FACE)
         check_finger(modality, finger)
         self.limiter.check(caller.tenant, caller.name, claimed)
         # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
         (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
-        matched, best = False, 0.0
-        if claim == "subject_id":
-            matched, best = self._best(caller.tenant, modality, vector, subject_id=claimed, finger=finger)
-        elif row is not None:
-            matched, best = self._best(caller.tenant, modality, vector, template_id=claimed)
+        matched, best = self._best(caller.tenant, modality, vector, **where) if where else (False, 0.0)
         decision = pb.MATCH if matched else pb.NO_MATCH
-        audit = AuditEntry("Verify", caller.tenant, caller.name,
-                           claimed if claim == "subject_id" else "", claimed if claim == "template_id" else "",
-                           pb.Decision.Name(decision))
+        audit = AuditEntry("Verify", caller.tenant, caller.name, decision=pb.Decision.Name(decision), **{claim: claimed})
         await asyncio.to_thread(self.store.record, audit)
         if matched:
             self.limiter.succeeded(caller.tenant, caller.name, claimed)
