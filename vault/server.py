@@ -24,6 +24,7 @@ from vault.keys import LocalKeyFile
 from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex
 from vault.metrics import Metrics
+from vault.replication import IndexSync
 from vault.service import VaultService
 from vault.store import open_store
 from vault.tokens import TokenRegistry
@@ -94,6 +95,9 @@ class VaultServer:
         self.service = VaultService(self.store, self.keys, self.extractor, self.index, authenticator,
                                     settings.allow_face_embeddings, FailureLimiter(settings.limits),
                                     settings.auditor_score_bands)
+        # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
+        self.sync = IndexSync(self.store, self.service.apply_change, interval_s=0.5,
+                              index_ids=self.index.template_ids, reconcile_s=60.0)
         self.metrics = Metrics()
         self.metrics.watch(self.extractor, self.index, self.keys)
         self.service.metrics = self.metrics
@@ -104,7 +108,9 @@ class VaultServer:
         self.port: int | None = None
 
     async def start(self) -> int:
+        self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         loaded, refused = await asyncio.to_thread(self.service.load_index)
+        self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
@@ -147,6 +153,7 @@ class VaultServer:
             await self.server.stop(self.settings.shutdown_grace_s)
         self.extractor.close()
         self.metrics.close()
+        self.sync.stop()
         self.store.close()
 
 

@@ -29,6 +29,7 @@ from vault.matching import Hit, MatchIndex
 from vault.profiles import CURRENT, FACE, FINGERPRINT, PROFILES
 from vault.protection import Protector, RowIdentity
 from vault.store import LIVE, TemplateRow, TemplateStore
+from vault.store.base import ADD
 from vault.v1 import vault_pb2 as pb
 from vault.v1 import vault_pb2_grpc
 
@@ -156,6 +157,19 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                 refused += 1
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
         return loaded, refused
+
+    def apply_change(self, kind: str, row: TemplateRow) -> None:
+        """A template change from the store's change feed (vault.replication.IndexSync): made by
+        another replica, or by this one (then already applied, and a no-op here)."""
+        if kind == ADD:
+            if any(g.has(template_id=row.template_id) for g in self.index.galleries(row.tenant, row.modality)):
+                return
+            try:
+                self._index_row(row)
+            except (IntegrityError, VaultError) as error:
+                log.error("template %s excluded from matching: %s", row.template_id, error.message)
+        else:
+            self.index.remove(row.tenant, row.modality, row.template_id)
 
     def _index_row(self, row: TemplateRow, code=None) -> None:
         profile = PROFILES[row.profile]

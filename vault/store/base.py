@@ -34,6 +34,23 @@ class TemplateRow:
     replaced_by: str = ""
 
 
+ADD, REMOVE = "add", "remove"  # change kinds: a template became live / stopped being live
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change feed, with the template's row as it is now (not as it was then)."""
+
+    id: int
+    kind: str
+    row: TemplateRow
+
+
+class ChangeListener(Protocol):
+    def wait(self, timeout: float) -> bool: ...  # True if woken by a change notification
+    def close(self) -> None: ...
+
+
 class TemplateStore(Protocol):
     def insert(self, row: TemplateRow, audit: AuditEntry) -> None: ...
     def revoke(self, tenant: str, template_ids: list[str], reason: str, audit: AuditEntry) -> list[str]: ...
@@ -42,6 +59,11 @@ class TemplateStore(Protocol):
     def get(self, tenant: str, template_id: str) -> TemplateRow | None: ...
     def list(self, tenant: str, subject_id: str | None = None, include_revoked: bool = False) -> list[TemplateRow]: ...
     def live_rows(self) -> Iterator[TemplateRow]: ...
+    def live_template_ids(self) -> set[str]: ...
+    def rows(self, template_ids: list[str]) -> list[TemplateRow]: ...
+    def change_head(self) -> int: ...
+    def changes_after(self, cursor: int, limit: int = 1000) -> list[Change]: ...
+    def change_listener(self) -> ChangeListener: ...
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]: ...
     def close(self) -> None: ...
 
@@ -100,6 +122,19 @@ MIGRATIONS: list[str] = [
         revoked_at   DOUBLE PRECISION
     );
     CREATE INDEX tokens_tenant ON tokens (tenant);
+    """,
+    # 3: the change feed replicas follow (vault.replication). One row per template that became
+    # live ('add') or stopped being live ('remove'), written in the transaction that made the change.
+    # Ids are allocated under the audit lock, so they commit in id order: a reader that has seen id
+    # n will never later find a newly committed id below n.
+    """
+    CREATE TABLE changes (
+        id           BIGINT PRIMARY KEY,
+        at           DOUBLE PRECISION NOT NULL,
+        tenant       TEXT NOT NULL,
+        template_id  TEXT NOT NULL,
+        kind         TEXT NOT NULL
+    );
     """,
 ]
 

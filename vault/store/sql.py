@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
-from vault.store.base import (AUDIT_COLUMNS, LIVE, MIGRATIONS, REVOKED, TEMPLATE_COLUMNS, TemplateRow,
-                              audit_from, audit_values, row_from, row_values)
+from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS, Change,
+                              TemplateRow, audit_from, audit_values, row_from, row_values)
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
+PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
+QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
 
 
 class SqlStore:
@@ -29,6 +32,16 @@ class SqlStore:
     def _lock_audit(self, cur) -> None:
         """Serialise audit appends across processes (the chain needs one writer at a time)."""
 
+    def _lock_schema(self, cur) -> None:
+        """Serialise migrations across processes (replicas starting together)."""
+
+    def _notify_changes(self, cur, last_id: int) -> None:
+        """Tell listeners, once this transaction commits, that the change feed reached last_id."""
+
+    def change_listener(self):
+        """Something to wait on between change-feed polls (see vault.replication)."""
+        return SleepListener()
+
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
@@ -39,6 +52,7 @@ class SqlStore:
     # -- schema ---------------------------------------------------------------------------------
     def _migrate(self) -> None:
         with self._transaction() as cur:
+            self._lock_schema(cur)
             self._execute(cur, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = self._execute(cur, "SELECT max(version) FROM schema_version").fetchone()
             current = row[0] or 0
@@ -61,16 +75,30 @@ class SqlStore:
         self._execute(cur, f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({AUDIT_MARKS})", audit_values(record))
         return record
 
+    def _append_changes(self, cur, tenant: str, changes: list[tuple[str, str]]) -> None:
+        """Record (kind, template_id) changes. Call after _append_audit: the audit lock it took makes
+        ids commit in id order, which is what lets a follower keep a plain `id > cursor` cursor."""
+        if not changes:
+            return
+        last = self._execute(cur, "SELECT max(id) FROM changes").fetchone()[0] or 0
+        at = time.time()
+        for offset, (kind, template_id) in enumerate(changes, start=1):
+            self._execute(cur, "INSERT INTO changes (id, at, tenant, template_id, kind) VALUES (?, ?, ?, ?, ?)",
+                          (last + offset, at, tenant, template_id, kind))
+        self._notify_changes(cur, last + len(changes))
+
     def insert(self, row: TemplateRow, audit: AuditEntry) -> None:
         with self._audit_lock, self._transaction() as cur:
             self._execute(cur, f"INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({TEMPLATE_MARKS})", row_values(row))
             self._append_audit(cur, audit)
+            self._append_changes(cur, row.tenant, [(ADD, row.template_id)])
 
     def revoke(self, tenant: str, template_ids: list[str], reason: str, audit: AuditEntry) -> list[str]:
         with self._audit_lock, self._transaction() as cur:
             revoked = [t for t in template_ids if self._revoke_one(cur, tenant, t, reason, audit.at, "")]
             audit.template_id = ",".join(revoked)
             self._append_audit(cur, audit)
+            self._append_changes(cur, tenant, [(REMOVE, t) for t in revoked])
         return revoked
 
     def _revoke_one(self, cur, tenant: str, template_id: str, reason: str, at: float, replaced_by: str) -> bool:
@@ -89,6 +117,7 @@ class SqlStore:
                 return False
             self._execute(cur, f"INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({TEMPLATE_MARKS})", row_values(row))
             self._append_audit(cur, audit)
+            self._append_changes(cur, row.tenant, [(REMOVE, old_id), (ADD, row.template_id)])
         return True
 
     def record(self, audit: AuditEntry) -> None:
@@ -118,9 +147,55 @@ class SqlStore:
         return [row_from(v) for v in rows]
 
     def live_rows(self) -> Iterator[TemplateRow]:
+        """Every live row, read in pages by template id. Rows changed during the walk may be missed
+        or stale: a replica marks its change-feed cursor before loading and replays from there."""
+        after = ""
+        while True:
+            with self._transaction() as cur:
+                page = self._execute(
+                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE status = ? AND template_id > ? "
+                         "ORDER BY template_id LIMIT ?", (LIVE, after, PAGE_ROWS)).fetchall()
+            yield from (row_from(v) for v in page)
+            if len(page) < PAGE_ROWS:
+                return
+            after = page[-1][0]
+
+    def live_template_ids(self) -> set[str]:
         with self._transaction() as cur:
-            rows = self._execute(cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE status = ?", (LIVE,)).fetchall()
-        return (row_from(v) for v in rows)
+            return {v[0] for v in self._execute(cur, "SELECT template_id FROM templates WHERE status = ?", (LIVE,))}
+
+    def rows(self, template_ids: list[str]) -> list[TemplateRow]:
+        """Current rows of these templates, any tenant, any status (replication bookkeeping only)."""
+        found = []
+        with self._transaction() as cur:
+            for start in range(0, len(template_ids), 500):
+                batch = template_ids[start:start + 500]
+                marks = ", ".join("?" * len(batch))
+                found += self._execute(
+                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE template_id IN ({marks})", batch).fetchall()
+        return [row_from(v) for v in found]
+
+    # -- change feed ----------------------------------------------------------------------------
+    def change_head(self) -> int:
+        """The newest change id (0 when there is none): a cursor to follow the feed from."""
+        with self._transaction() as cur:
+            return self._execute(cur, "SELECT max(id) FROM changes").fetchone()[0] or 0
+
+    def changes_after(self, cursor: int, limit: int = 1000) -> list[Change]:
+        """Changes with id > cursor, oldest first, each with its template's current row."""
+        with self._transaction() as cur:
+            found = self._execute(
+                cur, f"SELECT c.id, c.kind, {QUALIFIED_COLUMNS} FROM changes c "
+                     "JOIN templates t ON t.template_id = c.template_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
+                (cursor, limit)).fetchall()
+        return [Change(v[0], v[1], row_from(v[2:])) for v in found]
+
+    def prune_changes(self, older_than_s: float) -> int:
+        """Drop feed entries older than this; a replica further behind reconciles in full instead."""
+        with self._transaction() as cur:
+            # The newest entry always stays: ids continue from max(id), and must never restart.
+            return self._execute(cur, "DELETE FROM changes WHERE at < ? AND id < (SELECT max(id) FROM changes)",
+                                 (time.time() - older_than_s,)).rowcount
 
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]:
         query = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?"
@@ -131,3 +206,17 @@ class SqlStore:
         with self._transaction() as cur:
             rows = self._execute(cur, query + " ORDER BY seq", params).fetchall()
         return (audit_from(v) for v in rows)
+
+
+class SleepListener:
+    """The listener of a store without notifications: wait() just sleeps, so followers poll."""
+
+    def __init__(self):
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self._closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self._closed.set()

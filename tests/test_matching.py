@@ -1,0 +1,134 @@
+"""The comparison kernel and the galleries: exactly the scores of a plain comparison of IoM indices,
+for codes made by the real transform, at every chunk boundary and after any add/remove sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import deterministic_key_file
+from vault.hazmat.iom import pack_indices, unpack_indices
+from vault.keys import LocalKeyFile
+from vault.matching import CHUNK_ROWS, Gallery, MatchIndex, agreement, agreement_planes
+from vault.profiles import FACE, FACE_IOM_V1, FINGER_IOM_V1, ProtectionProfile
+from vault.protection import Protector
+
+
+@pytest.fixture(scope="module")
+def protector(tmp_path_factory):
+    keys = LocalKeyFile(deterministic_key_file(tmp_path_factory.mktemp("keys") / "keys.json"))
+    return Protector(keys)
+
+
+def codes_for(protector, profile: ProtectionProfile, n: int, seed: int) -> np.ndarray:
+    """Codes from the real transform: random unit vectors through the tenant's projection."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, profile.feature_dim)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return protector.protect_many("default", 1, profile, features)
+
+
+def reference(probe: np.ndarray, codes: np.ndarray, profile: ProtectionProfile) -> np.ndarray:
+    """The definition: the fraction of positions whose IoM index is equal."""
+    equal = unpack_indices(codes, profile.hash_width) == unpack_indices(probe, profile.hash_width)
+    return (1.0 - (profile.hash_count - equal.sum(axis=-1)) / profile.hash_count).astype(np.float32)
+
+
+@pytest.mark.parametrize("profile", [FACE_IOM_V1, FINGER_IOM_V1], ids=lambda p: p.name)
+@pytest.mark.parametrize("n", [0, 1, 7, CHUNK_ROWS - 1, CHUNK_ROWS, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 333])
+def test_agreement_is_exactly_the_index_agreement(protector, profile, n):
+    codes = codes_for(protector, profile, n + 1, seed=n)
+    probe, gallery = codes[0], codes[1:]
+    expected = reference(probe, gallery, profile)
+    got = agreement(probe, gallery, profile.hash_count)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    planes = np.ascontiguousarray(gallery.transpose(1, 0, 2))
+    assert np.array_equal(agreement_planes(probe, planes, n, profile.hash_count), expected)
+
+
+@pytest.mark.parametrize("hash_width, hash_count", [(2, 64), (4, 512), (16, 1024), (32, 2048)])
+def test_agreement_other_shapes(hash_width, hash_count):
+    """Shapes no current profile uses (one plane, 8 or 32 words) go through the same kernel."""
+    rng = np.random.default_rng(hash_width)
+    indices = rng.integers(0, hash_width, size=(CHUNK_ROWS + 5, hash_count), dtype=np.uint8)
+    indices[1:50] = indices[0]  # exact matches: score 1.0
+    packed = pack_indices(indices, hash_width)
+    probe, codes = packed[0], packed[1:]
+    equal = (indices[1:] == indices[0]).sum(axis=1)
+    expected = (1.0 - (hash_count - equal) / hash_count).astype(np.float32)
+    assert np.array_equal(agreement(probe, codes, hash_count), expected)
+    assert np.array_equal(agreement_planes(probe, np.ascontiguousarray(codes.transpose(1, 0, 2)), len(codes),
+                                           hash_count), expected)
+    assert (expected[:49] == 1.0).all()
+
+
+def test_gallery_matches_brute_force_after_adds_and_removes(protector):
+    profile = FINGER_IOM_V1
+    codes = codes_for(protector, profile, 700, seed=1)
+    rng = np.random.default_rng(2)
+    gallery = Gallery(profile, 1)
+    live: dict[str, tuple[str, int, np.ndarray]] = {}
+    for i, code in enumerate(codes[1:]):  # grows past its initial capacity several times
+        template_id, subject, finger = f"t{i}", f"s{i % 97}", int(rng.integers(1, 4))
+        gallery.add(template_id, subject, finger, code)
+        live[template_id] = (subject, finger, code)
+        if rng.random() < 0.3:  # remove a random live one, often not the last row
+            gone = sorted(live)[int(rng.integers(len(live)))]
+            assert gallery.remove(gone)
+            del live[gone]
+    assert not gallery.remove("t-unknown")
+    assert len(gallery) == len(live) and gallery.template_ids() == set(live)
+
+    probe = codes[0]
+    # Make one subject's template an exact copy of the probe: it must come first with score 1.0.
+    target = sorted(live)[5]
+    subject, finger, _ = live[target]
+    assert gallery.remove(target)
+    gallery.add(target, subject, finger, probe)
+    live[target] = (subject, finger, probe)
+
+    ids = sorted(live)
+    scores = dict(zip(ids, reference(probe, np.stack([live[t][2] for t in ids]), profile)))
+    for chosen_finger in (0, finger):
+        eligible = [t for t in ids if not chosen_finger or live[t][1] == chosen_finger]
+        threshold = float(np.quantile([scores[t] for t in eligible], 0.9))
+        expected = sorted((t for t in eligible if scores[t] >= threshold), key=lambda t: (-scores[t], t))
+        hits = gallery.top(probe, threshold, limit=len(eligible), finger=chosen_finger)
+        assert hits[0].template_id == target and hits[0].score == 1.0
+        assert sorted(h.template_id for h in hits) == sorted(expected)
+        assert all(h.score == pytest.approx(float(scores[h.template_id]), abs=0) for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(h.subject_id == live[h.template_id][0] for h in hits)
+        assert len(gallery.top(probe, threshold, limit=3, finger=chosen_finger)) == min(3, len(expected))
+
+    hits = gallery.search(probe, subject_id=subject)
+    assert {h.template_id for h in hits} == {t for t in ids if live[t][0] == subject}
+    assert all(h.score == scores[h.template_id] for h in hits)
+    assert gallery.has(template_id=target, finger=finger) and not gallery.has(template_id=target, finger=9)
+
+
+def test_match_index_groups_and_removal(protector):
+    codes = codes_for(protector, FACE_IOM_V1, 3, seed=3)
+    index = MatchIndex()
+    index.add("t", FACE, FACE_IOM_V1, 1, "a", "alice", 0, codes[0])
+    index.add("t", FACE, FACE_IOM_V1, 2, "b", "bob", 0, codes[1])  # another key version: another gallery
+    index.add("u", FACE, FACE_IOM_V1, 1, "c", "carol", 0, codes[2])
+    assert len(index.galleries("t", FACE)) == 2 and index.count("t") == 2 and index.count() == 3
+    assert index.remove("t", FACE, "b") and not index.remove("t", FACE, "c")  # tenant-scoped
+    assert index.template_ids() == {"a", "c"}
+
+
+def test_a_removed_template_is_never_added_back():
+    from vault.matching import MatchIndex
+    from vault.profiles import FACE, FACE_IOM_V1
+
+    index = MatchIndex()
+    code = np.zeros((FACE_IOM_V1.planes, FACE_IOM_V1.words), dtype=np.uint64)
+    index.add("t", FACE, FACE_IOM_V1, 1, "a", "alice", 0, code)
+    assert index.remove("t", FACE, "a")
+    index.add("t", FACE, FACE_IOM_V1, 1, "a", "alice", 0, code)  # a stale 'add' from a change feed
+    assert index.template_ids() == set()
+    # Removing before the add ever arrived also holds.
+    index.remove("t", FACE, "b")
+    index.add("t", FACE, FACE_IOM_V1, 1, "b", "bob", 0, code)
+    assert index.count("t") == 0

@@ -1,0 +1,103 @@
+"""The scale-out store: PostgreSQL through psycopg 3 and a psycopg_pool connection pool.
+
+Several vault replicas share one database. What has to be serialised across them is done by the
+database: the audit chain's appends (a transaction-scoped advisory lock), migrations (another), and
+the change feed's ids (allocated under the audit lock). Each change transaction sends a NOTIFY,
+delivered at commit, so followers (vault.replication) wake at once instead of waiting for a poll.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from vault.store.sql import SqlStore
+
+CHANNEL = "vault_changes"
+# Advisory lock keys are per database; hashing the schema name in keeps vaults that share a
+# database in separate schemas (and parallel test runs) from waiting on each other.
+AUDIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/audit/' || current_schema()))"
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/schema/' || current_schema()))"
+
+
+class PostgresStore(SqlStore):
+    placeholder = "%s"
+
+    def __init__(self, url: str, audit_key: bytes, min_connections: int = 1, max_connections: int = 8):
+        super().__init__(audit_key)
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=False,
+                                    name="vault-store")
+        self._pool.open(wait=True, timeout=30)
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    @contextmanager
+    def _transaction(self):
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def _lock_audit(self, cur) -> None:
+        cur.execute(AUDIT_LOCK)
+
+    def _lock_schema(self, cur) -> None:
+        cur.execute(SCHEMA_LOCK)
+
+    def _notify_changes(self, cur, last_id: int) -> None:
+        # The payload names the schema so a listener can ignore other vaults in the same database.
+        cur.execute("SELECT pg_notify(%s, current_schema() || ':' || %s)", (CHANNEL, str(last_id)))
+
+    def change_listener(self) -> "PostgresListener":
+        return PostgresListener(self.url)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class PostgresListener:
+    """A dedicated autocommit connection LISTENing on the change channel."""
+
+    def __init__(self, url: str):
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._schema = self._conn.execute("SELECT current_schema()").fetchone()[0]
+        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a change notification for our schema arrives, or timeout; True if one did."""
+        woken = False
+        for note in self._conn.notifies(timeout=timeout, stop_after=1):
+            woken = woken or note.payload.split(":", 1)[0] == self._schema
+        return woken
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def with_schema(url: str, schema: str) -> str:
+    """The URL with its search_path set to `schema` (libpq `options`), e.g. one vault per schema."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextmanager
+def scratch_schema(url: str, prefix: str = "vault_scratch"):
+    """A fresh, empty schema for tests and benchmarks; dropped with everything in it afterwards.
+    Yields the URL that points at it."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield with_schema(url, schema)
+    finally:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
