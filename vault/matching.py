@@ -1,78 +1,73 @@
-"""In-memory galleries of protected codes and the vectorised comparison over them.
+"""In-memory galleries of protected codes and the 1:N comparison over them.
 
 One `Gallery` holds the live codes of one (tenant, modality, profile, key version) group, packed
-as uint64 bit planes (vault.hazmat.iom), so a probe transformed once under that key version is
-compared with every code by XOR, OR across planes and popcount. A gallery keeps its codes plane-
-major, (planes, rows, words): each plane of a block of rows is one contiguous run, so every numpy
-pass of the 1:N kernel is a single long vector loop over cache-resident data. The `MatchIndex` maps groups to
-galleries; it is loaded from the store at start and updated on enrol, revoke and reissue.
+as uint64 bit planes (vault.hazmat.iom) in one row-major array (rows, planes, words): a probe
+transformed once under that key version is compared with every code in a single pass over that
+array (XOR, OR across planes, popcount), compiled by numba with the planes and words of the profile
+as constants, so the loop is unrolled and runs at memory bandwidth (benchmarks/identify_speed.py).
+The `MatchIndex` maps groups to galleries; it is loaded from the store at start and updated on
+enrol, revoke and reissue (and from other replicas, vault.replication).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from vault.profiles import ProtectionProfile
 
-CHUNK_ROWS = 4096  # rows per pass: the temporaries (~1-2 MB) stay in L2/L3 between passes
+
+@intrinsic
+def _popcount(typingctx, word):
+    """llvm.ctpop: one POPCNT instruction on x86-64."""
+
+    def codegen(context, builder, signature, args):
+        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)]), args)
+
+    return types.uint64(types.uint64), codegen
+
+
+@functools.cache
+def _mismatch_kernel(planes: int, words: int):
+    """Differing positions of each code row against the probe, for one code shape."""
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def mismatches(codes, probe, out):
+        for r in range(out.shape[0]):
+            total = 0
+            for w in range(words):
+                differs = codes[r, 0, w] ^ probe[0, w]
+                for p in range(1, planes):  # a position differs if any bit of its index differs
+                    differs |= codes[r, p, w] ^ probe[p, w]
+                total += _popcount(differs)
+            out[r] = total
+
+    return mismatches
 
 
 def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
     """Fraction of equal IoM indices between one packed probe (planes, words) and codes (n, planes, words)."""
-    n, planes, words = codes.shape
-    scores = np.empty(n, dtype=np.float32)
-    rows = min(n, CHUNK_ROWS)
-    tiled = np.ascontiguousarray(np.broadcast_to(probe, (rows, planes, words)))  # same-shape XOR: one loop
-    differ = np.empty((rows, planes, words), dtype=np.uint64)
-    mismatch = np.empty((rows, words), dtype=np.uint64)
-    for start in range(0, n, CHUNK_ROWS):
-        r = min(CHUNK_ROWS, n - start)
-        x, m = differ[:r], mismatch[:r]
-        np.bitwise_xor(codes[start:start + r], tiled[:r], out=x)
-        np.bitwise_or(x[:, 0], x[:, 1] if planes > 1 else x[:, 0], out=m)  # a position differs in any plane
-        for p in range(2, planes):
-            np.bitwise_or(m, x[:, p], out=m)
-        scores[start:start + r] = _agreement_of(m, hash_count)
-    return scores
+    codes = np.ascontiguousarray(codes, dtype=np.uint64)
+    probe = np.ascontiguousarray(probe, dtype=np.uint64)
+    if codes.ndim != 3 or codes.shape[1:] != probe.shape:
+        raise ValueError("codes must be (n, planes, words) with the probe's (planes, words)")
+    differing = np.empty(len(codes), dtype=np.int64)
+    _mismatch_kernel(*probe.shape)(codes, probe, differing)
+    return (1.0 - differing / hash_count).astype(np.float32)
 
 
-def agreement_planes(probe: np.ndarray, planes: np.ndarray, n: int, hash_count: int) -> np.ndarray:
-    """agreement() over the first n rows of plane-major codes (planes, rows, words): same scores."""
-    count, _, words = planes.shape
-    scores = np.empty(n, dtype=np.float32)
-    rows = min(n, CHUNK_ROWS)
-    tiled = np.ascontiguousarray(np.broadcast_to(probe[:, None, :], (count, rows, words)))
-    mismatch = np.empty((rows, words), dtype=np.uint64)
-    scratch = np.empty((rows, words), dtype=np.uint64)
-    for start in range(0, n, CHUNK_ROWS):
-        r = min(CHUNK_ROWS, n - start)
-        m, t = mismatch[:r], scratch[:r]
-        np.bitwise_xor(planes[0, start:start + r], tiled[0, :r], out=m)
-        for p in range(1, count):
-            np.bitwise_xor(planes[p, start:start + r], tiled[p, :r], out=t)
-            np.bitwise_or(m, t, out=m)
-        scores[start:start + r] = _agreement_of(m, hash_count)
-    return scores
-
-
-def _agreement_of(mismatch: np.ndarray, hash_count: int) -> np.ndarray:
-    """1 - (differing positions / hash_count) per row of mismatch words (rows, words)."""
-    counts = np.bitwise_count(mismatch)  # uint8, <= 64 per word
-    words = mismatch.shape[1]
-    if words % 8 or words > 16:
-        differing = counts.sum(axis=1, dtype=np.int64)
-    else:
-        # Sum the byte counts of a row as integers, 8 bytes at a time (SWAR), instead of a numpy
-        # reduction over 16 items per row (slow: one inner loop per row). Bytes stay <= 128 after
-        # adding two words; then 16-bit lanes <= 256; the multiply sums the four lanes (<= 1024).
-        packed = counts.view(np.uint64)
-        lanes = packed[:, 0] + packed[:, 1] if words == 16 else packed[:, 0].copy()
-        lanes = (lanes & 0x00FF00FF00FF00FF) + ((lanes >> 8) & 0x00FF00FF00FF00FF)
-        differing = (lanes * 0x0001000100010001) >> 48
-    return 1.0 - differing / hash_count
+def warm_up(profiles) -> None:
+    """Compile (or load from numba's cache) the kernel of each profile before the first request."""
+    for profile in profiles:
+        agreement(np.zeros((profile.planes, profile.words), np.uint64),
+                  np.zeros((1, profile.planes, profile.words), np.uint64), profile.hash_count)
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ class Gallery:
     def __init__(self, profile: ProtectionProfile, key_version: int):
         self.profile = profile
         self.key_version = key_version
-        self._planes = np.zeros((profile.planes, 16, profile.words), dtype=np.uint64)  # plane-major
+        self._codes = np.zeros((16, profile.planes, profile.words), dtype=np.uint64)
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._template_ids: list[str] = []
         self._subject_ids: list[str] = []
@@ -104,12 +99,12 @@ class Gallery:
             if template_id in self._row:
                 return
             n = len(self._template_ids)
-            if n == self._planes.shape[1]:
-                grown = np.zeros((self._planes.shape[0], 2 * n, self._planes.shape[2]), dtype=np.uint64)
-                grown[:, :n] = self._planes
-                self._planes = grown
+            if n == len(self._codes):
+                grown = np.zeros((2 * n, *self._codes.shape[1:]), dtype=np.uint64)
+                grown[:n] = self._codes
+                self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
-            self._planes[:, n] = code
+            self._codes[n] = code
             self._fingers[n] = finger
             self._template_ids.append(template_id)
             self._subject_ids.append(subject_id)
@@ -127,7 +122,7 @@ class Gallery:
                 del self._by_subject[self._subject_ids[row]]
             last = len(self._template_ids) - 1
             if row != last:
-                self._planes[:, row] = self._planes[:, last]
+                self._codes[row] = self._codes[last]
                 self._fingers[row] = self._fingers[last]
                 for column in (self._template_ids, self._subject_ids):
                     column[row] = column[last]
@@ -156,8 +151,7 @@ class Gallery:
         """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
         with self._lock:
             rows = self._rows(subject_id, template_id, finger)
-            codes = self._planes[:, np.asarray(rows, dtype=np.int64)].transpose(1, 0, 2)
-            scores = agreement(probe, codes, self.profile.hash_count)
+            scores = agreement(probe, self._codes[np.asarray(rows, dtype=np.int64)], self.profile.hash_count)
             return [Hit(self._template_ids[r], self._subject_ids[r], float(s)) for r, s in zip(rows, scores)]
 
     def top(self, probe: np.ndarray, threshold: float, limit: int, finger: int = 0) -> list[Hit]:
@@ -166,10 +160,10 @@ class Gallery:
             n = len(self._template_ids)
             if finger:
                 rows = np.flatnonzero(self._fingers[:n] == finger)
-                scores = agreement_planes(probe, self._planes[:, rows], len(rows), self.profile.hash_count)
+                scores = agreement(probe, self._codes[rows], self.profile.hash_count)
             else:
                 rows = None
-                scores = agreement_planes(probe, self._planes, n, self.profile.hash_count)
+                scores = agreement(probe, self._codes[:n], self.profile.hash_count)
             above = np.flatnonzero(scores >= threshold)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
             hits = []

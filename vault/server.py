@@ -22,8 +22,9 @@ from vault.exceptions import VaultError
 from vault.extraction import Extractor
 from vault.keys import LocalKeyFile
 from vault.lockout import FailureLimiter, Limits
-from vault.matching import MatchIndex
+from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
+from vault.profiles import PROFILES
 from vault.replication import IndexSync
 from vault.service import VaultService
 from vault.store import open_store
@@ -112,6 +113,7 @@ class VaultServer:
         loaded, refused = await asyncio.to_thread(self.service.load_index)
         self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
+        await asyncio.to_thread(warm_up, PROFILES.values())
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.server = grpc.aio.server(options=options)
