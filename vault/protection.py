@@ -56,6 +56,7 @@ class Protector:
     def __init__(self, keys: KeyStore):
         self.keys = keys
         self._banks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._storage: dict[tuple[str, int], bytes] = {}  # a key version's secrets never change
         self._lock = threading.Lock()
 
     def protect(self, tenant: str, key_version: int, profile: ProtectionProfile,
@@ -90,7 +91,10 @@ class Protector:
         return np.frombuffer(plain, dtype="<u8").reshape(profile.planes, profile.words)
 
     def _row_key(self, row: RowIdentity, salt: bytes) -> bytes:
-        storage = self.keys.tenant_key(row.tenant, row.key_version).storage
+        version = (row.tenant, row.key_version)
+        storage = self._storage.get(version)
+        if storage is None:
+            storage = self._storage[version] = self.keys.tenant_key(row.tenant, row.key_version).storage
         return derive(storage, SEAL_INFO, salt=salt)
 
     def _bank(self, tenant: str, key_version: int, profile: ProtectionProfile) -> np.ndarray:
