@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data import DataSet
+from benchmarks.data import DataSet, Sample
 
 CACHE = Path(os.environ.get("VAULT_BENCH_CACHE", Path.home() / ".cache" / "vault-bench"))
 
@@ -47,29 +47,57 @@ def _extract_one(args):
         return None, time.perf_counter() - started
 
 
+def _extract_raw_face(path: str):
+    """The dlib embedding as dlib returns it, before the service's unit normalisation (the raw
+    Euclidean-distance baseline needs its length)."""
+    import time
+
+    from vault import images
+    from vault.exceptions import VaultError
+    from vault.features import face
+
+    started = time.perf_counter()
+    try:
+        vector, _ = face.face_features(images.decode_face(Path(path).read_bytes()))
+        return vector, time.perf_counter() - started
+    except VaultError:
+        return None, time.perf_counter() - started
+
+
 def _code_version(modality: str) -> str:
     """Cache key part: the source of the feature code, so editing it invalidates the cache."""
     root = Path(__file__).resolve().parents[1] / "vault"
     files = [root / "features" / ("face.py" if modality == "face" else "fingerprint.py"), root / "images.py"]
     if modality == "fingerprint":
-        files.append(root / "iso19794.py")
+        files += [root / "iso19794.py", root / "features" / "mcc.py", *sorted((root / "models").glob("finger-*.npz"))]
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
 
 
-def load(dataset: DataSet, workers: int | None = None, progress: bool = True) -> Features:
+def _cache_path(dataset: DataSet, raw: bool) -> Path:
+    return CACHE / f"{dataset.name}{'-raw' if raw else ''}-{_code_version(dataset.modality)}.npz"
+
+
+def load(dataset: DataSet, workers: int | None = None, progress: bool = True, raw: bool = False) -> Features:
+    """Features of every sample. raw=True (faces only): dlib's own, unnormalised embeddings."""
+    if raw and dataset.modality != "face":
+        raise ValueError("raw embeddings exist for faces only")
     CACHE.mkdir(parents=True, exist_ok=True)
-    cache = CACHE / f"{dataset.name}-{_code_version(dataset.modality)}.npz"
+    cache = _cache_path(dataset, raw)
     if cache.exists():
         saved = np.load(cache)
         if len(saved["ok"]) == len(dataset.samples):
             return Features(dataset, saved["vectors"], saved["ok"], saved["seconds"])
-    jobs = [(dataset.modality, str(s.path)) for s in dataset.samples]
+    if raw:
+        function, jobs = _extract_raw_face, [str(s.path) for s in dataset.samples]
+    else:
+        function, jobs = _extract_one, [(dataset.modality, str(s.path)) for s in dataset.samples]
     with ProcessPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
-        results = pool.map(_extract_one, jobs, chunksize=4)
+        results = pool.map(function, jobs, chunksize=4)
         if progress:
             from tqdm import tqdm
 
-            results = tqdm(results, total=len(jobs), desc=f"extract {dataset.name}", unit="img")
+            results = tqdm(results, total=len(jobs), desc=f"extract {dataset.name}{' (raw)' if raw else ''}",
+                           unit="img")
         results = list(results)
     dim = next((len(v) for v, _ in results if v is not None), 1)
     vectors = np.zeros((len(results), dim), dtype=np.float32)
@@ -80,3 +108,24 @@ def load(dataset: DataSet, workers: int | None = None, progress: bool = True) ->
     seconds = np.array([t for _, t in results])
     np.savez(cache, vectors=vectors, ok=ok, seconds=seconds)
     return Features(dataset, vectors, ok, seconds)
+
+
+def subset(dataset: DataSet, subjects: list[str], name: str, workers: int | None = None,
+           progress: bool = True, raw: bool = False) -> Features:
+    """Features of the samples of `subjects`: sliced from the full set's cache when it exists,
+    else extracted (and cached) under their own `name`, never over the full set's cache."""
+    keep = set(subjects)
+    index = [i for i, s in enumerate(dataset.samples) if s.subject in keep]
+    part = DataSet(name, dataset.modality, tuple(dataset.samples[i] for i in index), dataset.synthetic)
+    if _cache_path(dataset, raw).exists():
+        full = load(dataset, workers, progress, raw)
+        return Features(part, full.vectors[index], full.ok[index], full.seconds[index])
+    return load(part, workers, progress, raw)
+
+
+def concat(parts: list[Features], name: str) -> Features:
+    """Several sets as one; subjects are prefixed with their set's name so they stay apart."""
+    samples = tuple(Sample(f"{f.dataset.name}/{s.subject}", s.path) for f in parts for s in f.dataset.samples)
+    dataset = DataSet(name, parts[0].dataset.modality, samples, any(f.dataset.synthetic for f in parts))
+    return Features(dataset, np.concatenate([f.vectors for f in parts]), np.concatenate([f.ok for f in parts]),
+                    np.concatenate([f.seconds for f in parts]))

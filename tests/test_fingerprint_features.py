@@ -243,3 +243,87 @@ def test_any_parsable_record_gives_a_unit_vector_or_a_poor_sample(n, seed, sprea
         return
     assert f.shape == (FEATURE_DIM,) and np.all(np.isfinite(f))
     assert np.linalg.norm(f) == pytest.approx(1.0, abs=1e-5)
+
+
+# --- MCC cylinders and the shipped model --------------------------------------------------------
+
+
+def _xyt(record):
+    m = record.minutiae.astype(np.float64)
+    return m[:, 0], -m[:, 1], m[:, 2]
+
+
+def test_cylinders_are_invariant_to_rotation_and_translation(image_records):
+    from vault.features import mcc
+
+    record = image_records[SUBSETS[1]][0][0]
+    x, y, t = _xyt(record)
+    psi = math.radians(71.0)
+    xr = math.cos(psi) * x - math.sin(psi) * y + 250.0
+    yr = math.sin(psi) * x + math.cos(psi) * y - 90.0
+    v1, m1, k1 = mcc.cylinders(x, y, t)
+    v2, m2, k2 = mcc.cylinders(xr, yr, np.mod(t + psi, 2 * math.pi))
+    assert len(k1) > MIN_MINUTIAE
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_allclose(v1, v2, atol=2e-3)
+    assert np.mean(m1 != m2) < 1e-3  # cells on a hull edge may flip by rounding
+    assert v1.max() <= 1.0 and v1.min() >= 0.0
+    assert np.all(v1.reshape(len(v1), mcc.CELLS, mcc.ND)[m1 == 0] == 0)  # invalid cells hold 0
+
+
+def test_cylinder_similarity_is_one_for_itself_and_lower_for_other_fingers(image_records):
+    from vault.features import mcc
+
+    a = mcc.cylinders(*_xyt(image_records[SUBSETS[1]][0][0]))
+    b = mcc.cylinders(*_xyt(image_records[SUBSETS[1]][1][0]))
+    own = mcc.similarity(a[0], a[1], a[0], a[1])
+    np.testing.assert_allclose(np.diag(own), 1.0, atol=3e-3)  # float32 cancellation
+    other = mcc.similarity(a[0], a[1], b[0], b[1])
+    assert other.shape == (len(a[0]), len(b[0]))
+    assert np.all((other >= 0) & (other <= 1 + 1e-6))
+    assert np.median(other) < 0.6
+
+
+def test_convex_hull_of_a_square_with_inner_points():
+    from vault.features.mcc import convex_hull
+
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    points = np.vstack([square, [[5, 5], [2, 7], [10, 5]]])
+    hull = convex_hull(points[np.random.default_rng(0).permutation(len(points))])
+    assert {tuple(p) for p in hull} == {tuple(p) for p in square}
+    area = 0.5 * np.sum(hull[:, 0] * np.roll(hull[:, 1], -1) - np.roll(hull[:, 0], -1) * hull[:, 1])
+    assert area == pytest.approx(100.0)  # counter-clockwise
+
+
+def test_shipped_model_loads_and_round_trips(tmp_path):
+    from vault.features import fingerprint as fp
+
+    assert fp.MODEL_PATH.stat().st_size < 2 * 1024 * 1024
+    model = fp.default_model()
+    assert model.version == fp.MODEL_VERSION
+    assert model.basis.shape[1] == fp.PCA_DIMS and np.all(np.isfinite(model.basis))
+    model.save(tmp_path / "copy.npz")
+    again = fp.CylinderModel.load(tmp_path / "copy.npz")
+    np.testing.assert_array_equal(again.basis, model.basis)
+    np.testing.assert_array_equal(again.fill, model.fill)
+
+
+def test_cylinder_codes_are_whitened_unit_vectors(image_records):
+    from vault.features import fingerprint as fp
+
+    codes = fp.cylinder_codes(image_records[SUBSETS[0]][0][0])
+    assert codes.shape[1] == fp.PCA_DIMS and len(codes) >= 1
+    np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
+
+
+def test_fused_enrolment_separates_fingers(image_records):
+    """Three impressions fused (as the service enrols) against the finger's fourth impression."""
+    from vault.features import fuse
+
+    by_finger = image_records[SUBSETS[1]]
+    feats = [[minutiae_features(r) for r in finger] for finger in by_finger]
+    enrolled = [fuse(finger[:3]) for finger in feats]
+    genuine = [float(e @ finger[3]) for e, finger in zip(enrolled, feats)]
+    impostor = [float(e @ feats[g][3]) for f, e in enumerate(enrolled) for g in range(len(feats))
+                if g != f]
+    assert min(genuine) > np.median(impostor)

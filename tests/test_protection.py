@@ -121,9 +121,14 @@ def test_passphrase_sealed_key_file(tmp_path):
 
 
 def test_profiles_are_consistent():
+    import re
+
+    from vault.profiles import CURRENT
+
     for name, profile in PROFILES.items():
-        assert name == profile.name and name.endswith("-v1")
+        assert name == profile.name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*-v\d+", name)
         assert profile.hash_count % 64 == 0 and 0 < profile.threshold < 1
+    assert not any(p.retired for p in CURRENT.values())
 
 
 def test_profile_dimensions_match_the_feature_extractors():

@@ -27,6 +27,9 @@ class ProtectionProfile:
     threshold: float  # decide MATCH when agreement >= threshold
     operating_fmr: float
     calibration: str
+    # A retired profile's feature extractor no longer exists: its templates cannot be matched
+    # (probes cannot be made comparable) and are left out of the index until re-enrolled.
+    retired: bool = False
 
     @property
     def planes(self) -> int:
@@ -70,9 +73,25 @@ FINGER_IOM_V1 = ProtectionProfile(
         "impression pairs: genuine accept DB1 0.33, DB2 0.42, DB3 0.18 at FMR <= 2.3e-4. A baseline "
         "representation, far below bozorth3; issue 5 replaces it. uv run python -m benchmarks.calibrate"
     ),
+    retired=True,  # replaced by finger-mcc2-v2 (new feature vector): re-enrol
 )
 
-PROFILES: dict[str, ProtectionProfile] = {p.name: p for p in (FACE_IOM_V1, FINGER_IOM_V1)}
+FINGER_MCC2_V2 = ProtectionProfile(
+    name="finger-mcc2-v2",
+    modality=FINGERPRINT,
+    feature_dim=2048,  # vault.features.fingerprint.FEATURE_DIM: MCC second-order pooling + triplets
+    hash_count=2048,
+    hash_width=4,
+    threshold=677 / 2048,
+    operating_fmr=1e-3,
+    calibration=(
+        "FMR 1e-3 on FVC2000 DB1-DB3 all-pairs impostors (3 fresh keys; the MCC PCA basis is also fitted "
+        "on FVC2000). Held out, FVC2002 single-impression pairs: genuine accept DB1 0.63, DB2 0.79, "
+        "DB3 0.42 at FMR <= 1.2e-3. uv run python -m benchmarks.calibrate"
+    ),
+)
+
+PROFILES: dict[str, ProtectionProfile] = {p.name: p for p in (FACE_IOM_V1, FINGER_IOM_V1, FINGER_MCC2_V2)}
 
 # The profile new templates are made with, per modality.
-CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V1, FINGERPRINT: FINGER_IOM_V1}
+CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V1, FINGERPRINT: FINGER_MCC2_V2}

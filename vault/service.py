@@ -148,14 +148,20 @@ class VaultService(vault_pb2_grpc.VaultServicer):
     def load_index(self) -> tuple[int, int]:
         """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
         authentication (edited, swapped, sealed under other keys) is logged and never matches."""
-        loaded = refused = 0
+        loaded = refused = retired = 0
         for row in self.store.live_rows():
+            profile = PROFILES.get(row.profile)
+            if profile is None or profile.retired:
+                retired += 1
+                continue
             try:
                 self._index_row(row)
                 loaded += 1
             except (IntegrityError, VaultError) as error:
                 refused += 1
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
+        if retired:
+            log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
         return loaded, refused
 
     def apply_change(self, kind: str, row: TemplateRow) -> None:
@@ -172,7 +178,9 @@ class VaultService(vault_pb2_grpc.VaultServicer):
             self.index.remove(row.tenant, row.modality, row.template_id)
 
     def _index_row(self, row: TemplateRow, code=None) -> None:
-        profile = PROFILES[row.profile]
+        profile = PROFILES.get(row.profile)
+        if profile is None or profile.retired:
+            raise FailedPrecondition(f"template {row.template_id} uses retired profile {row.profile}: re-enrol")
         if code is None:
             code = self.protector.unseal(self._row_identity(row), profile, row.salt, row.sealed)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,

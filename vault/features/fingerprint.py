@@ -1,28 +1,29 @@
 """Fingerprint features: NBIS minutiae (image path) or an ISO/IEC 19794-2 record, turned into a
-fixed-length, alignment-free vector compared by cosine similarity.
+fixed-length, alignment-free vector compared by cosine similarity (and protected by GRP-IoM, which
+approximates that cosine).
 
 Both input paths meet in one representation, `vault.iso19794.MinutiaeRecord`: images go through
 nbis-py (mindtct), whose ISO bytes are read back with our own parser.
 
-The vector (baseline; a later issue replaces it by Minutia Cylinder-Code based embeddings) is a
-quality-weighted, soft-binned histogram of *minutia triplets*, feature-hashed to `FEATURE_DIM`:
+The vector (FEATURE_DIM = 2048) joins two unit-length parts, weighted so that the cosine of two
+vectors is the mean of the two parts' cosines:
 
-* Each minutia i is joined with every pair (j, h) of its `NEIGHBOURS` nearest neighbours that lie
-  within `RADIUS_PX`; (i, j, h) is ordered counter-clockwise.
-* The triplet is described by six translation- and rotation-invariant values: the side lengths
-  |ij|, |ih|, |jh| and the direction of each minutia relative to a side (theta_i and theta_j
-  relative to the direction i->j, theta_h relative to i->h).
-* Each value is soft-binned (linear interpolation between neighbouring bins; circular for the
-  angles), so every triplet spreads over 2^6 cells of a 6-D grid, weighted by the product of the
-  three minutiae's qualities.
-* Cells are mapped to `FEATURE_DIM` coordinates with a fixed hash and a hashed random sign (the
-  "hashing trick" / count sketch), so before the last step the inner product of two vectors is an
-  unbiased estimate of their (soft, quality-weighted) number of shared triplets. Last, a signed
-  square root (which damps bursts of near-identical triplets) and L2 normalisation.
+1. MCC second-order pooling (COV_DIM = 1176). Every minutia of quality >= MIN_QUALITY gets a
+   Minutia Cylinder-Code cylinder (vault.features.mcc; Cappelli, Ferrara, Maltoni, TPAMI 2010),
+   a translation- and rotation-invariant description of its neighbourhood. Cells outside the
+   fingerprint are filled with their mean value, so partial overlap reads as "unknown", not as
+   "no minutiae". Each cylinder is reduced to PCA_DIMS whitened principal components (a basis
+   fitted on other fingers, shipped in vault/models/) and scaled to unit length; the sample is
+   described by the sum of their outer products minus its expected value (n I / d), i.e. how the
+   finger's local structures co-vary, then a signed square root. The inner product of two such
+   matrices is sum_ij (z_i . z_j)^2 - const: a quadratic match kernel over all pairs of cylinders,
+   which needs no alignment and no correspondences.
+2. The minutia-triplet histogram (TRIPLET_DIM = 872; the first baseline): a quality-weighted,
+   soft-binned histogram of triplet shapes, feature-hashed with random signs (see _triplets).
 
-Nothing is learned or fitted: bin sizes, radius and neighbour count were chosen on the FVC2000 B
-sets only (see `benchmarks/fingerprint_baseline.py`). Coordinates are scaled to 500 ppi when a
-record states its resolution; images and records without one are assumed to be 500 ppi.
+Coordinates are scaled to 500 ppi when a record states its resolution; images and records without
+one are assumed to be 500 ppi. The PCA basis was fitted on FVC2000 DB1-DB3 (benchmarks/
+fit_fingerprint_model.py); FVC2002 is held out.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from __future__ import annotations
 import io
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from vault.exceptions import InvalidSample, PoorSample
+from vault.features import mcc
 from vault.iso19794 import MinutiaeRecord, parse_iso19794_2
 
 __all__ = [
     "FEATURE_DIM",
+    "CylinderModel",
     "MIN_IMAGE_SIDE",
     "MIN_MINUTIAE",
     "extract_minutiae",
@@ -48,7 +52,19 @@ MIN_MINUTIAE = 12
 """Fewer minutiae than this cannot be told apart reliably; FVC2000/2002 B images typically have
 30-50."""
 
-FEATURE_DIM = 1024
+MIN_QUALITY = 20
+"""NBIS quality (1..100) below which a minutia gets no cylinder (mostly spurious minutiae at the
+print's border and in noisy areas). Records that report no quality (0) keep every minutia; a
+sample with fewer than MIN_MINUTIAE good ones keeps them all."""
+
+PCA_DIMS = 48
+COV_DIM = PCA_DIMS * (PCA_DIMS + 1) // 2  # upper triangle of a symmetric PCA_DIMS^2 matrix
+TRIPLET_DIM = 872
+FEATURE_DIM = COV_DIM + TRIPLET_DIM  # 2048
+COV_WEIGHT = 0.5  # share of the cosine that comes from the MCC part
+
+MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "finger-mcc2-v1.npz"
+MODEL_VERSION = "finger-mcc2-v1"
 
 MIN_IMAGE_SIDE = 64
 """nbis-py 0.1.3 (mindtct) crashes the whole process (SIGSEGV / stack smashing) on images with a
@@ -129,12 +145,74 @@ def _check_image_header(image: bytes) -> None:
         )
 
 
-def minutiae_features(record: MinutiaeRecord) -> np.ndarray:
+class CylinderModel:
+    """The learned part: per-cell fill values and a whitened PCA basis of MCC cylinders."""
+
+    def __init__(self, fill: np.ndarray, mean: np.ndarray, basis: np.ndarray, version: str):
+        self.fill = np.asarray(fill, np.float32).reshape(mcc.CELLS, mcc.ND)
+        self.mean = np.asarray(mean, np.float32).reshape(mcc.LENGTH)
+        self.basis = np.asarray(basis, np.float32).reshape(mcc.LENGTH, PCA_DIMS)
+        self.version = version
+
+    @classmethod
+    def load(cls, path: Path) -> CylinderModel:
+        with np.load(path, allow_pickle=False) as saved:
+            if int(saved["pca_dims"]) != PCA_DIMS or int(saved["length"]) != mcc.LENGTH:
+                raise ValueError(f"{path.name} does not fit this code's cylinder layout")
+            return cls(saved["fill"], saved["mean"], saved["basis"], str(saved["version"]))
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path,
+            fill=self.fill.astype(np.float32),
+            mean=self.mean.astype(np.float32),
+            basis=self.basis.astype(np.float32),
+            pca_dims=np.int64(PCA_DIMS),
+            length=np.int64(mcc.LENGTH),
+            version=np.str_(self.version),
+        )
+
+    def project(self, values: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """Cylinders (k, LENGTH) with their cell masks -> whitened PCA coordinates (k, PCA_DIMS)."""
+        v = values.reshape(len(values), mcc.CELLS, mcc.ND)
+        v = np.where(masks[:, :, None] > 0, v, self.fill[None])
+        return (v.reshape(len(values), mcc.LENGTH) - self.mean) @ self.basis
+
+
+_model: CylinderModel | None = None
+_model_lock = threading.Lock()
+
+
+def default_model() -> CylinderModel:
+    global _model
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                _model = CylinderModel.load(MODEL_PATH)
+    return _model
+
+
+def minutiae_features(record: MinutiaeRecord, model: CylinderModel | None = None) -> np.ndarray:
     """Alignment-free feature vector, float32 (FEATURE_DIM,), unit L2 norm.
 
     Raises PoorSample when the record has fewer than MIN_MINUTIAE minutiae or when they are too
-    scattered to form any triplet.
+    scattered to describe. `model` is for benchmarks that score a basis fitted elsewhere.
     """
+    x, y, theta, quality = _minutiae(record)
+    cov = _cylinder_covariance(x, y, theta, quality, model or default_model())
+    triplets = _triplets(x, y, theta, quality)
+    vector = np.concatenate([math.sqrt(COV_WEIGHT) * cov, math.sqrt(1.0 - COV_WEIGHT) * triplets])
+    return vector.astype(np.float32)
+
+
+def cylinder_codes(record: MinutiaeRecord, model: CylinderModel | None = None) -> np.ndarray:
+    """Whitened, unit-length PCA codes of the sample's cylinders (k, PCA_DIMS); for model fitting
+    and tests."""
+    x, y, theta, quality = _minutiae(record)
+    return _codes(x, y, theta, quality, model or default_model())
+
+
+def _minutiae(record: MinutiaeRecord):
     m = np.asarray(record.minutiae, dtype=np.float64)
     count = int(m.shape[0])
     if count < MIN_MINUTIAE:
@@ -147,13 +225,63 @@ def minutiae_features(record: MinutiaeRecord) -> np.ndarray:
     # Canonical order, so the result does not depend on the order minutiae were listed in
     # (it breaks ties between equally distant neighbours).
     m = m[np.lexsort(m.T[::-1])]
-
     sx = REFERENCE_PX_PER_CM / record.x_resolution if record.x_resolution > 0 else 1.0
     sy = REFERENCE_PX_PER_CM / record.y_resolution if record.y_resolution > 0 else 1.0
     x = m[:, 0] * sx
     y = -m[:, 1] * sy  # image y points down; flip so angles are counter-clockwise as in ISO
-    theta = m[:, 2]
-    quality = m[:, 4] / 100.0
+    return x, y, m[:, 2], m[:, 4]
+
+
+def sample_cylinders(record: MinutiaeRecord):
+    """(values, masks) of the MCC cylinders the features use (for model fitting)."""
+    return _cylinders(*_minutiae(record))
+
+
+def _cylinders(x, y, theta, quality):
+    good = quality >= MIN_QUALITY
+    if not np.any(quality <= 0) and good.sum() >= MIN_MINUTIAE:
+        x, y, theta = x[good], y[good], theta[good]
+    values, masks, _ = mcc.cylinders(x, y, theta)
+    if len(values) == 0:
+        raise PoorSample("fingerprint minutiae are too scattered to describe; recapture")
+    return values, masks
+
+
+def _codes(x, y, theta, quality, model: CylinderModel) -> np.ndarray:
+    z = model.project(*_cylinders(x, y, theta, quality))
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / np.where(norm > 0, norm, 1.0)
+
+
+_UPPER = np.triu_indices(PCA_DIMS)
+_OFF_DIAGONAL = np.where(_UPPER[0] == _UPPER[1], 1.0, math.sqrt(2.0))  # keeps the Frobenius product
+
+
+def _cylinder_covariance(x, y, theta, quality, model: CylinderModel) -> np.ndarray:
+    z = _codes(x, y, theta, quality, model).astype(np.float64)
+    gram = z.T @ z - (len(z) / PCA_DIMS) * np.eye(PCA_DIMS)
+    v = gram[_UPPER] * _OFF_DIAGONAL
+    v = np.sign(v) * np.sqrt(np.abs(v))
+    norm = float(np.linalg.norm(v))
+    if not norm > 0.0 or not math.isfinite(norm):
+        raise PoorSample("fingerprint minutiae are too scattered to describe; recapture")
+    return v / norm
+
+
+def _triplets(x, y, theta, quality) -> np.ndarray:
+    """Quality-weighted, soft-binned histogram of minutia triplets, hashed to TRIPLET_DIM, unit.
+
+    * Each minutia i is joined with every pair (j, h) of its NEIGHBOURS nearest neighbours that
+      lie within RADIUS_PX; (i, j, h) is ordered counter-clockwise.
+    * The triplet is described by six translation- and rotation-invariant values: the side
+      lengths |ij|, |ih|, |jh| and the direction of each minutia relative to a side.
+    * Each value is soft-binned (linear interpolation between neighbouring bins; circular for
+      angles), so a triplet spreads over 2^6 cells of a 6-D grid, weighted by the product of the
+      three minutiae's qualities; cells are mapped to coordinates with a fixed hash and a hashed
+      random sign (count sketch). Last, a signed square root and L2 normalisation.
+    """
+    count = x.size
+    quality = quality / 100.0
     quality = np.where(quality > 0, quality, UNREPORTED_QUALITY)
 
     dx = x[None, :] - x[:, None]
@@ -198,12 +326,12 @@ def minutiae_features(record: MinutiaeRecord) -> np.ndarray:
         weights = [w * (1.0 - frac) for w in weights] + [w * frac for w in weights]
 
     index, sign = _hash(np.concatenate(cells))
-    vector = np.bincount(index, weights=np.concatenate(weights) * sign, minlength=FEATURE_DIM)
+    vector = np.bincount(index, weights=np.concatenate(weights) * sign, minlength=TRIPLET_DIM)
     vector = np.sign(vector) * np.sqrt(np.abs(vector))
     norm = float(np.linalg.norm(vector))
     if not norm > 0.0 or not math.isfinite(norm):
         raise PoorSample("fingerprint minutiae are too scattered to describe; recapture")
-    return (vector / norm).astype(np.float32)
+    return vector / norm
 
 
 def _soft_linear(value: np.ndarray, step: float, bins: int):
@@ -225,6 +353,6 @@ def _hash(cells: np.ndarray):
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     h = h ^ (h >> np.uint64(31))
-    index = (h % np.uint64(FEATURE_DIM)).astype(np.int64)
+    index = (h % np.uint64(TRIPLET_DIM)).astype(np.int64)
     sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
     return index, sign

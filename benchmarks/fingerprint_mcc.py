@@ -1,0 +1,202 @@
+"""Fingerprint features (MCC second-order pooling + triplets), raw and IoM-protected, on FVC B sets.
+
+    uv run python benchmarks/fingerprint_mcc.py [--data ../shared/data] [--hash-count 2048]
+        [--hash-width 4] [--report /tmp/fingerprint_mcc.txt]
+
+Model: FVC2002 sets are scored with the shipped basis (vault/models/finger-mcc2-v1.npz, fitted on
+FVC2000 DB1-DB3); FVC2000 sets with the mirror basis fitted here, in memory, on FVC2002 DB1-DB3.
+So no set is scored with a basis fitted on its own fingers.
+
+Columns (EER %, all-pairs impostors / FVC 45 impostors; see benchmarks/fingerprint_baseline.py):
+  bozorth3   NBIS reference (../shared/data/README.md)
+  raw        cosine of minutiae_features, one impression against one
+  prot-1     protected codes (IoM agreement), one impression against one, every template under
+             one tenant key (the key is known to the attacker: "stolen key", no token gain)
+  prot-3     enrolment = vault.features.fuse of 3 impressions ({1,2,3} and {4,5,6}), protected;
+             probes: the finger's other 5 impressions (genuine, 100), every impression of the other
+             fingers (all-pairs, 1,440) or impression 1 of the other fingers (FVC-like, 180)
+  raw-3      as prot-3 on raw cosine
+  normal     prot-1 where every finger has its own key (a tenant each): impostors cross keys
+A sample refused (PoorSample) fails its comparisons: genuine pairs are false rejects.
+Timing figures come from a shared, loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.fingerprint_baseline import (
+    BOZORTH3,
+    FINGERS,
+    IMPRESSIONS,
+    NbisCache,
+    default_data_dir,
+    eer,
+    protocol_pairs,
+)
+from benchmarks.fit_fingerprint_model import fit, training_records
+from benchmarks.scores import fresh_protector
+from vault.exceptions import PoorSample
+from vault.features import fingerprint as fp
+from vault.features import fuse
+from vault.iso19794 import parse_iso19794_2
+from vault.matching import agreement
+from vault.profiles import FINGERPRINT, ProtectionProfile
+
+SETS = [(year, db) for year in (2000, 2002) for db in (1, 2, 3, 4)]
+ENROL = [(0, 1, 2), (3, 4, 5)]
+
+
+def bench_profile(hash_count: int, hash_width: int) -> ProtectionProfile:
+    return ProtectionProfile(
+        name="finger-mcc2-bench", modality=FINGERPRINT, feature_dim=fp.FEATURE_DIM,
+        hash_count=hash_count, hash_width=hash_width, threshold=0.0, operating_fmr=1e-3,
+        calibration="benchmark only",
+    )  # fmt: skip
+
+
+def features(records, model, seconds):
+    vectors = np.zeros((len(records), fp.FEATURE_DIM), np.float32)
+    ok = np.zeros(len(records), bool)
+    for n, record in enumerate(records):
+        start = time.perf_counter()
+        try:
+            vectors[n] = fp.minutiae_features(record, model)
+            ok[n] = True
+        except PoorSample:
+            pass
+        seconds.append(time.perf_counter() - start)
+    return vectors, ok
+
+
+def both_eers(score, ok_pairs, genuine, impostor, fvc):
+    def s(pairs):
+        out = score(pairs)
+        return np.where(ok_pairs(pairs), out, -1.0)
+
+    g = s(genuine)
+    return eer(g, s(impostor)), eer(g, s(fvc))
+
+
+def code_scores(codes, hash_count):
+    def score(pairs):
+        return np.array([agreement(codes[a], codes[b][None], hash_count)[0] for a, b in pairs])
+
+    return score
+
+
+def evaluate(vectors, ok, profile, protector, per_finger):
+    genuine, impostor, fvc = protocol_pairs()
+    okp = lambda pairs: ok[pairs[:, 0]] & ok[pairs[:, 1]]  # noqa: E731
+    row = {}
+    row["raw"] = both_eers(lambda p: np.einsum("ij,ij->i", vectors[p[:, 0]], vectors[p[:, 1]]),
+                           okp, genuine, impostor, fvc)
+    codes = protector.protect_many("bench", 1, profile, vectors)
+    row["prot-1"] = both_eers(code_scores(codes, profile.hash_count), okp, genuine, impostor, fvc)
+    # normal scenario: finger f's samples under tenant f's key
+    own = np.stack([per_finger.protect_many(f"f{n // 8}", 1, profile, vectors[n][None])[0]
+                    for n in range(len(vectors))])
+    row["normal"] = both_eers(code_scores(own, profile.hash_count), okp, genuine, impostor, fvc)
+
+    # 3-sample enrolment: rows = enrolments (finger f, triple t), probes = single impressions
+    enrol_vec, enrol_ok, g3, i3, f3 = [], [], [], [], []
+    for f in range(10):
+        for triple in ENROL:
+            members = [f * 8 + i for i in triple if ok[f * 8 + i]]
+            e = len(enrol_vec)
+            enrol_ok.append(len(members) > 0)
+            enrol_vec.append(fuse([vectors[m] for m in members]) if members else vectors[0] * 0)
+            g3 += [(e, f * 8 + i) for i in range(8) if i not in triple]
+            for g in range(10):
+                if g != f:
+                    i3 += [(e, g * 8 + i) for i in range(8)]
+                    f3.append((e, g * 8))
+    enrol_vec = np.array(enrol_vec, np.float32)
+    enrol_ok = np.array(enrol_ok)
+    g3, i3, f3 = np.array(g3), np.array(i3), np.array(f3)
+    ok3 = lambda pairs: enrol_ok[pairs[:, 0]] & ok[pairs[:, 1]]  # noqa: E731
+    row["raw-3"] = both_eers(lambda p: np.einsum("ij,ij->i", enrol_vec[p[:, 0]], vectors[p[:, 1]]),
+                             ok3, g3, i3, f3)
+    enrol_codes = protector.protect_many("bench", 1, profile, enrol_vec)
+
+    def score3(pairs):
+        return np.array([agreement(enrol_codes[a], codes[b][None], profile.hash_count)[0]
+                         for a, b in pairs])
+
+    row["prot-3"] = both_eers(score3, ok3, g3, i3, f3)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--hash-count", type=int, default=2048)
+    parser.add_argument("--hash-width", type=int, default=4)
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not (args.data / "fingerprint").is_dir():
+        print(f"no fingerprint data under {args.data}", file=sys.stderr)
+        return 2
+
+    cache = NbisCache(enabled=True)
+    profile = bench_profile(args.hash_count, args.hash_width)
+    protector = fresh_protector(("bench",))
+    per_finger = fresh_protector(tuple(f"f{n}" for n in range(10)))
+    models = {2002: fp.default_model(), 2000: fit(training_records(2002, args.data, cache), "mirror")}
+    seconds: list[float] = []
+    lines = []
+
+    def out(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    cols = ["bozorth3", "raw", "prot-1", "prot-3", "raw-3", "normal"]
+    out(f"EER % all-pairs / FVC-45; FEATURE_DIM={fp.FEATURE_DIM}, profile m={profile.hash_count} "
+        f"q={profile.hash_width} ({profile.hash_count * profile.planes} bits); model {fp.MODEL_VERSION}")
+    out(f"{'set':<16}" + "".join(f"{c:>14}" for c in cols) + f"{'poor':>5}")
+    inputs = [(y, d, False) for y, d in SETS] + [(2002, d, True) for d in (1, 2, 3, 4)]
+    for year, db, iso in inputs:
+        if iso:
+            folder = args.data / "fingerprint_iso19794_2" / f"fvc{year}" / f"db{db}_b"
+            if not folder.is_dir():
+                continue
+            records = [parse_iso19794_2((folder / f"{f}_{i}.iso").read_bytes())
+                       for f in FINGERS for i in IMPRESSIONS]
+        else:
+            folder = args.data / "fingerprint" / f"fvc{year}" / f"db{db}_b"
+            records = [cache.record(folder / f"{f}_{i}.tif") for f in FINGERS for i in IMPRESSIONS]
+        vectors, ok = features(records, models[year], seconds if not iso else [])
+        row = evaluate(vectors, ok, profile, protector, per_finger)
+        row["bozorth3"] = BOZORTH3[(year, db)]
+        name = f"fvc{year} db{db}{' iso' if iso else ''}"
+        out(f"{name:<16}" + "".join(f"{row[c][0]:>7.1f} /{row[c][1]:>5.1f}" for c in cols)
+            + f"{int((~ok).sum()):>5}")
+
+    ms = 1000 * np.array(seconds)
+    out(f"minutiae_features: median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms "
+        "(shared, loaded 2-core machine)")
+    vec = np.random.default_rng(0).standard_normal((64, fp.FEATURE_DIM)).astype(np.float32)
+    protector.protect_many("bench", 1, profile, vec[:1])  # bank built and cached
+    start = time.perf_counter()
+    for v in vec:
+        protector.protect("bench", 1, profile, v)
+    out(f"protect: {1000 * (time.perf_counter() - start) / len(vec):.2f} ms a sample (bank cached)")
+    gallery = np.repeat(protector.protect_many("bench", 1, profile, vec), 100_000 // 64 + 1, axis=0)
+    agreement(gallery[0], gallery[:10], profile.hash_count)
+    start = time.perf_counter()
+    agreement(gallery[0], gallery, profile.hash_count)
+    per_pair = (time.perf_counter() - start) / len(gallery)
+    out(f"1:N compare: {1e9 * per_pair:.0f} ns a pair over {len(gallery)} packed codes; "
+        f"projection bank {fp.FEATURE_DIM * profile.hash_count * profile.hash_width * 4 / 2**20:.0f} MiB")
+    if args.report:
+        args.report.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
