@@ -147,8 +147,7 @@ def main() -> None:
 
     lines = [f"# Load: {args.clients} client processes, {args.duration:g} s, {len(probes)} LFW probes, "
              f"{workers} extraction workers", "",
-             f"Machine: {os.cpu_count()} cores. Command: `uv run python -m benchmarks.load --clients {args.clients} "
-             f"--duration {args.duration:g} --out {args.out}`", "",
+             f"Machine: {os.cpu_count()} cores. Command: `uv run python -m benchmarks.load {' '.join(sys.argv[1:])}`", "",
              "| RPC | calls | ok/s | p50 ms (ok) | p99 ms (ok) | errors by status |", "|---|---|---|---|---|---|"]
     for kind in ("verify", "identify"):
         rows = [r for r in records if r[0] == kind]
