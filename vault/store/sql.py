@@ -152,8 +152,10 @@ class SqlStore:
         after = ""
         while True:
             with self._transaction() as cur:
+                # "+status": keep the planner off the (unselective) status index, which would sort
+                # the whole table for every page; walk the primary key instead.
                 page = self._execute(
-                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE status = ? AND template_id > ? "
+                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE +status = ? AND template_id > ? "
                          "ORDER BY template_id LIMIT ?", (LIVE, after, PAGE_ROWS)).fetchall()
             yield from (row_from(v) for v in page)
             if len(page) < PAGE_ROWS:
