@@ -63,3 +63,24 @@ def threshold_at_fmr(impostor: np.ndarray, fmr: float) -> float:
 def rates_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
     """(genuine accept rate, false match rate) when MATCH means score >= threshold."""
     return float(np.mean(genuine >= threshold)), float(np.mean(impostor >= threshold))
+
+
+def code_matrix(left: np.ndarray, right: np.ndarray, hash_count: int) -> np.ndarray:
+    """(len(left), len(right)) IoM agreement of every pair of packed codes, by the service's kernel."""
+    out = np.empty((len(left), len(right)), dtype=np.float32)
+    for i, probe in enumerate(left):
+        out[i] = agreement(probe, right, hash_count)
+    return out
+
+
+def split_matrix(matrix: np.ndarray, subjects, ok: np.ndarray, same_samples: bool = True,
+                 right_subjects=None, right_ok: np.ndarray | None = None):
+    """(genuine, impostor) scores of a score matrix. same_samples: rows and columns are the same
+    samples, so only the upper triangle (every unordered pair once, no self-pairs) is used."""
+    left = np.asarray(subjects)
+    right = left if right_subjects is None else np.asarray(right_subjects)
+    valid = np.outer(ok, ok if right_ok is None else right_ok)
+    if same_samples:
+        valid &= np.triu(np.ones(matrix.shape, bool), 1)
+    same = left[:, None] == right[None, :]
+    return matrix[valid & same], matrix[valid & ~same]

@@ -1,0 +1,110 @@
+"""Markdown report and matplotlib (Agg) figures of the evaluation suite."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from statistics import NormalDist
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import metrics  # noqa: E402
+from benchmarks.unlinkability import Linkage  # noqa: E402
+
+_PROBIT = NormalDist().inv_cdf
+_DET_TICKS = [1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
+
+
+def pct(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}%"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class Report:
+    def __init__(self, folder: Path, title: str):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.parts: list[str] = [f"# {title}\n"]
+        self.figures: list[Path] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text.rstrip() + "\n")
+
+    def write(self) -> Path:
+        path = self.folder / "report.md"
+        path.write_text("\n".join(self.parts))
+        return path
+
+    def _save(self, fig, name: str) -> str:
+        path = self.folder / f"{slug(name)}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.figures.append(path)
+        return path.name
+
+    def det(self, name: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+        """DET plot (probit axes) of {label: (genuine, impostor)}; returns the Markdown image line."""
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        clip = lambda v: np.clip(v, 1e-6, 1 - 1e-6)  # noqa: E731
+        for label, (genuine, impostor) in curves.items():
+            _, fmr, fnmr = metrics.det(genuine, impostor)
+            keep = (fmr > 0) & (fnmr > 0) | (fmr > 0) & (fmr < 1)
+            ax.plot([_PROBIT(v) for v in clip(fmr[keep])], [_PROBIT(v) for v in clip(fnmr[keep])], label=label)
+        ticks = [_PROBIT(t) for t in _DET_TICKS]
+        labels = [f"{t:g}" for t in _DET_TICKS]
+        ax.set_xticks(ticks, labels)
+        ax.set_yticks(ticks, labels)
+        ax.set_xlim(_PROBIT(1e-5), _PROBIT(0.5))
+        ax.set_ylim(_PROBIT(1e-4), _PROBIT(0.5))
+        ax.set_xlabel("false match rate")
+        ax.set_ylabel("false non-match rate")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+        return f"![DET {name}]({self._save(fig, 'det ' + name)})"
+
+    def histograms(self, name: str, series: dict[str, np.ndarray], threshold: float | None = None,
+                   xlabel: str = "IoM agreement") -> str:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        low = min(float(np.min(s)) for s in series.values())
+        high = max(float(np.max(s)) for s in series.values())
+        edges = np.linspace(low, high if high > low else low + 1e-6, 80)
+        for label, values in series.items():
+            ax.hist(values, bins=edges, density=True, histtype="step", label=f"{label} ({len(values)})")
+        if threshold is not None:
+            ax.axvline(threshold, color="k", ls="--", lw=0.8, label="profile threshold")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+        return f"![{name}]({self._save(fig, 'hist ' + name)})"
+
+    def linkage(self, name: str, result: Linkage) -> str:
+        """Mated / non-mated densities with D<->(s), as in Gomez-Barrero et al. Fig. 3."""
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        width = result.centers[1] - result.centers[0] if len(result.centers) > 1 else 1.0
+        ax.bar(result.centers, result.mated_density, width=width, alpha=0.5, label="mated")
+        ax.bar(result.centers, result.nonmated_density, width=width, alpha=0.5, label="non-mated")
+        ax.set_xlabel("score")
+        ax.set_ylabel("density")
+        right = ax.twinx()
+        right.plot(result.centers, result.d_local, color="k", lw=1, label="D<->(s)")
+        right.set_ylim(0, 1.05)
+        right.set_ylabel("D<->(s)")
+        ax.set_title(f"{name}: D<->sys = {result.d_sys:.3f} (floor {result.floor:.3f})", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        return f"![{name}]({self._save(fig, 'link ' + name)})"
