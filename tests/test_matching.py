@@ -10,7 +10,7 @@ from tests.conftest import deterministic_key_file
 from vault.hazmat.iom import pack_indices, unpack_indices
 from vault.keys import LocalKeyFile
 from vault.matching import Gallery, MatchIndex, agreement
-from vault.profiles import FACE, FACE_IOM_V1, FINGER_IOM_V1, ProtectionProfile
+from vault.profiles import FACE, FACE_IOM_V1, FINGER_IOM_V1, PROFILES, ProtectionProfile
 from vault.protection import Protector
 
 
@@ -34,7 +34,7 @@ def reference(probe: np.ndarray, codes: np.ndarray, profile: ProtectionProfile) 
     return (1.0 - (profile.hash_count - equal.sum(axis=-1)) / profile.hash_count).astype(np.float32)
 
 
-@pytest.mark.parametrize("profile", [FACE_IOM_V1, FINGER_IOM_V1], ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [p for p in PROFILES.values() if not p.retired], ids=lambda p: p.name)
 @pytest.mark.parametrize("n", [0, 1, 7, 4095, 4096, 8525])
 def test_agreement_is_exactly_the_index_agreement(protector, profile, n):
     codes = codes_for(protector, profile, n + 1, seed=n)

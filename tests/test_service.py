@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import data_path, read
+from vault.profiles import CURRENT, FACE
 from vault.v1 import vault_pb2 as pb
 
 ORL_SUBJECTS = [f"s{i}" for i in range(1, 11)]
@@ -144,7 +145,7 @@ def test_list_templates_is_metadata_only(vault_server, enrolled):
     templates = stub.ListTemplates(pb.ListTemplatesRequest(subject_id="s1")).templates
     assert [t.template_id for t in templates] == [enrolled["s1"]]
     t = templates[0]
-    assert (t.modality, t.status, t.profile, t.key_version, t.sample_count) == (pb.FACE, pb.LIVE, "face-iom-v1", 1, 2)
+    assert (t.modality, t.status, t.profile, t.key_version, t.sample_count) == (pb.FACE, pb.LIVE, CURRENT[FACE].name, 1, 2)
     assert set(f.name for f, _ in t.ListFields()) <= {
         "template_id", "subject_id", "modality", "status", "created_at", "key_version", "profile", "sample_count"}
 

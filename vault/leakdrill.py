@@ -26,7 +26,7 @@ from vault.exceptions import VaultError
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
 from vault.keys import LocalKeyFile
-from vault.profiles import FACE, PROFILES
+from vault.profiles import CURRENT, FACE, PROFILES
 from vault.protection import Protector, RowIdentity
 from vault.server import Settings, VaultServer
 from vault.store import open_store
@@ -152,7 +152,7 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     image_needles, feature_needles, code_needles = set(), set(), set()
     keys = LocalKeyFile(state / "keys.json")
     protector = Protector(keys)
-    profile = next(p for p in PROFILES.values() if p.modality == FACE)
+    profile = CURRENT[FACE]  # what the deployment enrolled with
     for person, blobs in samples.items():
         vectors = []
         for blob in blobs:
