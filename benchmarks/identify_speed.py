@@ -173,12 +173,20 @@ def bench_startup(protector: Protector, base: np.ndarray, n: int, postgres: str 
             store = open_store(url, protector.keys.audit_key())
             fill = fill_store(store, protector, base, n)
             result = {"backend": name, "fill_s": fill, **replica_start(store, protector)}
+            # What the service itself does at start (reading overlapped with unsealing and indexing).
+            from vault.service import VaultService
+
+            started = time.perf_counter()
+            loaded, _ = VaultService(store, protector.keys, None, MatchIndex(), None).load_index()
+            result["service_load_s"] = time.perf_counter() - started
+            assert loaded == n
             store.close()
             results.append(result)
-            projected = result["total_s"] * 1_000_000 / n
-            print(f"start-up {name:8s} {n:,} rows: {result['total_s']:.1f} s = read {result['read_s']:.1f} + "
-                  f"unseal {result['unseal_s']:.1f} + index {result['index_add_s']:.1f} "
-                  f"(unseal {1e6 * result['unseal_s'] / n:.1f} us/row; projected 1M: {projected:.0f} s)", flush=True)
+            projected = result["service_load_s"] * 1_000_000 / n
+            print(f"start-up {name:8s} {n:,} rows: VaultService.load_index {result['service_load_s']:.1f} s "
+                  f"(projected 1M: {projected:.0f} s); phases one after another: read {result['read_s']:.1f} + "
+                  f"unseal {result['unseal_s']:.1f} + index {result['index_add_s']:.1f} s "
+                  f"(unseal {1e6 * result['unseal_s'] / n:.1f} us/row)", flush=True)
     finally:
         if schema is not None:
             schema.__exit__(None, None, None)

@@ -81,6 +81,31 @@ def rpc(handler):
     return wrapper
 
 
+def prefetched(rows, batch: int = 2000, depth: int = 8):
+    """Iterate rows read by a background thread, in batches, so reading the store (I/O, decoding)
+    overlaps with unsealing and indexing them at start-up."""
+    import itertools
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(depth)
+
+    def produce():
+        try:
+            iterator = iter(rows)
+            while chunk := list(itertools.islice(iterator, batch)):
+                buffer.put(chunk)
+            buffer.put(None)
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put(error)
+
+    threading.Thread(target=produce, name="vault-prefetch", daemon=True).start()
+    while (chunk := buffer.get()) is not None:
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield from chunk
+
+
 async def committed(change):
     """Run a store change and its index update to the end even if the RPC is cancelled meanwhile
     (client deadline, shutdown): the database and the in-memory index never disagree."""
@@ -149,7 +174,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
         authentication (edited, swapped, sealed under other keys) is logged and never matches."""
         loaded = refused = retired = 0
-        for row in self.store.live_rows():
+        for row in prefetched(self.store.live_rows()):
             profile = PROFILES.get(row.profile)
             if profile is None or profile.retired:
                 retired += 1

@@ -42,7 +42,9 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self):
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        # Binary results: sealed templates arrive as bytes, not hex text to decode (start-up reads
+        # every live row).
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             yield cur
 
     def _lock_audit(self, cur) -> None:
