@@ -538,7 +538,10 @@ def run(folder, cfg: Config, command: str) -> Report:
                f"m={cfg.finger_profile.hash_count}, q={cfg.finger_profile.hash_width}, "
                f"{cfg.finger_profile.template_bytes} B, threshold {cfg.finger_profile.threshold:.4f}).  \n"
                "Data: ORL/AT&T faces (Olivetti Research Laboratory), LFW subset (Huang et al.), FVC2000/FVC2002 B "
-               "sets (University of Bologna biolab), read in place from ../shared/data.\n")
+               "sets (University of Bologna biolab), read in place from ../shared/data.  \n"
+               "Caveat: the fingerprint vector's MCC PCA basis (vault/models) is fitted on FVC2000, so FVC2000 "
+               "fingerprint rows here are optimistic (scored on the fitting data); FVC2002 rows are held out. "
+               "benchmarks/fingerprint_mcc.py scores FVC2000 with a basis fitted on FVC2002 instead.\n")
     faces, fingers = load_sets(cfg)
     sets = faces + fingers
     keyed = {s.label: keyed_codes(s, cfg) for s in sets}
