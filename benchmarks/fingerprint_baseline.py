@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import metrics
+
 from vault.exceptions import PoorSample
 from vault.features import fingerprint as fp
 from vault.iso19794 import parse_iso19794_2
@@ -61,20 +63,8 @@ def protocol_pairs():
 
 
 def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """Equal error rate in percent, FVC style (mid-point of the crossing interval)."""
-    g = np.sort(np.asarray(genuine, dtype=np.float64))
-    i = np.sort(np.asarray(impostor, dtype=np.float64))
-    thresholds = np.unique(np.concatenate([g, i, [np.inf]]))
-    frr = np.searchsorted(g, thresholds, side="left") / g.size  # genuine below t: rejected
-    far = 1.0 - np.searchsorted(i, thresholds, side="left") / i.size  # impostor >= t: accepted
-    below = np.nonzero(frr <= far)[0]
-    above = np.nonzero(frr >= far)[0]
-    t1, t2 = below[-1], above[0]
-    if frr[t1] + far[t1] <= frr[t2] + far[t2]:
-        low, high = frr[t1], far[t1]
-    else:
-        low, high = far[t2], frr[t2]
-    return 100.0 * (low + high) / 2.0
+    """Equal error rate in percent (benchmarks.metrics.eer, FVC style)."""
+    return 100.0 * metrics.eer(genuine, impostor)
 
 
 class NbisCache:
