@@ -32,13 +32,13 @@ from vault.audit import AuditEntry
 from vault.hazmat.iom import pack_indices, unpack_indices
 from vault.keys import LocalKeyFile
 from vault.matching import Gallery, MatchIndex, agreement
-from vault.profiles import FACE, FACE_IOM_V1, PROFILES
+from vault.profiles import CURRENT, FACE, FACE_IOM_V1, PROFILES
 from vault.protection import Protector, RowIdentity
 from vault.store import TemplateRow, open_store
 from vault.store.base import TEMPLATE_COLUMNS, row_values
 from vault.store.sql import TEMPLATE_MARKS
 
-PROFILE = FACE_IOM_V1
+PROFILE = FACE_IOM_V1  # replaced by --profile in main()
 TENANT = "bench"
 
 
@@ -201,7 +201,11 @@ def main() -> None:
     parser.add_argument("--startup", type=int, default=100_000, help="rows for the start-up measurement (0: skip)")
     parser.add_argument("--postgres", default=os.environ.get("VAULT_BENCH_POSTGRES", "postgresql://root@127.0.0.1:5432/test"))
     parser.add_argument("--report", type=Path, default=Path("benchmarks/reports/identify_speed.json"))
+    parser.add_argument("--profile", default=CURRENT[FACE].name, choices=sorted(PROFILES),
+                        help="protection profile of the synthetic gallery (default: the current face profile)")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = PROFILES[args.profile]
 
     print(f"{os.cpu_count()} CPUs visible; numpy {np.__version__}; profile {PROFILE.name} "
           f"({PROFILE.template_bytes} B/template); one probe, one core", flush=True)
