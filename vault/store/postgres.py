@@ -26,6 +26,8 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/schema/' || current_
 
 
 class PostgresStore(SqlStore):
+    prefetch_reads = True  # start-up reads overlap with unsealing (vault.service.prefetched)
+
     placeholder = "%s"
 
     def __init__(self, url: str, audit_key: bytes, min_connections: int = 1, max_connections: int = 8):
