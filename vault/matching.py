@@ -1,10 +1,11 @@
 """In-memory galleries of protected codes and the 1:N comparison over them.
 
 One `Gallery` holds the live codes of one (tenant, modality, profile, key version) group, packed
-as uint64 bit planes (vault.hazmat.iom) in one row-major array (rows, planes, words): a probe
-transformed once under that key version is compared with every code in a single pass over that
-array (XOR, OR across planes, popcount), compiled by numba with the planes and words of the profile
-as constants, so the loop is unrolled and runs at memory bandwidth (benchmarks/identify_speed.py).
+as uint64 bit planes (vault.hazmat.iom), stored interleaved: one row is (words, planes), so the
+planes of each 64-position word sit side by side. A probe transformed once under that key version is
+compared with every code in a single pass over that array (XOR, OR across planes, popcount),
+compiled by numba with the planes and words of the profile as constants, so the loop is unrolled
+and runs near memory bandwidth for every profile shape (benchmarks/identify_speed.py).
 The `MatchIndex` maps groups to galleries; it is loaded from the store at start and updated on
 enrol, revoke and reissue (and from other replicas, vault.replication).
 """
@@ -35,32 +36,38 @@ def _popcount(typingctx, word):
 
 
 @functools.cache
-def _mismatch_kernel(planes: int, words: int):
-    """Differing positions of each code row against the probe, for one code shape."""
+def _mismatch_kernel(words: int, planes: int):
+    """Differing positions of each interleaved code row (words, planes) against the probe."""
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
     def mismatches(codes, probe, out):
         for r in range(out.shape[0]):
             total = 0
             for w in range(words):
-                differs = codes[r, 0, w] ^ probe[0, w]
+                differs = codes[r, w, 0] ^ probe[w, 0]
                 for p in range(1, planes):  # a position differs if any bit of its index differs
-                    differs |= codes[r, p, w] ^ probe[p, w]
+                    differs |= codes[r, w, p] ^ probe[w, p]
                 total += _popcount(differs)
             out[r] = total
 
     return mismatches
 
 
-def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
-    """Fraction of equal IoM indices between one packed probe (planes, words) and codes (n, planes, words)."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint64)
-    probe = np.ascontiguousarray(probe, dtype=np.uint64)
-    if codes.ndim != 3 or codes.shape[1:] != probe.shape:
-        raise ValueError("codes must be (n, planes, words) with the probe's (planes, words)")
+def _interleaved_agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
+    """agreement() for a probe (words, planes) and interleaved codes (n, words, planes)."""
     differing = np.empty(len(codes), dtype=np.int64)
     _mismatch_kernel(*probe.shape)(codes, probe, differing)
     return (1.0 - differing / hash_count).astype(np.float32)
+
+
+def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
+    """Fraction of equal IoM indices between one packed probe (planes, words) and codes (n, planes, words)."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    probe = np.asarray(probe, dtype=np.uint64)
+    if codes.ndim != 3 or codes.shape[1:] != probe.shape:
+        raise ValueError("codes must be (n, planes, words) with the probe's (planes, words)")
+    return _interleaved_agreement(np.ascontiguousarray(probe.T), np.ascontiguousarray(codes.transpose(0, 2, 1)),
+                                  hash_count)
 
 
 def warm_up(profiles) -> None:
@@ -83,7 +90,7 @@ class Gallery:
     def __init__(self, profile: ProtectionProfile, key_version: int):
         self.profile = profile
         self.key_version = key_version
-        self._codes = np.zeros((16, profile.planes, profile.words), dtype=np.uint64)
+        self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._template_ids: list[str] = []
         self._subject_ids: list[str] = []
@@ -104,7 +111,7 @@ class Gallery:
                 grown[:n] = self._codes
                 self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
-            self._codes[n] = code
+            self._codes[n] = code.T
             self._fingers[n] = finger
             self._template_ids.append(template_id)
             self._subject_ids.append(subject_id)
@@ -151,7 +158,8 @@ class Gallery:
         """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
         with self._lock:
             rows = self._rows(subject_id, template_id, finger)
-            scores = agreement(probe, self._codes[np.asarray(rows, dtype=np.int64)], self.profile.hash_count)
+            scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[np.asarray(rows, dtype=np.int64)],
+                                            self.profile.hash_count)
             return [Hit(self._template_ids[r], self._subject_ids[r], float(s)) for r, s in zip(rows, scores)]
 
     def top(self, probe: np.ndarray, threshold: float, limit: int, finger: int = 0) -> list[Hit]:
@@ -160,10 +168,10 @@ class Gallery:
             n = len(self._template_ids)
             if finger:
                 rows = np.flatnonzero(self._fingers[:n] == finger)
-                scores = agreement(probe, self._codes[rows], self.profile.hash_count)
+                scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
             else:
                 rows = None
-                scores = agreement(probe, self._codes[:n], self.profile.hash_count)
+                scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[:n], self.profile.hash_count)
             above = np.flatnonzero(scores >= threshold)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
             hits = []
