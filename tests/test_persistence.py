@@ -13,6 +13,7 @@ from tests.conftest import data_path, read
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
 from vault.keys import LocalKeyFile
+from vault.leakdrill import windows
 from vault.profiles import CURRENT, FACE
 from vault.protection import Protector
 from vault.v1 import vault_pb2 as pb
@@ -38,10 +39,6 @@ def test_restart_keeps_everything(server_factory):
     assert stub.Verify(pb.VerifyRequest(template_id=gone, probe=pb.Sample(image=orl("s6", 4)))).decision == pb.NO_MATCH
     found = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=pb.Sample(image=orl("s5", 6)), max_candidates=3))
     assert [c.template_id for c in found.candidates] == [kept]
-
-
-def windows(data: bytes, size: int, step: int):
-    return {data[i:i + size] for i in range(0, len(data) - size + 1, step)}
 
 
 def test_database_holds_no_image_feature_or_clear_template(server_factory):

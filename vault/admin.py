@@ -72,7 +72,7 @@ class AdminService(vault_pb2_grpc.AdminServicer):
     async def KeyStatus(self, request, context):
         caller = self._caller(context, "KeyStatus")
         versions = self.vault.keys.versions(caller.tenant)
-        current = max(versions) if versions else 0
+        current = self.vault.keys.current_version(caller.tenant)
         rows = [r for r in await asyncio.to_thread(self.vault.store.list, caller.tenant) if r.status == LIVE]
         counts = Counter(r.key_version for r in rows)
         old = sorted({r.subject_id for r in rows if r.key_version < current})

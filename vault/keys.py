@@ -55,6 +55,7 @@ def derive(secret: bytes, info: bytes, salt: bytes | None = None, length: int = 
 class KeyStore(Protocol):
     def tenant_key(self, tenant: str, version: int | None = None) -> TenantKey: ...
     def versions(self, tenant: str) -> list[int]: ...
+    def current_version(self, tenant: str) -> int: ...  # 0 for a tenant with no keys yet
     def ensure_tenant(self, tenant: str) -> TenantKey: ...
     def rotate(self, tenant: str) -> TenantKey: ...
     def audit_key(self) -> bytes: ...
@@ -98,6 +99,11 @@ class LocalKeyFile:
     def versions(self, tenant: str) -> list[int]:
         entry = self._current()["tenants"].get(tenant)
         return sorted(int(v) for v in entry["versions"]) if entry else []
+
+    def current_version(self, tenant: str) -> int:
+        """The version new templates are made with; 0 for a tenant with no keys yet."""
+        entry = self._current()["tenants"].get(tenant)
+        return entry["current"] if entry else 0
 
     def tenants(self) -> list[str]:
         return sorted(self._current()["tenants"])

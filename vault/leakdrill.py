@@ -63,7 +63,8 @@ class DrillReport:
         ]
 
 
-def _windows(data: bytes, size: int, step: int) -> set[bytes]:
+def windows(data: bytes, size: int, step: int) -> set[bytes]:
+    """Every size-byte slice of data at step offsets: what a search of a stolen copy looks for."""
     return {data[i:i + size] for i in range(0, len(data) - size + 1, step)}
 
 
@@ -156,16 +157,16 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     for person, blobs in samples.items():
         vectors = []
         for blob in blobs:
-            image_needles |= _windows(blob[len(blob) // 4:], 32, 512)
+            image_needles |= windows(blob[len(blob) // 4:], 32, 512)
             vector = extract(FACE, IMAGE, blob, False)[0]
             vectors.append(vector)
             for dtype, size in (("<f4", 12), ("<f8", 16), ("<f2", 12)):
-                feature_needles |= _windows(vector.astype(dtype).tobytes(), size, 4)
+                feature_needles |= windows(vector.astype(dtype).tobytes(), size, 4)
         for tenant in ("hospital", "airport"):
             version = keys.tenant_key(tenant).version
             for vector in vectors + [fuse(vectors)]:
                 code = protector.protect(tenant, version, profile, vector)
-                code_needles |= _windows(code.astype("<u8").tobytes(), 16, 8)
+                code_needles |= windows(code.astype("<u8").tobytes(), 16, 8)
     # Self-check: the search does find each kind of secret where it is in the clear.
     control = b"".join(b for blobs in samples.values() for b in blobs) + b"".join(
         extract(FACE, IMAGE, samples[persons[0]][0], False)[0].astype(dtype).tobytes() for dtype in ("<f4", "<f8", "<f2"))

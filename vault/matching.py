@@ -73,6 +73,8 @@ def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarr
 def warm_up(profiles) -> None:
     """Compile (or load from numba's cache) the kernel of each profile before the first request."""
     for profile in profiles:
+        if profile.retired:  # its templates are never loaded
+            continue
         agreement(np.zeros((profile.planes, profile.words), np.uint64),
                   np.zeros((1, profile.planes, profile.words), np.uint64), profile.hash_count)
 
@@ -142,6 +144,10 @@ class Gallery:
         with self._lock:
             return set(self._row)
 
+    def _scores(self, probe: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Agreement of a packed probe (planes, words) with interleaved gallery rows."""
+        return _interleaved_agreement(np.ascontiguousarray(probe.T), codes, self.profile.hash_count)
+
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
         if template_id is not None:
             rows = [self._row[template_id]] if template_id in self._row else []
@@ -158,8 +164,7 @@ class Gallery:
         """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
         with self._lock:
             rows = self._rows(subject_id, template_id, finger)
-            scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[np.asarray(rows, dtype=np.int64)],
-                                            self.profile.hash_count)
+            scores = self._scores(probe, self._codes[np.asarray(rows, dtype=np.int64)])
             return [Hit(self._template_ids[r], self._subject_ids[r], float(s)) for r, s in zip(rows, scores)]
 
     def top(self, probe: np.ndarray, threshold: float, limit: int, finger: int = 0) -> list[Hit]:
@@ -168,10 +173,10 @@ class Gallery:
             n = len(self._template_ids)
             if finger:
                 rows = np.flatnonzero(self._fingers[:n] == finger)
-                scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
+                scores = self._scores(probe, self._codes[rows])
             else:
                 rows = None
-                scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[:n], self.profile.hash_count)
+                scores = self._scores(probe, self._codes[:n])
             above = np.flatnonzero(scores >= threshold)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
             hits = []

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault import auth
 from vault.audit import AuditEntry
-from vault.exceptions import FailedPrecondition, IntegrityError, InvalidArgument, NotFound, VaultError
+from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse
 from vault.features.face import embedding_features
@@ -186,7 +186,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
             try:
                 self._index_row(row)
                 loaded += 1
-            except (IntegrityError, VaultError) as error:
+            except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
                 refused += 1
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
         if retired:
@@ -201,7 +201,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                 return
             try:
                 self._index_row(row)
-            except (IntegrityError, VaultError) as error:
+            except VaultError as error:
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
         else:
             self.index.remove(row.tenant, row.modality, row.template_id)
@@ -446,8 +446,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         subject_id = check_id(request.subject_id, "subject_id") if request.subject_id else None
         rows = await asyncio.to_thread(self.store.list, caller.tenant, subject_id, request.include_revoked)
         if request.only_old_key_versions:
-            versions = self.keys.versions(caller.tenant)
-            current = max(versions) if versions else 0
+            current = self.keys.current_version(caller.tenant)
             rows = [r for r in rows if r.status == LIVE and r.key_version < current]
         return pb.ListTemplatesResponse(templates=[
             pb.TemplateInfo(
