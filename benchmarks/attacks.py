@@ -25,17 +25,16 @@ from vault.profiles import ProtectionProfile
 from vault.protection import Protector
 
 
-def bank_of(protector: Protector, tenant: str, key_version: int, profile: ProtectionProfile) -> np.ndarray:
-    """The projection bank the service uses: what a key holder can rebuild."""
-    return protector._bank(tenant, key_version, profile)  # noqa: SLF001 (the attacker holds the key)
+def bank_of(protector: Protector, tenant: str, key_version: int, profile: ProtectionProfile):
+    """The keyed projection the service uses: what a key holder can rebuild."""
+    return protector.projection(tenant, key_version, profile)
 
 
-def preimage(codes: np.ndarray, bank: np.ndarray, profile: ProtectionProfile, steps: int = 300,
+def preimage(codes: np.ndarray, bank, profile: ProtectionProfile, steps: int = 300,
              margin: float = 0.05, rate: float = 0.02, seed: int = 0, batch: int = 64) -> np.ndarray:
     """Unit vectors (n, d) that reproduce packed codes (n, planes, words) under `bank`."""
     target = iom.unpack_indices(codes, profile.hash_width).astype(np.int64)  # (n, m)
     m, q, d = profile.hash_count, profile.hash_width, profile.feature_dim
-    directions = bank.reshape(m, q, d)
     rng = np.random.default_rng(seed)
     out = np.empty((len(codes), d), np.float32)
     for start in range(0, len(codes), batch):
@@ -46,13 +45,13 @@ def preimage(codes: np.ndarray, bank: np.ndarray, profile: ProtectionProfile, st
         first, second = np.zeros_like(x), np.zeros_like(x)
         rows, groups = np.arange(n)[:, None], np.arange(m)[None, :]
         for step in range(1, steps + 1):
-            projected = (x @ bank.T).reshape(n, m, q)
+            projected = bank.apply(x).reshape(n, m, q)
             winner = projected[rows, groups, t]  # (n, m)
             violated = (margin - (winner[..., None] - projected)) > 0
             violated[rows, groups, t] = False
             weights = violated.astype(np.float32)
             weights[rows, groups, t] = -weights.sum(axis=2)
-            grad = weights.reshape(n, m * q) @ bank / m
+            grad = bank.transpose(weights.reshape(n, m * q)) / m
             grad -= np.sum(grad * x, axis=1, keepdims=True) * x  # tangent to the sphere
             first = 0.9 * first + 0.1 * grad
             second = 0.999 * second + 0.001 * grad * grad

@@ -1,6 +1,6 @@
 """Set each protection profile's decision threshold from an operating false-match rate.
 
-    uv run python -m benchmarks.calibrate [--fmr 1e-3] [--keys 3]
+    uv run python -m benchmarks.calibrate [--fmr 1e-3] [--keys 3] [--only face|finger]
 
 Face: calibrated on the impostor pairs of the first half of the LFW subset's identities
 (alphabetical), reported on the other half and on ORL. Fingerprint: calibrated on FVC2000 DB1-DB3,
@@ -45,7 +45,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fmr", type=float, default=1e-3)
     parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument("--only", choices=("face", "finger"), default=None)
     args = parser.parse_args()
+    if args.only != "finger":
+        calibrate_face(args)
+    if args.only != "face":
+        calibrate_finger(args)
+
+
+def calibrate_face(args) -> None:
 
     lfw = features.load(data.lfw())
     calibration, held_out = split_identities(lfw.dataset)
@@ -60,6 +68,8 @@ def main() -> None:
         gar, fmr = rates_at(g, imp, threshold)
         print(f"  {name:16s}: genuine accept {gar:.4f}, false match {fmr:.2e} ({len(g)} / {len(imp)} pairs)")
 
+
+def calibrate_finger(args) -> None:
     finger = CURRENT[FINGERPRINT]
     cal_sets = [features.load(data.fvc(2000, db)) for db in (1, 2, 3)]
     impostor = np.concatenate([scored(f, np.ones(len(f.ok), bool), finger, args.keys)[1] for f in cal_sets])

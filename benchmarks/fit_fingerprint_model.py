@@ -1,11 +1,11 @@
 """Fit the learned part of the fingerprint features: the whitened PCA basis of MCC cylinders.
 
-    uv run python benchmarks/fit_fingerprint_model.py            # rebuilds vault/models/finger-mcc2-v1.npz
+    uv run python benchmarks/fit_fingerprint_model.py            # rebuilds vault/models/finger-mcc-pca160-v1.npz
 
 The shipped model is fitted on FVC2000 DB1-DB3 (real sensors) only, so FVC2002 stays a held-out
 measurement; benchmarks/fingerprint_mcc.py fits the mirror model (FVC2002 DB1-DB3) in memory to
 score FVC2000. Deterministic: the same data give the same file. What it holds is aggregate
-statistics of local minutia neighbourhoods over 30 fingers (mean cell values, 48 principal
+statistics of local minutia neighbourhoods over 30 fingers (mean cell values, 160 principal
 directions), no template of any finger.
 """
 
@@ -21,7 +21,7 @@ from vault.exceptions import PoorSample
 from vault.features import fingerprint as fp
 from vault.features import mcc
 
-SAMPLE_CYLINDERS = 8000  # PCA on a fixed random subset: enough for 48 directions, fast
+SAMPLE_CYLINDERS = 8000  # PCA on a fixed random subset: enough for 160 directions, fast
 
 
 def fit(records, version: str, seed: int = 0) -> fp.CylinderModel:

@@ -28,7 +28,7 @@ def fingers(vault_server):
         response = stub.Enroll(pb.EnrollRequest(subject_id=f"p{finger}", modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX,
                                                 samples=[tif(finger, i) for i in (1, 2, 3)]))
         assert all(r.minutiae >= 12 for r in response.sample_reports)
-        assert response.profile == "finger-mcc2-v2"
+        assert response.profile == "finger-mcc-v3"
         templates[finger] = response.template_id
     return templates
 

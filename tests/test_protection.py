@@ -48,6 +48,42 @@ def test_projection_is_keyed_and_deterministic():
     assert not np.allclose(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(os.urandom(32), 8, 64, 4))
 
 
+def test_hadamard_projection_is_a_keyed_rotation():
+    seed = os.urandom(32)
+    proj = iom.hadamard_projection(seed, 300, 256, 4)  # pads 300 -> 512: two blocks for 1024 outputs
+    x = random_unit(5, 300, seed=1)
+    y = proj.apply(x)
+    assert y.shape == (5, 1024)
+    np.testing.assert_array_equal(y, iom.hadamard_projection(seed, 300, 256, 4).apply(x))
+    # Each block is orthogonal: outputs of a block keep the input's length, inner products too.
+    full = iom.hadamard_projection(seed, 300, 128, 4)  # exactly one block of 512, permuted
+    z = full.apply(x)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(z @ z.T, x @ x.T, atol=1e-4)
+    # transpose is the adjoint: <P x, u> == <x, P^T u>
+    u = np.random.default_rng(2).standard_normal((5, 1024)).astype(np.float32)
+    np.testing.assert_allclose(np.sum(y * u, axis=1), np.sum(x * proj.transpose(u), axis=1), rtol=1e-3, atol=1e-3)
+    other = iom.hadamard_projection(os.urandom(32), 300, 256, 4).apply(x)
+    assert abs(np.corrcoef(y.ravel(), other.ravel())[0, 1]) < 0.1
+
+
+def test_hadamard_iom_agreement_tracks_the_angle():
+    """Like the Gaussian bank, agreement falls with the angle and sits at 1/q for orthogonal inputs."""
+    seed = os.urandom(32)
+    d, m, q = 2000, 4096, 4
+    gaussian = iom.keyed_projection("gaussian", seed, d, m, q)
+    hadamard = iom.keyed_projection("hadamard", seed, d, m, q)
+    x = random_unit(1, d, seed=3)[0]
+    noise = random_unit(1, d, seed=4)[0]
+    noise -= (noise @ x) * x
+    noise /= np.linalg.norm(noise)
+    for cos in (0.0, 0.5, 0.9):
+        y = cos * x + np.sqrt(1 - cos**2) * noise
+        rates = [np.mean(iom.iom_indices(p, x[None], q) == iom.iom_indices(p, y[None], q))
+                 for p in (gaussian, hadamard)]
+        assert abs(rates[0] - rates[1]) < 0.04, (cos, rates)
+
+
 def test_same_vector_same_code_other_tenant_unrelated_code(keys):
     keys.ensure_tenant("a")
     keys.ensure_tenant("b")

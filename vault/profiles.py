@@ -30,6 +30,9 @@ class ProtectionProfile:
     # A retired profile's feature extractor no longer exists: its templates cannot be matched
     # (probes cannot be made comparable) and are left out of the index until re-enrolled.
     retired: bool = False
+    # vault.hazmat.iom.keyed_projection kind: "gaussian" (dense bank) or "hadamard" (structured,
+    # for high-dimensional features)
+    projection: str = "gaussian"
 
     @property
     def planes(self) -> int:
@@ -104,11 +107,29 @@ FINGER_MCC2_V2 = ProtectionProfile(
         "on FVC2000). Held out, FVC2002 single-impression pairs: genuine accept DB1 0.63, DB2 0.79, "
         "DB3 0.42 at FMR <= 1.2e-3. uv run python -m benchmarks.calibrate"
     ),
+    retired=True,  # replaced by finger-mcc-v3 (new feature vector): re-enrol
+)
+
+FINGER_MCC_V3 = ProtectionProfile(
+    name="finger-mcc-v3",
+    modality=FINGERPRINT,
+    # vault.features.fingerprint.FEATURE_DIM: second-order pooling of 160-D MCC codes + triplets
+    feature_dim=13752,
+    hash_count=4096,
+    hash_width=4,
+    threshold=1186 / 4096,
+    operating_fmr=1e-3,
+    calibration=(
+        "FMR 1e-3 on FVC2000 DB1-DB3 all-pairs impostors (5 fresh keys; the MCC PCA basis is also fitted "
+        "on FVC2000). Held out, FVC2002 single-impression pairs: genuine accept DB1 0.81 at FMR 2.7e-3, "
+        "DB2 0.92 at 9.7e-4, DB3 0.62 at 7.6e-4. uv run python -m benchmarks.calibrate --only finger --keys 5"
+    ),
+    projection="hadamard",  # a dense bank would be 13752 x 16384 floats (860 MiB) per tenant
 )
 
 PROFILES: dict[str, ProtectionProfile] = {
-    p.name: p for p in (FACE_IOM_V1, FACE_IOM_V2, FINGER_IOM_V1, FINGER_MCC2_V2)
+    p.name: p for p in (FACE_IOM_V1, FACE_IOM_V2, FINGER_IOM_V1, FINGER_MCC2_V2, FINGER_MCC_V3)
 }
 
 # The profile new templates are made with, per modality.
-CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V2, FINGERPRINT: FINGER_MCC2_V2}
+CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V2, FINGERPRINT: FINGER_MCC_V3}

@@ -51,11 +51,11 @@ class RowIdentity:
 
 
 class Protector:
-    """Applies a tenant's keys. Caches projection banks (they take ~10-100 ms to draw)."""
+    """Applies a tenant's keys. Caches keyed projections (they take ~10-100 ms to draw)."""
 
     def __init__(self, keys: KeyStore):
         self.keys = keys
-        self._banks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._projections: OrderedDict[tuple, object] = OrderedDict()
         self._storage: dict[tuple[str, int], bytes] = {}  # a key version's secrets never change
         self._lock = threading.Lock()
 
@@ -73,7 +73,7 @@ class Protector:
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != profile.feature_dim or not np.all(np.isfinite(features)):
             raise InvalidArgument(f"{profile.name} takes finite {profile.feature_dim}-D feature vectors")
-        indices = iom.iom_indices(self._bank(tenant, key_version, profile), features, profile.hash_width)
+        indices = iom.iom_indices(self.projection(tenant, key_version, profile), features, profile.hash_width)
         return iom.pack_indices(indices, profile.hash_width)
 
     def seal(self, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
@@ -97,18 +97,21 @@ class Protector:
             storage = self._storage[version] = self.keys.tenant_key(row.tenant, row.key_version).storage
         return derive(storage, SEAL_INFO, salt=salt)
 
-    def _bank(self, tenant: str, key_version: int, profile: ProtectionProfile) -> np.ndarray:
+    def projection(self, tenant: str, key_version: int, profile: ProtectionProfile):
+        """The keyed projection of (tenant, key version, profile); hazmat: whoever holds it can
+        search for pre-images of that group's codes (benchmarks/attacks.py)."""
         cache_key = (tenant, key_version, profile.name)
         with self._lock:
-            bank = self._banks.get(cache_key)
-            if bank is not None:
-                self._banks.move_to_end(cache_key)
-                return bank
-        projection = self.keys.tenant_key(tenant, key_version).projection
-        seed = derive(projection, b"vault/projection/" + profile.name.encode())
-        bank = iom.projection_bank(seed, profile.feature_dim, profile.hash_count, profile.hash_width)
+            projection = self._projections.get(cache_key)
+            if projection is not None:
+                self._projections.move_to_end(cache_key)
+                return projection
+        secret = self.keys.tenant_key(tenant, key_version).projection
+        seed = derive(secret, b"vault/projection/" + profile.name.encode())
+        projection = iom.keyed_projection(profile.projection, seed, profile.feature_dim,
+                                          profile.hash_count, profile.hash_width)
         with self._lock:
-            self._banks[cache_key] = bank
-            while len(self._banks) > BANK_CACHE_SIZE:
-                self._banks.popitem(last=False)
-        return bank
+            self._projections[cache_key] = projection
+            while len(self._projections) > BANK_CACHE_SIZE:
+                self._projections.popitem(last=False)
+        return projection
