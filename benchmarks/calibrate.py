@@ -74,7 +74,8 @@ def calibrate_finger(args) -> None:
     cal_sets = [features.load(data.fvc(2000, db)) for db in (1, 2, 3)]
     impostor = np.concatenate([scored(f, np.ones(len(f.ok), bool), finger, args.keys)[1] for f in cal_sets])
     threshold = threshold_at_fmr(impostor, args.fmr)
-    print(f"{finger.name}: threshold {threshold:.4f} for FMR {args.fmr:g} "
+    print(f"{finger.name}: threshold {threshold:.4f} = {threshold * finger.hash_count:.1f} / {finger.hash_count} "
+          f"for FMR {args.fmr:g} "
           f"(FVC2000 DB1-DB3 all-pairs impostors, {len(impostor)} scores over {args.keys} keys)")
     for db in (1, 2, 3, 4):
         feats = features.load(data.fvc(2002, db))

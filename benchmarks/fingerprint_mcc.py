@@ -1,7 +1,7 @@
 """Fingerprint features (MCC second-order pooling + triplets), raw and IoM-protected, on FVC B sets.
 
     uv run python benchmarks/fingerprint_mcc.py [--data ../shared/data] [--hash-count 4096]
-        [--hash-width 4] [--report /tmp/fingerprint_mcc.txt]
+        [--hash-width 2] [--keys 5] [--report /tmp/fingerprint_mcc.txt]
 
 Model: FVC2002 sets are scored with the shipped basis (vault/models/finger-mcc-pca160-v1.npz, fitted on
 FVC2000 DB1-DB3); FVC2000 sets with the mirror basis fitted here, in memory, on FVC2002 DB1-DB3.
@@ -19,6 +19,8 @@ Columns (EER %, all-pairs impostors / FVC 45 impostors; see benchmarks/fingerpri
              fingers (all-pairs, 1,440) or impression 1 of the other fingers (FVC-like, 180)
   raw-3      as prot-3 on raw cosine
   normal     prot-1 where every finger has its own key (a tenant each): impostors cross keys
+Protected columns are the mean over --keys fresh key draws (10 fingers x 8 impressions make an EER
+move by 1 point per genuine pair: one draw is noisy); "spread" is the largest max - min across draws.
 A sample refused (PoorSample) fails its comparisons: genuine pairs are false rejects.
 Timing figures come from a shared, loaded 2-core machine.
 """
@@ -85,9 +87,16 @@ def both_eers(score, ok_pairs, genuine, impostor, fvc):
     return eer(g, s(impostor)), eer(g, s(fvc))
 
 
-def code_scores(codes, hash_count):
+def code_scores(codes, hash_count, probes=None):
+    """Scores of (row, probe) index pairs: one agreement() scan per row (rows, probes: packed codes)."""
+    probes = codes if probes is None else probes
+
     def score(pairs):
-        return np.array([agreement(codes[a], codes[b][None], hash_count)[0] for a, b in pairs])
+        out = np.empty(len(pairs))
+        for a in np.unique(pairs[:, 0]):
+            rows = pairs[:, 0] == a
+            out[rows] = agreement(codes[a], probes[pairs[rows, 1]], hash_count)
+        return out
 
     return score
 
@@ -126,11 +135,7 @@ def evaluate(vectors, ok, profile, protector, per_finger):
                              ok3, g3, i3, f3)
     enrol_codes = protector.protect_many("bench", 1, profile, enrol_vec)
 
-    def score3(pairs):
-        return np.array([agreement(enrol_codes[a], codes[b][None], profile.hash_count)[0]
-                         for a, b in pairs])
-
-    row["prot-3"] = both_eers(score3, ok3, g3, i3, f3)
+    row["prot-3"] = both_eers(code_scores(enrol_codes, profile.hash_count, codes), ok3, g3, i3, f3)
     return row
 
 
@@ -154,22 +159,54 @@ def bozorth_three(year: int, db: int):
     return eer(genuine, np.array(impostor)), eer(genuine, np.array(fvc))
 
 
+COLUMNS = ["bozorth3", "boz-3", "raw", "prot-1", "prot-3", "raw-3", "normal"]
+
+
+def rows(data: Path, profile: ProtectionProfile, keys: int, seconds: list[float] | None = None):
+    """One dict per input (every FVC B set from images, FVC2002 from ISO records): name, year, db,
+    iso, poor (samples refused), spread, and (all-pairs EER %, FVC EER %) for each of COLUMNS."""
+    cache = NbisCache(enabled=True)
+    models = {2002: fp.default_model(), 2000: fit(training_records(2002, data, cache), "mirror")}
+    inputs = [(y, d, False) for y, d in SETS] + [(2002, d, True) for d in (1, 2, 3, 4)]
+    for year, db, iso in inputs:
+        if iso:
+            folder = data / "fingerprint_iso19794_2" / f"fvc{year}" / f"db{db}_b"
+            if not folder.is_dir():
+                continue
+            records = [parse_iso19794_2((folder / f"{f}_{i}.iso").read_bytes())
+                       for f in FINGERS for i in IMPRESSIONS]
+        else:
+            folder = data / "fingerprint" / f"fvc{year}" / f"db{db}_b"
+            records = [cache.record(folder / f"{f}_{i}.tif") for f in FINGERS for i in IMPRESSIONS]
+        timings = seconds if seconds is not None and not iso else []
+        vectors, ok = features(records, models[year], timings)
+        draws = [evaluate(vectors, ok, profile, fresh_protector(("bench",)),
+                          fresh_protector(tuple(f"f{n}" for n in range(10))))
+                 for _ in range(keys)]
+        row = {c: tuple(float(np.mean([d[c][j] for d in draws])) for j in (0, 1)) for c in draws[0]}
+        row["spread"] = max(float(np.ptp([d[c][j] for d in draws]))
+                            for c in ("prot-1", "prot-3", "normal") for j in (0, 1))
+        row["bozorth3"] = BOZORTH3[(year, db)]
+        row["boz-3"] = (float("nan"), float("nan")) if iso else bozorth_three(year, db)
+        row.update(name=f"fvc{year} db{db}{' iso' if iso else ''}", year=year, db=db, iso=iso,
+                   poor=int((~ok).sum()))
+        yield row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--hash-count", type=int, default=CURRENT[FINGERPRINT].hash_count)
     parser.add_argument("--hash-width", type=int, default=CURRENT[FINGERPRINT].hash_width)
+    parser.add_argument("--keys", type=int, default=5)
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args(argv)
     if not (args.data / "fingerprint").is_dir():
         print(f"no fingerprint data under {args.data}", file=sys.stderr)
         return 2
 
-    cache = NbisCache(enabled=True)
     profile = bench_profile(args.hash_count, args.hash_width)
     protector = fresh_protector(("bench",))
-    per_finger = fresh_protector(tuple(f"f{n}" for n in range(10)))
-    models = {2002: fp.default_model(), 2000: fit(training_records(2002, args.data, cache), "mirror")}
     seconds: list[float] = []
     lines = []
 
@@ -177,28 +214,12 @@ def main(argv=None) -> int:
         print(line, flush=True)
         lines.append(line)
 
-    cols = ["bozorth3", "boz-3", "raw", "prot-1", "prot-3", "raw-3", "normal"]
-    out(f"EER % all-pairs / FVC-45; FEATURE_DIM={fp.FEATURE_DIM}, profile m={profile.hash_count} "
+    out(f"EER % all-pairs / FVC-45, protected: mean of {args.keys} keys; FEATURE_DIM={fp.FEATURE_DIM}, profile m={profile.hash_count} "
         f"q={profile.hash_width} ({profile.hash_count * profile.planes} bits); model {fp.MODEL_VERSION}")
-    out(f"{'set':<16}" + "".join(f"{c:>14}" for c in cols) + f"{'poor':>5}")
-    inputs = [(y, d, False) for y, d in SETS] + [(2002, d, True) for d in (1, 2, 3, 4)]
-    for year, db, iso in inputs:
-        if iso:
-            folder = args.data / "fingerprint_iso19794_2" / f"fvc{year}" / f"db{db}_b"
-            if not folder.is_dir():
-                continue
-            records = [parse_iso19794_2((folder / f"{f}_{i}.iso").read_bytes())
-                       for f in FINGERS for i in IMPRESSIONS]
-        else:
-            folder = args.data / "fingerprint" / f"fvc{year}" / f"db{db}_b"
-            records = [cache.record(folder / f"{f}_{i}.tif") for f in FINGERS for i in IMPRESSIONS]
-        vectors, ok = features(records, models[year], seconds if not iso else [])
-        row = evaluate(vectors, ok, profile, protector, per_finger)
-        row["bozorth3"] = BOZORTH3[(year, db)]
-        row["boz-3"] = (float("nan"), float("nan")) if iso else bozorth_three(year, db)
-        name = f"fvc{year} db{db}{' iso' if iso else ''}"
-        out(f"{name:<16}" + "".join(f"{row[c][0]:>7.1f} /{row[c][1]:>5.1f}" for c in cols)
-            + f"{int((~ok).sum()):>5}")
+    out(f"{'set':<16}" + "".join(f"{c:>14}" for c in COLUMNS) + f"{'poor':>5}{'spread':>7}")
+    for row in rows(args.data, profile, args.keys, seconds):
+        out(f"{row['name']:<16}" + "".join(f"{row[c][0]:>7.1f} /{row[c][1]:>5.1f}" for c in COLUMNS)
+            + f"{row['poor']:>5}{row['spread']:>7.1f}")
 
     ms = 1000 * np.array(seconds)
     out(f"minutiae_features: median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms "
