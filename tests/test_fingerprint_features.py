@@ -327,3 +327,31 @@ def test_fused_enrolment_separates_fingers(image_records):
     impostor = [float(e @ feats[g][3]) for f, e in enumerate(enrolled) for g in range(len(feats))
                 if g != f]
     assert min(genuine) > np.median(impostor)
+
+
+def test_only_the_best_quality_minutiae_count():
+    """mindtct reports 100+ minutiae on large noisy images; the vector is made from the
+    MAX_MINUTIAE best-quality ones, so added low-quality (spurious) minutiae change nothing."""
+    from vault.features import fingerprint as fp
+
+    record = extract_minutiae((IMAGE_DIR / "fvc2000" / "db3_b" / "101_1.tif").read_bytes())
+    minutiae = np.array(record.minutiae, dtype=np.float32)
+    assert len(minutiae) > fp.MAX_MINUTIAE  # a real case for the cap
+
+    def vector(rows):
+        return minutiae_features(MinutiaeRecord(record.width, record.height, record.x_resolution,
+                                                record.y_resolution, 0, rows))
+
+    # ties at the cut go by the canonical (sorted) order the features use
+    canonical = minutiae[np.lexsort(minutiae.T[::-1])]
+    best = canonical[np.argsort(-canonical[:, 4], kind="stable")[: fp.MAX_MINUTIAE]]
+    assert len(np.unique(best[:, 4])) > 1
+    threshold = best[:, 4].min()
+    np.testing.assert_allclose(vector(minutiae), vector(best), atol=1e-6)
+    rng = np.random.default_rng(0)
+    spurious = np.column_stack([
+        rng.uniform(0, record.width, 40), rng.uniform(0, record.height, 40),
+        rng.uniform(0, 2 * np.pi, 40), np.ones(40), np.full(40, min(threshold, 2.0) - 1.0),
+    ]).astype(np.float32)
+    noisy = np.concatenate([minutiae, spurious])[rng.permutation(len(minutiae) + 40)]
+    np.testing.assert_allclose(vector(noisy), vector(minutiae), atol=1e-6)

@@ -32,6 +32,13 @@ def test_pack_roundtrip_every_width():
         assert np.array_equal(iom.unpack_indices(packed, q), indices)
 
 
+def test_pack_accepts_any_memory_layout():
+    indices = np.random.default_rng(1).integers(0, 2, size=(128, 6)).astype(np.uint8).T  # Fortran order
+    for q in (2, 4):
+        packed = iom.pack_indices(indices % q, q)
+        assert np.array_equal(iom.unpack_indices(packed, q), indices % q)
+
+
 def test_agreement_counts_equal_indices():
     rng = np.random.default_rng(3)
     a = rng.integers(0, 16, 1024).astype(np.uint8)

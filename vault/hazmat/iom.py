@@ -151,7 +151,7 @@ def pack_indices(indices: np.ndarray, hash_width: int) -> np.ndarray:
         raise ValueError("hash_count must be a multiple of 64")
     bits = (indices[..., None, :] >> np.arange(planes, dtype=np.uint8)[:, None]) & 1
     packed = np.packbits(bits, axis=-1, bitorder="little")
-    return packed.view("<u8")
+    return np.ascontiguousarray(packed).view("<u8")  # packbits keeps odd input layouts
 
 
 def unpack_indices(packed: np.ndarray, hash_width: int) -> np.ndarray:
