@@ -1,7 +1,10 @@
 """Fingerprint features (MCC second-order pooling + triplets), raw and IoM-protected, on FVC B sets.
 
-    uv run python benchmarks/fingerprint_mcc.py [--data ../shared/data] [--hash-count 4096]
-        [--hash-width 2] [--keys 5] [--report /tmp/fingerprint_mcc.txt]
+    uv run python benchmarks/fingerprint_mcc.py [--data ../shared/data] [--hash-count M]
+        [--hash-width Q] [--keys 5] [--report /tmp/fingerprint_mcc.txt]
+
+M and Q default to the current fingerprint profile's (vault.profiles.CURRENT); so does the kind of
+keyed projection.
 
 Model: FVC2002 sets are scored with the shipped basis (vault/models/finger-mcc-pca160-v1.npz, fitted on
 FVC2000 DB1-DB3); FVC2000 sets with the mirror basis fitted here, in memory, on FVC2002 DB1-DB3.
@@ -58,7 +61,7 @@ ENROL = [(0, 1, 2), (3, 4, 5)]
 
 def bench_profile(hash_count: int, hash_width: int) -> ProtectionProfile:
     return ProtectionProfile(
-        name="finger-mcc2-bench", modality=FINGERPRINT, feature_dim=fp.FEATURE_DIM,
+        name="finger-mcc-bench", modality=FINGERPRINT, feature_dim=fp.FEATURE_DIM,
         hash_count=hash_count, hash_width=hash_width, threshold=0.0, operating_fmr=1e-3,
         calibration="benchmark only", projection=CURRENT[FINGERPRINT].projection,
     )  # fmt: skip

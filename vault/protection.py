@@ -29,7 +29,7 @@ from vault.keys import KeyStore, derive
 from vault.profiles import ProtectionProfile
 
 SEAL_INFO = b"vault/seal/v1"
-BANK_CACHE_SIZE = 16
+PROJECTION_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,6 @@ class Protector:
                                           profile.hash_count, profile.hash_width)
         with self._lock:
             self._projections[cache_key] = projection
-            while len(self._projections) > BANK_CACHE_SIZE:
+            while len(self._projections) > PROJECTION_CACHE_SIZE:
                 self._projections.popitem(last=False)
         return projection
