@@ -51,7 +51,6 @@ class GaussianProjection:
 
     def __init__(self, bank: np.ndarray):
         self.bank = bank
-        self.outputs, self.feature_dim = bank.shape
 
     def apply(self, features: np.ndarray) -> np.ndarray:
         """(n, d) -> (n, outputs) float32."""
@@ -85,7 +84,6 @@ class HadamardProjection:
         self.signs = signs  # (ROUNDS, blocks, n) float32 of +-1
         self.permutation = permutation  # (outputs,) indices into blocks * n
         self.feature_dim = feature_dim
-        self.outputs = permutation.size
         self.width = signs.shape[-1]
 
     def apply(self, features: np.ndarray) -> np.ndarray:
