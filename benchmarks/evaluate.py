@@ -22,11 +22,11 @@ import numpy as np
 
 from benchmarks import attacks, bozorth, data, features, metrics
 from benchmarks.report import Report, pct, table
-from benchmarks.scores import code_matrix, fresh_protector, threshold_at_fmr
+from benchmarks.scores import code_matrix, fresh_protector, one_to_many_ns, threshold_at_fmr
 from benchmarks.unlinkability import linkage
 from vault.exceptions import IntegrityError
 from vault.features import fuse
-from vault.matching import _interleaved_agreement, agreement
+from vault.matching import agreement
 from vault.profiles import CURRENT, FACE, FINGERPRINT, ProtectionProfile
 from vault.protection import RowIdentity
 
@@ -497,14 +497,8 @@ def speed(report: Report, faces: list[Set], fingers: list[Set], cfg: Config) -> 
             agreement(codes[n], codes[n:n + 1], profile.hash_count)
         rows.append([f"compare 1:1 ({profile.name})", f"{1e6 * (time.perf_counter() - started) / len(codes):.1f} µs",
                      "per call (one pair)"])
-        # held interleaved (n, words, planes), as vault.matching.Gallery holds them
-        many = np.ascontiguousarray(np.repeat(codes, max(1, 100_000 // len(codes)), axis=0).transpose(0, 2, 1))
-        probe = np.ascontiguousarray(codes[0].T)
-        _interleaved_agreement(probe, many[:10], profile.hash_count)
-        started = time.perf_counter()
-        _interleaved_agreement(probe, many, profile.hash_count)
-        rows.append([f"compare 1:N ({profile.name})", f"{1e9 * (time.perf_counter() - started) / len(many):.0f} ns",
-                     f"per pair, one probe vs {len(many):,} codes"])
+        ns, size = one_to_many_ns(codes, profile.hash_count)
+        rows.append([f"compare 1:N ({profile.name})", f"{ns:.0f} ns", f"per pair, one probe vs {size:,} codes"])
     report.add(table(["operation", "time", "unit"], rows) + "\n")
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.features import Features
 from vault.keys import LocalKeyFile
-from vault.matching import agreement
+from vault.matching import _interleaved_agreement, agreement
 from vault.profiles import ProtectionProfile
 from vault.protection import Protector
 
@@ -25,6 +26,19 @@ def fresh_protector(tenants: tuple[str, ...] = ("bench",)) -> Protector:
     for tenant in tenants:
         keys.ensure_tenant(tenant)
     return Protector(keys)
+
+
+def one_to_many_ns(codes: np.ndarray, hash_count: int, gallery_size: int = 100_000) -> tuple[float, int]:
+    """Nanoseconds a pair of one probe against about gallery_size packed codes (copies of `codes`,
+    (n, planes, words)), held interleaved (n, words, planes) as vault.matching.Gallery holds them;
+    returns (ns, the gallery's size)."""
+    gallery = np.repeat(codes, max(1, gallery_size // len(codes)), axis=0)
+    interleaved = np.ascontiguousarray(gallery.transpose(0, 2, 1))
+    probe = np.ascontiguousarray(codes[0].T)
+    _interleaved_agreement(probe, interleaved[:10], hash_count)  # kernel compiled before timing
+    started = time.perf_counter()
+    _interleaved_agreement(probe, interleaved, hash_count)
+    return 1e9 * (time.perf_counter() - started) / len(interleaved), len(interleaved)
 
 
 def protected_codes(features: Features, profile: ProtectionProfile, protector: Protector | None = None,
