@@ -43,7 +43,8 @@ MAX_CANDIDATES = 100
 
 def rpc(handler):
     """Map VaultError to its gRPC status; anything else becomes INTERNAL with a log reference.
-    Counts every call in the servicer's metrics by status code."""
+    Counts every call in the servicer's metrics by status code, before the status is sent, so a
+    client that has its answer also finds it counted."""
     name = handler.__name__
 
     @functools.wraps(handler)
@@ -55,11 +56,11 @@ def rpc(handler):
         except TimeoutError:
             code = "DEADLINE_EXCEEDED"
             log.info("%s took longer than %s s", name, self.call_timeout)
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the request took longer than {self.call_timeout:g} s")
+            status = (grpc.StatusCode.DEADLINE_EXCEEDED, f"the request took longer than {self.call_timeout:g} s")
         except VaultError as error:
             code = error.status.name
             log.info("%s %s: %s", name, code, error.message)
-            await context.abort(error.status, error.message)
+            status = (error.status, error.message)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -69,7 +70,7 @@ def rpc(handler):
             code = "INTERNAL"
             reference = uuid.uuid4().hex[:12]
             log.exception("%s failed, reference %s", name, reference)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error, reference {reference}")
+            status = (grpc.StatusCode.INTERNAL, f"internal error, reference {reference}")
         finally:
             elapsed = time.perf_counter() - started
             if code == "OK":
@@ -77,6 +78,7 @@ def rpc(handler):
             metrics = getattr(self, "metrics", None)
             if metrics is not None:
                 metrics.observe(name, code, elapsed)
+        await context.abort(*status)  # reached only from the handled errors above
 
     return wrapper
 
