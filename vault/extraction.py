@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -50,6 +51,9 @@ def extract(modality: int, kind: str, payload: bytes, require_single_face: bool)
 
 def _warm_up() -> None:
     """Load the dlib models and NBIS once per worker, before the first request."""
+    # face_recognition_models imports pkg_resources (hence setuptools<81), which warns on every
+    # worker start; the warning says nothing an operator can act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     import face_recognition  # noqa: F401
     import nbis  # noqa: F401
 
