@@ -45,6 +45,31 @@ def deterministic_key_file(path: Path, seed: str = "vault-tests") -> Path:
     return path
 
 
+def descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below pid, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 NO_LOCKOUT = ("--max-failures-per-subject", "1000000", "--max-failures-per-client", "1000000")
 
 

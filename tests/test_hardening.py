@@ -14,7 +14,7 @@ import urllib.request
 import grpc
 import pytest
 
-from tests.conftest import ROOT, data_path, read
+from tests.conftest import ROOT, alive, data_path, descendants, read
 from vault.audit import verify_chain
 from vault.keys import LocalKeyFile
 from vault.store import LIVE, REVOKED, open_store
@@ -116,11 +116,24 @@ def test_kill_9_during_bulk_enrolment_and_reissue_loses_nothing(server_factory, 
     threads = [threading.Thread(target=bulk), threading.Thread(target=reissue)]
     for t in threads:
         t.start()
-    time.sleep(rng.uniform(0.8, 2.5))
+    # Kill at a random moment once work is under way (a slow machine must not turn this into a
+    # kill before the first acknowledgement).
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.5))
+    workers = descendants(server.process.pid)
+    assert workers  # the extraction workers (and multiprocessing's resource tracker)
     server.stop(signal.SIGKILL)
     stop.set()
     for t in threads:
         t.join(30)
+
+    # Nothing outlives a killed server: its workers notice at once and exit.
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)]
 
     rows, live = check_consistency(server.state_dir, acknowledged)
     assert live["r"] == 1  # a reissue chain never loses or doubles its live template

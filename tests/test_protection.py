@@ -1,6 +1,6 @@
 """The transform, sealing and key store, on real keys and real face embeddings."""
 
-import os
+import hashlib
 import stat
 
 import numpy as np
@@ -17,6 +17,11 @@ from vault.protection import Protector, RowIdentity
 @pytest.fixture
 def keys(tmp_path):
     return LocalKeyFile(tmp_path / "keys.json")
+
+
+def fixed_seed(label: str) -> bytes:
+    """32 bytes of key material fixed per label: statistical bounds below see the same key every run."""
+    return hashlib.sha256(label.encode()).digest()
 
 
 def random_unit(n, d=128, seed=0):
@@ -50,13 +55,13 @@ def test_agreement_counts_equal_indices():
 
 
 def test_projection_is_keyed_and_deterministic():
-    seed = os.urandom(32)
+    seed = fixed_seed("key-1")
     assert np.array_equal(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(seed, 8, 64, 4))
-    assert not np.allclose(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(os.urandom(32), 8, 64, 4))
+    assert not np.allclose(iom.projection_bank(seed, 8, 64, 4), iom.projection_bank(fixed_seed("key-2"), 8, 64, 4))
 
 
 def test_hadamard_projection_is_a_keyed_rotation():
-    seed = os.urandom(32)
+    seed = fixed_seed("key-3")
     proj = iom.hadamard_projection(seed, 300, 256, 4)  # pads 300 -> 512: two blocks for 1024 outputs
     x = random_unit(5, 300, seed=1)
     y = proj.apply(x)
@@ -70,13 +75,13 @@ def test_hadamard_projection_is_a_keyed_rotation():
     # transpose is the adjoint: <P x, u> == <x, P^T u>
     u = np.random.default_rng(2).standard_normal((5, 1024)).astype(np.float32)
     np.testing.assert_allclose(np.sum(y * u, axis=1), np.sum(x * proj.transpose(u), axis=1), rtol=1e-3, atol=1e-3)
-    other = iom.hadamard_projection(os.urandom(32), 300, 256, 4).apply(x)
+    other = iom.hadamard_projection(fixed_seed("key-4"), 300, 256, 4).apply(x)
     assert abs(np.corrcoef(y.ravel(), other.ravel())[0, 1]) < 0.1
 
 
 def test_hadamard_iom_agreement_tracks_the_angle():
     """Like the Gaussian bank, agreement falls with the angle and sits at 1/q for orthogonal inputs."""
-    seed = os.urandom(32)
+    seed = fixed_seed("key-5")
     d, m, q = 2000, 4096, 4
     gaussian = iom.keyed_projection("gaussian", seed, d, m, q)
     hadamard = iom.keyed_projection("hadamard", seed, d, m, q)

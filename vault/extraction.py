@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import select
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -49,8 +52,34 @@ def extract(modality: int, kind: str, payload: bytes, require_single_face: bool)
     raise InvalidArgument("modality must be FACE or FINGERPRINT")
 
 
-def _warm_up() -> None:
-    """Load the dlib models and NBIS once per worker, before the first request."""
+def _exit_with_server(server_pid: int) -> None:
+    """End this worker as soon as the server process is gone, even after kill -9 of the server
+    (which runs no clean-up): a daemon thread waits on a pidfd of the server. Unlike
+    PR_SET_PDEATHSIG this follows the server process, not the thread that happened to spawn us."""
+    if os.getppid() != server_pid:  # the server died before this worker got here
+        os._exit(0)
+    try:
+        handle = os.pidfd_open(server_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the server has exited
+        else:
+            while os.getppid() == server_pid:
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vault-server-watch", daemon=True).start()
+
+
+def _warm_up(server_pid: int) -> None:
+    """Tie the worker's life to the server's, then load the dlib models and NBIS once per worker,
+    before the first request."""
+    _exit_with_server(server_pid)
     # face_recognition_models imports pkg_resources (hence setuptools<81), which warns on every
     # worker start; the warning says nothing an operator can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -67,7 +96,8 @@ class Extractor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs gRPC threads, which must not be forked.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up)
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_up, initargs=(os.getpid(),))
 
     @property
     def pending(self) -> int:
