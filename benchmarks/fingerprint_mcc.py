@@ -41,7 +41,7 @@ from benchmarks.fingerprint_baseline import (
     BOZORTH3,
     FINGERS,
     IMPRESSIONS,
-    NbisCache,
+    MinutiaeCache,
     default_data_dir,
     eer,
     protocol_pairs,
@@ -168,7 +168,7 @@ COLUMNS = ["bozorth3", "boz-3", "raw", "prot-1", "prot-3", "raw-3", "normal"]
 def rows(data: Path, profile: ProtectionProfile, keys: int, seconds: list[float] | None = None):
     """One dict per input (every FVC B set from images, FVC2002 from ISO records): name, year, db,
     iso, poor (samples refused), spread, and (all-pairs EER %, FVC EER %) for each of COLUMNS."""
-    cache = NbisCache(enabled=True)
+    cache = MinutiaeCache(enabled=True)
     models = {2002: fp.default_model(), 2000: fit(training_records(2002, data, cache), "mirror")}
     inputs = [(y, d, False) for y, d in SETS] + [(2002, d, True) for d in (1, 2, 3, 4)]
     for year, db, iso in inputs:

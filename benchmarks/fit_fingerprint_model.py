@@ -49,18 +49,14 @@ def fit(records, version: str, seed: int = 0) -> fp.CylinderModel:
     return fp.CylinderModel(fill, mean, basis / scale, version)
 
 
-def training_records(year: int, data: Path, cache) -> list:
+def training_records(year: int, data: Path, cache, dbs=(1, 2, 3)) -> list:
     folder = data / "fingerprint" / f"fvc{year}"
-    return [
-        cache.record(folder / f"db{db}_b" / f"{f}_{i}.tif")
-        for db in (1, 2, 3)
-        for f in range(101, 111)
-        for i in range(1, 9)
-    ]
+    return cache.records([folder / f"db{db}_b" / f"{f}_{i}.tif"
+                          for db in dbs for f in range(101, 111) for i in range(1, 9)])
 
 
 def main(argv=None) -> int:
-    from benchmarks.fingerprint_baseline import NbisCache, default_data_dir
+    from benchmarks.fingerprint_baseline import MinutiaeCache, default_data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
@@ -69,7 +65,7 @@ def main(argv=None) -> int:
     if not (args.data / "fingerprint").is_dir():
         print(f"no fingerprint data under {args.data}", file=sys.stderr)
         return 2
-    model = fit(training_records(2000, args.data, NbisCache(True)), fp.MODEL_VERSION)
+    model = fit(training_records(2000, args.data, MinutiaeCache(True)), fp.MODEL_VERSION)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB), fitted on FVC2000 DB1-DB3")

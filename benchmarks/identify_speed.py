@@ -90,7 +90,7 @@ def bench_identify(protector: Protector, base: np.ndarray, sizes: list[int], rep
         for i, code in enumerate(codes):
             gallery.add(uuid.UUID(int=i).hex, f"subject-{i}", 0, code)
         per_template = (rss_bytes() - before) / n
-        times = [timed(lambda: gallery.top(probe, PROFILE.threshold, 5)) for _ in range(repeats)]
+        times = [timed(lambda: gallery.top(probe, 5)) for _ in range(repeats)]
         row_major = min(timed(lambda: agreement(probe, codes, PROFILE.hash_count)) for _ in range(max(1, repeats // 2)))
         bandwidth = read_bandwidth(codes, repeats)
         floor = codes.nbytes / bandwidth

@@ -33,17 +33,16 @@ def evaluate(feats: features.Features, enrol_idx: dict[str, list[int]], probe_id
         subjects = [s for s in enrol_idx if all(feats.ok[i] for i in enrol_idx[s])]
         for s in subjects:
             vector = fuse([feats.vectors[i] for i in enrol_idx[s]])
-            gallery.add(f"t-{s}", s, 0, protector.protect("bench", 1, profile, vector))
+            gallery.add(f"t-{s}", s, 0, protector.protect("bench", 1, profile, vector), len(enrol_idx[s]))
         probes = [(s, i) for s in subjects for i in probe_idx[s] if feats.ok[i]]
         codes = protector.protect_many("bench", 1, profile, feats.vectors[[i for _, i in probes]])
         genuine, impostor_reject, rank1, none, wrong = [], [], [], [], []
         for (subject, _), code in zip(probes, codes):
-            scores = {h.subject_id: h.score for h in gallery.search(code, subject_id=subject)}
-            genuine.append(scores[subject] >= profile.threshold)
-            everyone = np.array([h.score for s in subjects if s != subject
+            genuine.append(any(h.matched for h in gallery.search(code, subject_id=subject)))
+            everyone = np.array([h.matched for s in subjects if s != subject
                                  for h in gallery.search(code, subject_id=s)])
-            impostor_reject.append(np.mean(everyone < profile.threshold))
-            top = gallery.top(code, profile.threshold, 1)
+            impostor_reject.append(np.mean(~everyone))
+            top = gallery.top(code, 1)
             rank1.append(bool(top) and top[0].subject_id == subject)
             none.append(not top)
             wrong.append(bool(top) and top[0].subject_id != subject)

@@ -3,6 +3,8 @@ for codes made by the real transform, at every chunk boundary and after any add/
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -100,18 +102,38 @@ def test_gallery_matches_brute_force_after_adds_and_removes(protector):
         eligible = [t for t in ids if not chosen_finger or live[t][1] == chosen_finger]
         threshold = float(np.quantile([scores[t] for t in eligible], 0.9))
         expected = sorted((t for t in eligible if scores[t] >= threshold), key=lambda t: (-scores[t], t))
-        hits = gallery.top(probe, threshold, limit=len(eligible), finger=chosen_finger)
+        hits = gallery.top(probe, limit=len(eligible), finger=chosen_finger, threshold=threshold)
         assert hits[0].template_id == target and hits[0].score == 1.0
         assert sorted(h.template_id for h in hits) == sorted(expected)
         assert all(h.score == pytest.approx(float(scores[h.template_id]), abs=0) for h in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert all(h.subject_id == live[h.template_id][0] for h in hits)
-        assert len(gallery.top(probe, threshold, limit=3, finger=chosen_finger)) == min(3, len(expected))
+        assert len(gallery.top(probe, limit=3, finger=chosen_finger, threshold=threshold)) == min(3, len(expected))
 
     hits = gallery.search(probe, subject_id=subject)
     assert {h.template_id for h in hits} == {t for t in ids if live[t][0] == subject}
     assert all(h.score == scores[h.template_id] for h in hits)
     assert gallery.has(template_id=target, finger=finger) and not gallery.has(template_id=target, finger=9)
+
+
+def test_each_template_is_decided_at_its_own_enrolment_threshold(protector):
+    """A profile with a fused threshold: one-sample and several-sample templates of the same score
+    get different decisions, in 1:1 (Hit.matched) and in 1:N (top), also after rows move."""
+    base = FINGER_IOM_V1
+    codes = codes_for(protector, base, 3, seed=4)
+    probe = codes[0]
+    score = float(agreement(probe, codes[1:2], base.hash_count)[0])
+    profile = dataclasses.replace(base, name="two-thresholds", threshold=score - 0.01, fused_threshold=score + 0.01)
+    assert profile.threshold_for(1) < score < profile.threshold_for(3) == profile.threshold_for(2)
+    gallery = Gallery(profile, 1)
+    gallery.add("filler", "f", 0, codes[2], sample_count=1)
+    gallery.add("single", "s", 0, codes[1], sample_count=1)
+    gallery.add("fused", "u", 0, codes[1], sample_count=3)
+    assert gallery.remove("filler")  # moves the last row ("fused") into row 0
+    assert [h.matched for h in gallery.search(probe, template_id="single")] == [True]
+    assert [h.matched for h in gallery.search(probe, template_id="fused")] == [False]
+    assert [h.template_id for h in gallery.top(probe, limit=5)] == ["single"]
+    assert sorted(h.template_id for h in gallery.top(probe, limit=5, threshold=score)) == ["fused", "single"]
 
 
 def test_match_index_groups_and_removal(protector):

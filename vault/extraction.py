@@ -1,6 +1,6 @@
 """Feature extraction off the gRPC event loop: a bounded pool of worker processes.
 
-dlib and NBIS hold the GIL and take 30-150 ms a sample, so they run in separate processes, one per
+dlib and LEADER (onnxruntime) take 0.1-1 s a sample and hold a core, so they run in separate processes, one per
 core. The queue is bounded: when `max_pending` samples are already waiting or running, a new
 request fails at once with RESOURCE_EXHAUSTED instead of queueing without bound.
 """
@@ -42,7 +42,7 @@ def extract(modality: int, kind: str, payload: bytes, require_single_face: bool)
         from vault.iso19794 import parse_iso19794_2
 
         if kind == IMAGE:
-            record = fingerprint.extract_minutiae(images.encode_bmp(images.decode_fingerprint(payload)))
+            record = fingerprint.extract_minutiae(payload)
         elif kind == ISO_19794_2:
             record = parse_iso19794_2(payload)
         else:
@@ -77,14 +77,17 @@ def _exit_with_server(server_pid: int) -> None:
 
 
 def _warm_up(server_pid: int) -> None:
-    """Tie the worker's life to the server's, then load the dlib models and NBIS once per worker,
-    before the first request."""
+    """Tie the worker's life to the server's, then load the dlib models and the LEADER network
+    once per worker, before the first request."""
     _exit_with_server(server_pid)
     # face_recognition_models imports pkg_resources (hence setuptools<81), which warns on every
     # worker start; the warning says nothing an operator can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     import face_recognition  # noqa: F401
-    import nbis  # noqa: F401
+
+    from vault.features import leader
+
+    leader.session()
 
 
 class Extractor:

@@ -84,16 +84,19 @@ class Hit:
     template_id: str
     subject_id: str
     score: float
+    matched: bool  # score reached the template's own threshold (ProtectionProfile.threshold_for)
 
 
 class Gallery:
-    """Live codes of one group. Rows are removed by moving the last row into the hole."""
+    """Live codes of one group, each with its decision threshold (set by the profile from how the
+    template was enrolled). Rows are removed by moving the last row into the hole."""
 
     def __init__(self, profile: ProtectionProfile, key_version: int):
         self.profile = profile
         self.key_version = key_version
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
+        self._thresholds = np.zeros(16, dtype=np.float32)
         self._template_ids: list[str] = []
         self._subject_ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -103,7 +106,7 @@ class Gallery:
     def __len__(self) -> int:
         return len(self._template_ids)
 
-    def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray) -> None:
+    def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1) -> None:
         with self._lock:
             if template_id in self._row:
                 return
@@ -113,8 +116,10 @@ class Gallery:
                 grown[:n] = self._codes
                 self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
+                self._thresholds = np.concatenate([self._thresholds, np.zeros(n, dtype=np.float32)])
             self._codes[n] = code.T
             self._fingers[n] = finger
+            self._thresholds[n] = self.profile.threshold_for(sample_count)
             self._template_ids.append(template_id)
             self._subject_ids.append(subject_id)
             self._row[template_id] = n
@@ -133,6 +138,7 @@ class Gallery:
             if row != last:
                 self._codes[row] = self._codes[last]
                 self._fingers[row] = self._fingers[last]
+                self._thresholds[row] = self._thresholds[last]
                 for column in (self._template_ids, self._subject_ids):
                     column[row] = column[last]
                 self._row[self._template_ids[row]] = row
@@ -165,25 +171,24 @@ class Gallery:
         with self._lock:
             rows = self._rows(subject_id, template_id, finger)
             scores = self._scores(probe, self._codes[np.asarray(rows, dtype=np.int64)])
-            return [Hit(self._template_ids[r], self._subject_ids[r], float(s)) for r, s in zip(rows, scores)]
+            return [Hit(self._template_ids[r], self._subject_ids[r], float(s), bool(s >= self._thresholds[r]))
+                    for r, s in zip(rows, scores)]
 
-    def top(self, probe: np.ndarray, threshold: float, limit: int, finger: int = 0) -> list[Hit]:
-        """The best `limit` rows scoring at or above `threshold`, best first (1:N)."""
+    def top(self, probe: np.ndarray, limit: int, finger: int = 0, threshold: float | None = None) -> list[Hit]:
+        """The best `limit` rows scoring at or above their own threshold (or `threshold`, for
+        benchmarks that sweep it), best first (1:N)."""
         with self._lock:
             n = len(self._template_ids)
             if finger:
                 rows = np.flatnonzero(self._fingers[:n] == finger)
                 scores = self._scores(probe, self._codes[rows])
             else:
-                rows = None
+                rows = np.arange(n)
                 scores = self._scores(probe, self._codes[:n])
-            above = np.flatnonzero(scores >= threshold)
+            bar = self._thresholds[rows] if threshold is None else np.float32(threshold)
+            above = np.flatnonzero(scores >= bar)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
-            hits = []
-            for i in best:
-                row = int(i) if rows is None else int(rows[i])
-                hits.append(Hit(self._template_ids[row], self._subject_ids[row], float(scores[i])))
-        return hits
+            return [Hit(self._template_ids[rows[i]], self._subject_ids[rows[i]], float(scores[i]), True) for i in best]
 
 
 class MatchIndex:
@@ -203,7 +208,7 @@ class MatchIndex:
             return list(self._groups.get((tenant, modality), {}).values())
 
     def add(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
-            template_id: str, subject_id: str, finger: int, code: np.ndarray) -> None:
+            template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1) -> None:
         with self._lock:
             if template_id in self._removed:
                 return
@@ -211,7 +216,7 @@ class MatchIndex:
             gallery = group.get((profile.name, key_version))
             if gallery is None:
                 gallery = group[(profile.name, key_version)] = Gallery(profile, key_version)
-            gallery.add(template_id, subject_id, finger, code)
+            gallery.add(template_id, subject_id, finger, code, sample_count)
 
     def remove(self, tenant: str, modality: int, template_id: str) -> bool:
         with self._lock:

@@ -24,7 +24,7 @@ class ProtectionProfile:
     feature_dim: int
     hash_count: int  # m: number of index-of-max hashes
     hash_width: int  # q: projections per hash (power of two)
-    threshold: float  # decide MATCH when agreement >= threshold
+    threshold: float  # decide MATCH when agreement >= threshold (a template made from one sample)
     operating_fmr: float
     calibration: str
     # A retired profile's feature extractor no longer exists: its templates cannot be matched
@@ -33,6 +33,17 @@ class ProtectionProfile:
     # vault.hazmat.iom.keyed_projection kind: "gaussian" (dense bank) or "hadamard" (structured,
     # for high-dimensional features)
     projection: str = "gaussian"
+    # The threshold of templates fused from several samples, where it differs: fusing averages
+    # the samples' noise away but not what prints share, so a fused template draws higher
+    # impostor scores (and higher genuine ones). None: `threshold` serves every template. A profile
+    # that sets it binds each template's sample count to its sealed code (vault.protection).
+    fused_threshold: float | None = None
+
+    def threshold_for(self, sample_count: int) -> float:
+        """The decision threshold of a template enrolled from `sample_count` samples."""
+        if sample_count > 1 and self.fused_threshold is not None:
+            return self.fused_threshold
+        return self.threshold
 
     @property
     def planes(self) -> int:
@@ -128,11 +139,34 @@ FINGER_MCC_V3 = ProtectionProfile(
         "uv run python -m benchmarks.calibrate --only finger --keys 5"
     ),
     projection="hadamard",  # a dense bank would be 13752 x 32768 floats (1.7 GiB) per tenant
+    retired=True,  # replaced by finger-leader-v4 (LEADER minutiae, new basis): re-enrol
+)
+
+FINGER_LEADER_V4 = ProtectionProfile(
+    name="finger-leader-v4",
+    modality=FINGERPRINT,
+    # vault.features.fingerprint.FEATURE_DIM: finger-mcc-v3's vector, on LEADER minutiae and a
+    # basis fitted on them (vault/models/finger-leader-pca160-v1.npz)
+    feature_dim=13752,
+    hash_count=16384,
+    hash_width=2,
+    # Just above every impostor score seen in calibration (benchmarks/fingerprint_operating_point.py)
+    threshold=8975 / 16384,
+    fused_threshold=9141 / 16384,
+    operating_fmr=1e-3,
+    calibration=(
+        "Just above every impostor score of FVC2000 and FVC2002 DB1-DB3 (real) and FVC2000 DB4 "
+        "(synthetic) probes, 5 fresh keys, one-touch and fused templates apart; basis fitted on FVC2000 "
+        "DB1-DB3. Leave one sensor out, false-match rate <= 1.4e-4 (one touch) and <= 4.4e-4 (three); "
+        "held-out FVC2002 DB4 synthetic probes <= 7.5e-4 against one-touch templates, 7.7e-3 against "
+        "FVC2000 DB3's fused ones. uv run python -m benchmarks.fingerprint_operating_point"
+    ),
+    projection="hadamard",
 )
 
 PROFILES: dict[str, ProtectionProfile] = {
-    p.name: p for p in (FACE_IOM_V1, FACE_IOM_V2, FINGER_IOM_V1, FINGER_MCC2_V2, FINGER_MCC_V3)
+    p.name: p for p in (FACE_IOM_V1, FACE_IOM_V2, FINGER_IOM_V1, FINGER_MCC2_V2, FINGER_MCC_V3, FINGER_LEADER_V4)
 }
 
 # The profile new templates are made with, per modality.
-CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V2, FINGERPRINT: FINGER_MCC_V3}
+CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V2, FINGERPRINT: FINGER_LEADER_V4}

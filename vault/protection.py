@@ -43,10 +43,15 @@ class RowIdentity:
     finger: int
     profile: str
     key_version: int
+    # Bound where the profile's threshold depends on it (ProtectionProfile.fused_threshold), so a
+    # row edited in the database to look like a one-sample template fails authentication.
+    sample_count: int | None = None
 
     def associated_data(self) -> bytes:
         fields = (self.tenant, self.template_id, self.subject_id, str(self.modality),
                   str(self.finger), self.profile, str(self.key_version))
+        if self.sample_count is not None:
+            fields += (str(self.sample_count),)
         return "\x1f".join(fields).encode()
 
 

@@ -215,12 +215,14 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         if code is None:
             code = self.protector.unseal(self._row_identity(row), profile, row.salt, row.sealed)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
-                       row.subject_id, row.finger, code)
+                       row.subject_id, row.finger, code, row.sample_count)
 
     @staticmethod
     def _row_identity(row: TemplateRow) -> RowIdentity:
+        profile = PROFILES.get(row.profile)
+        bound = row.sample_count if profile is not None and profile.fused_threshold is not None else None
         return RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
-                           row.profile, row.key_version)
+                           row.profile, row.key_version, bound)
 
     # -- shared steps ---------------------------------------------------------------------------
     def _caller(self, context, rpc_name: str) -> auth.Identity:
@@ -263,7 +265,8 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         key = self.keys.ensure_tenant(tenant)
         profile = CURRENT[modality]
         code = self.protector.protect(tenant, key.version, profile, fuse(vectors))
-        row_id = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version)
+        row_id = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
+                             len(vectors) if profile.fused_threshold is not None else None)
         salt, sealed = self.protector.seal(row_id, code)
         row = TemplateRow(row_id.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
                           salt, sealed, len(vectors), time.time())
@@ -289,7 +292,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         for gallery in self.index.galleries(tenant, modality):
             if gallery.has(**where):
                 for hit in gallery.search(code_for(gallery), **where):
-                    matched |= hit.score >= gallery.profile.threshold
+                    matched |= hit.matched
                     best = max(best, hit.score)
         return matched, best
 
@@ -374,7 +377,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         def search() -> list[Hit]:
             hits = []
             for gallery in self.index.galleries(caller.tenant, modality):
-                hits += gallery.top(code_for(gallery), gallery.profile.threshold, limit * 4, finger)
+                hits += gallery.top(code_for(gallery), limit * 4, finger)
             return hits
 
         best_by_subject: dict[str, Hit] = {}
