@@ -173,5 +173,6 @@ def test_prometheus_metrics(server_factory, tmp_path):
     assert 'vault_rpc_total{code="INVALID_ARGUMENT",rpc="Enroll"} 1.0' in text
     assert 'vault_rpc_seconds_bucket{le="+Inf",rpc="Enroll"} 2.0' in text
     assert 'vault_live_templates{tenant="default"} 1.0' in text
+    assert 'vault_identify_expected_fnir{modality="face",tenant="default"}' in text
     assert "vault_extraction_pending 0.0" in text
     assert "secret-subject-42" not in text

@@ -87,18 +87,27 @@ def test_identify_stranger_gets_no_candidate(vault_server, enrolled):
 
 
 def test_lfw_identify_among_many(vault_server):
-    """30 LFW people enrolled with one photo each; their second photo must find them."""
+    """30 LFW people enrolled with one photo each: their second photo finds them, while 30 people
+    never enrolled get no candidate (Identify holds its FPIR target, 1%, at the gallery's size)."""
     stub = vault_server.stub()
-    people = sorted(p.name for p in data_path("face", "lfw").iterdir())[100:130]
+    everyone = sorted(p.name for p in data_path("face", "lfw").iterdir())
+    people, strangers = everyone[100:130], everyone[300:330]
+
+    def photo(person: str, n: int) -> pb.Sample:
+        return pb.Sample(image=sorted(data_path("face", "lfw", person).glob("*.jpg"))[n].read_bytes())
+
     for person in people:
-        first = sorted(data_path("face", "lfw", person).glob("*.jpg"))[0]
-        stub.Enroll(pb.EnrollRequest(subject_id=f"lfw:{person}", modality=pb.FACE, samples=[pb.Sample(image=first.read_bytes())]))
+        stub.Enroll(pb.EnrollRequest(subject_id=f"lfw:{person}", modality=pb.FACE, samples=[photo(person, 0)]))
     found = 0
     for person in people:
-        second = sorted(data_path("face", "lfw", person).glob("*.jpg"))[1]
-        response = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=pb.Sample(image=second.read_bytes()), max_candidates=1))
+        response = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=photo(person, 1), max_candidates=1))
         found += bool(response.candidates) and response.candidates[0].subject_id == f"lfw:{person}"
-    assert found >= 24, found  # in-the-wild photos: ~0.9 genuine accept at FMR 1e-3
+    # In-the-wild photos: FNIR ~0.1 at this size (benchmarks/results/identify_fpir.md); the key is
+    # fixed, so the count is too.
+    assert found >= 24, found
+    admitted = sum(bool(stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=photo(person, n))).candidates)
+                   for person in strangers for n in (0, 1))
+    assert admitted <= 2, admitted  # 60 searches at FPIR 0.01: ~0.6 expected
 
 
 def test_revoke_stops_matches(vault_server):

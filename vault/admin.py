@@ -79,7 +79,11 @@ class AdminService(vault_pb2_grpc.AdminServicer):
         return pb.KeyStatusResponse(
             current_key_version=current,
             versions=[pb.KeyVersionStatus(key_version=v, live_templates=counts.get(v, 0)) for v in versions],
-            subjects_on_old_versions=old)
+            subjects_on_old_versions=old,
+            identify=[pb.IdentifyCapacity(modality=modality, templates=c.templates, fpir_target=c.fpir_target,
+                                          expected_fnir=c.expected_fnir, expected_fnir_fused=c.expected_fnir_fused,
+                                          reachable=c.reachable)
+                      for modality, c in self.vault.identify_capacity(caller.tenant)])
 
 
 class AuditService(vault_pb2_grpc.AuditServicer):

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--metrics-listen", default=os.environ.get("VAULT_METRICS_LISTEN"),
                        help="host:port for the Prometheus /metrics endpoint (off by default)")
     serve.add_argument("--call-timeout", type=float, default=30.0, help="server-side deadline of one RPC, seconds")
+    serve.add_argument("--identify-fpir", type=float, default=0.01,
+                       help="false-positive identification rate Identify holds at any gallery size "
+                            "(share of people not enrolled who get a candidate; default 0.01)")
+    serve.add_argument("--identify-max-fnir", type=float, default=0.2,
+                       help="expected false-negative identification rate above which KeyStatus, a metric and "
+                            "the log say the gallery is too large for the FPIR target (default 0.2)")
 
     pki = commands.add_parser("pki", help="a local CA and certificates for development and small sites")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True)
@@ -153,14 +159,19 @@ def main(argv: list[str] | None = None) -> int:
 def run_serve(args) -> int:
     from vault.lockout import Limits
     from vault.server import Settings, serve
+    from vault.service import IdentifyPolicy
 
+    if not (0 < args.identify_fpir < 1 and 0 < args.identify_max_fnir <= 1):
+        print("vault: --identify-fpir must be in (0, 1) and --identify-max-fnir in (0, 1]", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits(args.max_failures_per_subject, args.max_failures_per_client, args.failure_window, args.lockout)
     settings = Settings(state_dir=args.state_dir, listen=args.listen, store_url=args.store, key_file=args.key_file,
                         workers=args.workers, max_pending=args.max_pending,
                         allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
                         plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
-                        limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout)
+                        limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout,
+                        identification=IdentifyPolicy(args.identify_fpir, args.identify_max_fnir))
     try:
         asyncio.run(serve(settings))
     except VaultError as error:
@@ -368,6 +379,10 @@ def cmd_key(args) -> int:
         print(f"  v{v.key_version}: {v.live_templates} live templates")
     if status.subjects_on_old_versions:
         print("re-enrolment needed: " + ", ".join(status.subjects_on_old_versions))
+    for c in status.identify:
+        verdict = "ok" if c.reachable else "TOO LARGE for the FPIR target"
+        print(f"identify {pb.Modality.Name(c.modality).lower()}: {c.templates} templates, FPIR {c.fpir_target:g}, "
+              f"expected FNIR {c.expected_fnir:.3f} (fused templates {c.expected_fnir_fused:.3f}): {verdict}")
     return 0
 
 

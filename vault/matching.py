@@ -97,6 +97,7 @@ class Gallery:
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._thresholds = np.zeros(16, dtype=np.float32)
+        self._fused = np.zeros(16, dtype=bool)  # enrolled from several samples
         self._template_ids: list[str] = []
         self._subject_ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -117,9 +118,11 @@ class Gallery:
                 self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
                 self._thresholds = np.concatenate([self._thresholds, np.zeros(n, dtype=np.float32)])
+                self._fused = np.concatenate([self._fused, np.zeros(n, dtype=bool)])
             self._codes[n] = code.T
             self._fingers[n] = finger
             self._thresholds[n] = self.profile.threshold_for(sample_count)
+            self._fused[n] = sample_count > 1
             self._template_ids.append(template_id)
             self._subject_ids.append(subject_id)
             self._row[template_id] = n
@@ -139,6 +142,7 @@ class Gallery:
                 self._codes[row] = self._codes[last]
                 self._fingers[row] = self._fingers[last]
                 self._thresholds[row] = self._thresholds[last]
+                self._fused[row] = self._fused[last]
                 for column in (self._template_ids, self._subject_ids):
                     column[row] = column[last]
                 self._row[self._template_ids[row]] = row
@@ -174,9 +178,17 @@ class Gallery:
             return [Hit(self._template_ids[r], self._subject_ids[r], float(s), bool(s >= self._thresholds[r]))
                     for r, s in zip(rows, scores)]
 
-    def top(self, probe: np.ndarray, limit: int, finger: int = 0, threshold: float | None = None) -> list[Hit]:
-        """The best `limit` rows scoring at or above their own threshold (or `threshold`, for
-        benchmarks that sweep it), best first (1:N)."""
+    def count(self, finger: int = 0) -> int:
+        """Rows a search for `finger` (0: any) compares with."""
+        with self._lock:
+            n = len(self._template_ids)
+            return n if not finger else int(np.count_nonzero(self._fingers[:n] == finger))
+
+    def top(self, probe: np.ndarray, limit: int, finger: int = 0, threshold: float | None = None,
+            per_comparison_fmr: float | None = None) -> list[Hit]:
+        """The best `limit` rows scoring at or above their threshold, best first (1:N). The
+        threshold is each row's 1:1 one; with `per_comparison_fmr`, the profile's 1:N one for that
+        rate (vault.identification); `threshold` overrides both (benchmarks that sweep it)."""
         with self._lock:
             n = len(self._template_ids)
             if finger:
@@ -185,7 +197,13 @@ class Gallery:
             else:
                 rows = np.arange(n)
                 scores = self._scores(probe, self._codes[:n])
-            bar = self._thresholds[rows] if threshold is None else np.float32(threshold)
+            if threshold is not None:
+                bar = np.float32(threshold)
+            elif per_comparison_fmr is not None:
+                single, fused = (self.profile.identify_threshold(k, per_comparison_fmr) for k in (1, 2))
+                bar = np.where(self._fused[rows], np.float32(fused), np.float32(single))
+            else:
+                bar = self._thresholds[rows]
             above = np.flatnonzero(scores >= bar)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
             return [Hit(self._template_ids[rows[i]], self._subject_ids[rows[i]], float(scores[i]), True) for i in best]

@@ -21,9 +21,9 @@ class Metrics:
         self.rpcs.labels(rpc, code).inc()
         self.latency.labels(rpc).observe(seconds)
 
-    def watch(self, extractor, index, keys) -> None:
+    def watch(self, extractor, index, keys, identify_capacity=None) -> None:
         self.pending.set_function(lambda: extractor.pending)
-        self.registry.register(_TemplateCounts(index, keys))
+        self.registry.register(_TemplateCounts(index, keys, identify_capacity))
 
     def serve(self, listen: str) -> int:
         host, port = listen.rsplit(":", 1)
@@ -37,13 +37,21 @@ class Metrics:
 
 
 class _TemplateCounts:
-    """Live templates per tenant, read from the match index at scrape time."""
+    """Live templates per tenant, and what Identify can promise at that size (expected FNIR at
+    the FPIR target; vault.identification), read from the match index at scrape time."""
 
-    def __init__(self, index, keys):
-        self.index, self.keys = index, keys
+    def __init__(self, index, keys, identify_capacity=None):
+        self.index, self.keys, self.identify_capacity = index, keys, identify_capacity
 
     def collect(self):
         family = GaugeMetricFamily("vault_live_templates", "live templates in the match index", labels=["tenant"])
+        fnir = GaugeMetricFamily("vault_identify_expected_fnir",
+                                 "expected share of enrolled people Identify misses while holding its FPIR target "
+                                 "(one-sample templates)", labels=["tenant", "modality"])
         for tenant in self.keys.tenants():
             family.add_metric([tenant], self.index.count(tenant))
+            for modality, capacity in (self.identify_capacity(tenant) if self.identify_capacity else []):
+                fnir.add_metric([tenant, {1: "face", 2: "fingerprint"}.get(modality, str(modality))],
+                                capacity.expected_fnir)
         yield family
+        yield fnir

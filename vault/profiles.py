@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vault.hazmat.iom import bit_planes
+from vault.identification import ScoreModel
 
 FACE = 1  # vault.v1.Modality values
 FINGERPRINT = 2
@@ -38,12 +39,26 @@ class ProtectionProfile:
     # impostor scores (and higher genuine ones). None: `threshold` serves every template. A profile
     # that sets it binds each template's sample count to its sealed code (vault.protection).
     fused_threshold: float | None = None
+    # Calibrated score models (vault.identification.ScoreModel) of one-sample and fused templates:
+    # Identify raises thresholds with the gallery's size from them. None: the 1:1 threshold only.
+    score_models: tuple[ScoreModel | None, ScoreModel | None] = (None, None)
 
     def threshold_for(self, sample_count: int) -> float:
-        """The decision threshold of a template enrolled from `sample_count` samples."""
+        """The 1:1 decision threshold of a template enrolled from `sample_count` samples."""
         if sample_count > 1 and self.fused_threshold is not None:
             return self.fused_threshold
         return self.threshold
+
+    def score_model(self, sample_count: int) -> ScoreModel | None:
+        single, fused = self.score_models
+        return fused if sample_count > 1 and fused is not None else single
+
+    def identify_threshold(self, sample_count: int, per_comparison_fmr: float) -> float:
+        """The 1:N threshold of such a template when each comparison may false-match with
+        probability `per_comparison_fmr` (vault.identification.per_comparison_fmr)."""
+        model = self.score_model(sample_count)
+        base = self.threshold_for(sample_count)
+        return base if model is None else max(base, model.threshold_at(per_comparison_fmr))
 
     @property
     def planes(self) -> int:
@@ -87,6 +102,9 @@ FACE_IOM_V2 = ProtectionProfile(
         "held out: LFW other 290 identities GAR 0.936 at FMR 1.3e-3, ORL GAR 0.996 at FMR 4.7e-3. "
         "uv run python -m benchmarks.calibrate --keys 5"
     ),
+    # Identify's tail models: LFW's first 290 identities, 5 keys (uv run python -m benchmarks.identify_fpir)
+    score_models=(ScoreModel(tail_start=0.759033, tail_rate=0.009874, shape=0.0, scale=0.0106193, genuine_quantiles=(0.68091, 0.77515, 0.78735, 0.79537, 0.80176, 0.80762, 0.81201, 0.81616, 0.81958, 0.82338, 0.8269, 0.83057, 0.83447, 0.83862, 0.84229, 0.84619, 0.85083, 0.85673, 0.86401, 0.87793, 0.91162)),
+                  ScoreModel(tail_start=0.769531, tail_rate=0.009983, shape=0.0, scale=0.0104522, genuine_quantiles=(0.71973, 0.80076, 0.81174, 0.8208, 0.82715, 0.83325, 0.83789, 0.84277, 0.84658, 0.84962, 0.85303, 0.85596, 0.85864, 0.86157, 0.86475, 0.86816, 0.87207, 0.8772, 0.8843, 0.89258, 0.92236))),
 )
 
 FINGER_IOM_V1 = ProtectionProfile(
@@ -162,6 +180,9 @@ FINGER_LEADER_V4 = ProtectionProfile(
         "FVC2000 DB3's fused ones. uv run python -m benchmarks.fingerprint_operating_point"
     ),
     projection="hadamard",
+    # Identify's tail models: FVC2000 and FVC2002 DB1-DB3, 5 keys (uv run python -m benchmarks.identify_fpir)
+    score_models=(ScoreModel(tail_start=0.530334, tail_rate=0.009937, shape=0.0, scale=0.0028731, genuine_quantiles=(0.492, 0.54382, 0.56091, 0.5719, 0.58228, 0.59003, 0.59717, 0.60461, 0.61115, 0.61865, 0.62585, 0.63276, 0.64026, 0.64841, 0.65692, 0.66486, 0.67523, 0.68591, 0.6995, 0.72173, 0.84271)),
+                  ScoreModel(tail_start=0.534241, tail_rate=0.01, shape=0.0, scale=0.0026994, genuine_quantiles=(0.51477, 0.57102, 0.58761, 0.60249, 0.61222, 0.62091, 0.62716, 0.63643, 0.64537, 0.65152, 0.65768, 0.66354, 0.67107, 0.67839, 0.6868, 0.69661, 0.70308, 0.71296, 0.72791, 0.75086, 0.83832))),
 )
 
 PROFILES: dict[str, ProtectionProfile] = {

@@ -26,7 +26,7 @@ from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.profiles import PROFILES
 from vault.replication import IndexSync
-from vault.service import VaultService
+from vault.service import IdentifyPolicy, VaultService
 from vault.store import open_store
 from vault.tokens import TokenRegistry
 from vault.v1 import vault_pb2, vault_pb2_grpc
@@ -56,6 +56,7 @@ class Settings:
     port_file: Path | None = None  # written with the bound port once serving (tests, scripts)
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint; off when None
     call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
+    identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
 
 
 def passphrase_from_environment() -> str | None:
@@ -95,12 +96,12 @@ class VaultServer:
         authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
         self.service = VaultService(self.store, self.keys, self.extractor, self.index, authenticator,
                                     settings.allow_face_embeddings, FailureLimiter(settings.limits),
-                                    settings.auditor_score_bands)
+                                    settings.auditor_score_bands, settings.identification)
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
         self.sync = IndexSync(self.store, self.service.apply_change, interval_s=0.5,
                               index_ids=self.index.template_ids, reconcile_s=60.0)
         self.metrics = Metrics()
-        self.metrics.watch(self.extractor, self.index, self.keys)
+        self.metrics.watch(self.extractor, self.index, self.keys, self.service.identify_capacity)
         self.service.metrics = self.metrics
         self.service.call_timeout = settings.call_timeout_s
         self.metrics_port: int | None = None
@@ -111,6 +112,7 @@ class VaultServer:
     async def start(self) -> int:
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         loaded, refused = await asyncio.to_thread(self.service.load_index)
+        self.service.warn_identify_capacity()
         self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
         await asyncio.to_thread(warm_up, PROFILES.values())

@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,6 +24,7 @@ from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, Vaul
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse
 from vault.features.face import embedding_features
+from vault.identification import Capacity, capacity, per_comparison_fmr
 from vault.keys import KeyStore
 from vault.lockout import FailureLimiter
 from vault.matching import Hit, MatchIndex
@@ -39,6 +41,15 @@ MAX_SAMPLES = 10
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
 MAX_CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class IdentifyPolicy:
+    """The site's 1:N promise: the FPIR Identify holds at any gallery size, and the expected
+    FNIR beyond which the operator is told the modality cannot keep it usefully."""
+
+    fpir: float = 1e-2
+    max_fnir: float = 0.2
 
 
 def rpc(handler):
@@ -159,8 +170,10 @@ def timestamp(seconds: float | None) -> Timestamp | None:
 class VaultService(vault_pb2_grpc.VaultServicer):
     def __init__(self, store: TemplateStore, keys: KeyStore, extractor: Extractor, index: MatchIndex,
                  authenticator: auth.Authenticator, allow_face_embeddings: bool = False,
-                 limiter: FailureLimiter | None = None, auditor_score_bands: bool = False):
+                 limiter: FailureLimiter | None = None, auditor_score_bands: bool = False,
+                 identification: IdentifyPolicy | None = None):
         self.store = store
+        self.identification = identification or IdentifyPolicy()
         self.metrics = None  # vault.metrics.Metrics, set by the server
         self.call_timeout: float | None = None  # server-side deadline of one RPC
         self.limiter = limiter or FailureLimiter()
@@ -171,6 +184,26 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         self.index = index
         self.authenticator = authenticator
         self.allow_face_embeddings = allow_face_embeddings
+
+    def identify_capacity(self, tenant: str) -> list[tuple[int, Capacity]]:
+        """(modality, what Identify can promise) for each modality the tenant has templates of."""
+        out = []
+        for modality, profile in sorted(CURRENT.items()):
+            templates = sum(len(g) for g in self.index.galleries(tenant, modality))
+            if templates:
+                out.append((modality, capacity(profile, templates, self.identification.fpir,
+                                               self.identification.max_fnir)))
+        return out
+
+    def warn_identify_capacity(self) -> None:
+        """Log each tenant and modality whose gallery is too large for the FPIR target."""
+        for tenant in self.keys.tenants():
+            for modality, c in self.identify_capacity(tenant):
+                if not c.reachable:
+                    log.warning("tenant %s: Identify holds FPIR %g over %d %s templates only by missing an expected "
+                                "%.0f%% of enrolled people (one-sample templates; %.0f%% fused); raise --identify-fpir "
+                                "or split the gallery", tenant, c.fpir_target, c.templates,
+                                pb.Modality.Name(modality).lower(), 100 * c.expected_fnir, 100 * c.expected_fnir_fused)
 
     # -- start-up -------------------------------------------------------------------------------
     def load_index(self) -> tuple[int, int]:
@@ -373,11 +406,14 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         self.limiter.check(caller.tenant, caller.name)
         (vector,), (report,) = await self._features(modality, [request.probe], request.require_single_face)
         code_for = self._probe_codes(caller.tenant, vector)
+        galleries = self.index.galleries(caller.tenant, modality)
+        # Thresholds for the gallery actually searched, so that FPIR holds at any size (vault.identification).
+        fmr = per_comparison_fmr(self.identification.fpir, sum(g.count(finger) for g in galleries))
 
         def search() -> list[Hit]:
             hits = []
-            for gallery in self.index.galleries(caller.tenant, modality):
-                hits += gallery.top(code_for(gallery), limit * 4, finger)
+            for gallery in galleries:
+                hits += gallery.top(code_for(gallery), limit * 4, finger, per_comparison_fmr=fmr)
             return hits
 
         best_by_subject: dict[str, Hit] = {}

@@ -1,0 +1,75 @@
+"""Identify's decision rule (vault.identification) in-process: the tail model, the per-comparison
+rate a gallery size allows, thresholds that rise with the gallery, and what the operator is told;
+then end to end, the operator's view through Admin.KeyStatus on a real server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.conftest import read
+from vault.identification import ScoreModel, capacity, per_comparison_fmr
+from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.v1 import vault_pb2 as pb
+from vault.v1 import vault_pb2_grpc
+
+GENUINE = tuple(0.70 + 0.01 * i for i in range(21))  # 0.70 .. 0.90 at probabilities 0 .. 1
+
+
+@pytest.mark.parametrize("shape", [0.0, 0.1, -0.05])
+def test_threshold_at_inverts_the_tail(shape):
+    model = ScoreModel(tail_start=0.75, tail_rate=0.01, shape=shape, scale=0.01, genuine_quantiles=GENUINE)
+    for fmr in (1e-3, 1e-5, 1e-8):
+        t = model.threshold_at(fmr)
+        assert t > model.tail_start
+        assert model.false_match_rate(t) == pytest.approx(fmr, rel=1e-6)
+    assert model.threshold_at(0.5) == model.tail_start  # above the modelled tail: its start
+    assert model.threshold_at(1e-6) > model.threshold_at(1e-4)
+
+
+def test_false_non_match_rate_reads_the_genuine_quantiles():
+    model = ScoreModel(0.75, 0.01, 0.0, 0.01, GENUINE)
+    assert model.false_non_match_rate(0.60) == 0.0 and model.false_non_match_rate(0.95) == 1.0
+    assert model.false_non_match_rate(0.80) == pytest.approx(0.5)
+    assert model.false_non_match_rate(0.805) == pytest.approx(0.525)
+
+
+@pytest.mark.parametrize("searched", [1, 10, 1_000, 10**6])
+def test_per_comparison_rate_gives_the_fpir_over_the_gallery(searched):
+    p = per_comparison_fmr(0.01, searched)
+    assert 1 - (1 - p) ** searched == pytest.approx(0.01, rel=1e-6)
+
+
+@pytest.mark.parametrize("modality", [FACE, FINGERPRINT])
+def test_identify_thresholds_rise_with_the_gallery_and_never_undercut_verify(modality):
+    profile = CURRENT[modality]
+    for samples in (1, 3):
+        thresholds = [profile.identify_threshold(samples, per_comparison_fmr(0.01, n)) for n in (1, 100, 10**4, 10**6)]
+        assert all(t >= profile.threshold_for(samples) for t in thresholds)
+        assert thresholds == sorted(thresholds) and thresholds[-1] > thresholds[0]
+
+
+def test_capacity_says_when_the_target_costs_too_many_enrolled_people():
+    face = CURRENT[FACE]
+    small, huge = capacity(face, 10, 0.01, 0.2), capacity(face, 10**6, 0.01, 0.2)
+    assert small.reachable and not huge.reachable
+    assert small.expected_fnir < huge.expected_fnir <= 1.0
+    assert not math.isnan(small.expected_fnir_fused)
+
+
+def test_key_status_reports_identify_capacity(server_factory):
+    """A strict FPIR target makes even a small gallery too large, and the operator is told."""
+    strict = server_factory("strict", "--identify-fpir", "1e-12")
+    for server, reachable in ((strict, False), (server_factory("default"), True)):
+        stub = server.stub()
+        stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE,
+                                     samples=[pb.Sample(image=read("face", "orl", "s1", "1.pgm"))]))
+        admin = vault_pb2_grpc.AdminStub(server.channel)
+        (face,) = admin.KeyStatus(pb.KeyStatusRequest()).identify
+        assert (face.modality, face.templates, face.reachable) == (pb.FACE, 1, reachable)
+        assert 0.0 <= face.expected_fnir <= 1.0
+    assert "Identify holds FPIR" not in strict.log()  # checked at start-up, when the gallery was empty
+    strict.stop()
+    strict.start()
+    assert "Identify holds FPIR 1e-12 over 1 face templates only by missing" in strict.log()
