@@ -19,7 +19,8 @@ from benchmarks.features import CACHE
 SETTINGS = "min_quality=0.0,get_center=False,check_fingerprint=False,compute_nfiq2=False,ppi=None"
 
 
-def _extractor():
+def mindtct_extractor():
+    """NIST mindtct through nbis-py with the settings the baseline was measured with."""
     import nbis
 
     return nbis.new_nbis_extractor(nbis.NbisExtractorSettings(
@@ -50,7 +51,7 @@ def scores(dataset: DataSet, progress: bool = True) -> BozorthScores:
         saved = np.load(cache)
         return BozorthScores(saved["matrix"], saved["ok"], saved["extract_seconds"],
                              float(saved["compare_seconds"]))
-    extractor = _extractor()
+    extractor = mindtct_extractor()
     templates, seconds = [], []
     for image in images:
         started = time.perf_counter()

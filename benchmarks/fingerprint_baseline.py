@@ -69,11 +69,9 @@ def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
 
 def mindtct_minutiae(image: bytes):
     """NIST mindtct minutiae (nbis-py), the extractor finger-mcc-v3 used: the comparison baseline."""
-    import nbis
+    from benchmarks.bozorth import mindtct_extractor
 
-    extractor = nbis.new_nbis_extractor(nbis.NbisExtractorSettings(
-        min_quality=0.0, get_center=False, check_fingerprint=False, compute_nfiq2=False, ppi=None))
-    return parse_iso19794_2(bytes(extractor.extract_minutiae(image).to_iso_19794_2_2005()))
+    return parse_iso19794_2(bytes(mindtct_extractor().extract_minutiae(image).to_iso_19794_2_2005()))
 
 
 EXTRACTORS = {"leader": fp.extract_minutiae, "mindtct": mindtct_minutiae}

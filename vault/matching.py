@@ -88,15 +88,14 @@ class Hit:
 
 
 class Gallery:
-    """Live codes of one group, each with its decision threshold (set by the profile from how the
-    template was enrolled). Rows are removed by moving the last row into the hole."""
+    """Live codes of one group, each decided at the threshold its profile sets for how it was
+    enrolled (one sample or several fused). Rows are removed by moving the last row into the hole."""
 
     def __init__(self, profile: ProtectionProfile, key_version: int):
         self.profile = profile
         self.key_version = key_version
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
-        self._thresholds = np.zeros(16, dtype=np.float32)
         self._fused = np.zeros(16, dtype=bool)  # enrolled from several samples
         self._template_ids: list[str] = []
         self._subject_ids: list[str] = []
@@ -117,11 +116,9 @@ class Gallery:
                 grown[:n] = self._codes
                 self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
-                self._thresholds = np.concatenate([self._thresholds, np.zeros(n, dtype=np.float32)])
                 self._fused = np.concatenate([self._fused, np.zeros(n, dtype=bool)])
             self._codes[n] = code.T
             self._fingers[n] = finger
-            self._thresholds[n] = self.profile.threshold_for(sample_count)
             self._fused[n] = sample_count > 1
             self._template_ids.append(template_id)
             self._subject_ids.append(subject_id)
@@ -141,7 +138,6 @@ class Gallery:
             if row != last:
                 self._codes[row] = self._codes[last]
                 self._fingers[row] = self._fingers[last]
-                self._thresholds[row] = self._thresholds[last]
                 self._fused[row] = self._fused[last]
                 for column in (self._template_ids, self._subject_ids):
                     column[row] = column[last]
@@ -175,8 +171,17 @@ class Gallery:
         with self._lock:
             rows = self._rows(subject_id, template_id, finger)
             scores = self._scores(probe, self._codes[np.asarray(rows, dtype=np.int64)])
-            return [Hit(self._template_ids[r], self._subject_ids[r], float(s), bool(s >= self._thresholds[r]))
-                    for r, s in zip(rows, scores)]
+            bar = self._thresholds(np.asarray(rows, dtype=np.int64))
+            return [Hit(self._template_ids[r], self._subject_ids[r], float(s), bool(s >= b))
+                    for r, s, b in zip(rows, scores, bar)]
+
+    def _thresholds(self, rows: np.ndarray, per_comparison_fmr: float | None = None) -> np.ndarray:
+        """Each row's threshold: 1:1, or 1:N at `per_comparison_fmr` (vault.identification)."""
+        if per_comparison_fmr is None:
+            single, fused = self.profile.threshold_for(1), self.profile.threshold_for(2)
+        else:
+            single, fused = (self.profile.identify_threshold(k, per_comparison_fmr) for k in (1, 2))
+        return np.where(self._fused[rows], np.float32(fused), np.float32(single))
 
     def count(self, finger: int = 0) -> int:
         """Rows a search for `finger` (0: any) compares with."""
@@ -197,13 +202,7 @@ class Gallery:
             else:
                 rows = np.arange(n)
                 scores = self._scores(probe, self._codes[:n])
-            if threshold is not None:
-                bar = np.float32(threshold)
-            elif per_comparison_fmr is not None:
-                single, fused = (self.profile.identify_threshold(k, per_comparison_fmr) for k in (1, 2))
-                bar = np.where(self._fused[rows], np.float32(fused), np.float32(single))
-            else:
-                bar = self._thresholds[rows]
+            bar = self._thresholds(rows, per_comparison_fmr) if threshold is None else np.float32(threshold)
             above = np.flatnonzero(scores >= bar)
             best = above[np.argsort(-scores[above], kind="stable")[:limit]]
             return [Hit(self._template_ids[rows[i]], self._subject_ids[rows[i]], float(scores[i]), True) for i in best]
