@@ -3,9 +3,9 @@
     uv run python -m benchmarks.calibrate [--fmr 1e-3] [--keys 3] [--only face|finger]
 
 Face: calibrated on the impostor pairs of the first half of the LFW subset's identities
-(alphabetical), reported on the other half and on ORL. Fingerprint: calibrated on FVC2000 DB1-DB3,
-reported on FVC2002 DB1-DB3. Each calibration pools the impostor scores of several fresh tenant keys,
-so the threshold holds for any key, not one lucky draw. Paste the printed thresholds into
+(alphabetical), reported on the other half and on ORL, pooling the impostor scores of several fresh
+tenant keys. Fingerprint: benchmarks.fingerprint_operating_point (one-touch and fused thresholds,
+checked leave one sensor out). Paste the printed thresholds into
 vault/profiles.py (a changed threshold on a live profile changes decisions: bump the profile name).
 """
 
@@ -70,19 +70,10 @@ def calibrate_face(args) -> None:
 
 
 def calibrate_finger(args) -> None:
-    finger = CURRENT[FINGERPRINT]
-    cal_sets = [features.load(data.fvc(2000, db)) for db in (1, 2, 3)]
-    impostor = np.concatenate([scored(f, np.ones(len(f.ok), bool), finger, args.keys)[1] for f in cal_sets])
-    threshold = threshold_at_fmr(impostor, args.fmr)
-    print(f"{finger.name}: threshold {threshold:.4f} = {threshold * finger.hash_count:.1f} / {finger.hash_count} "
-          f"for FMR {args.fmr:g} "
-          f"(FVC2000 DB1-DB3 all-pairs impostors, {len(impostor)} scores over {args.keys} keys)")
-    for db in (1, 2, 3, 4):
-        feats = features.load(data.fvc(2002, db))
-        g, imp = scored(feats, np.ones(len(feats.ok), bool), finger, args.keys)
-        gar, fmr = rates_at(g, imp, threshold)
-        print(f"  FVC2002 DB{db}{' (synthetic)' if db == 4 else ''}: genuine accept {gar:.4f}, "
-              f"false match {fmr:.2e} ({len(g)} / {len(imp)} pairs)")
+    """Fingerprint thresholds have their own rule and leave-one-sensor-out check."""
+    from benchmarks import fingerprint_operating_point
+
+    fingerprint_operating_point.main(["--keys", str(args.keys)])
 
 
 if __name__ == "__main__":
