@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks import data, features
 from benchmarks.scores import fresh_protector, pair_scores, protected_codes, rates_at, threshold_at_fmr, usable
-from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.profiles import CURRENT, FACE
 
 
 def split_identities(dataset: data.DataSet) -> tuple[np.ndarray, np.ndarray]:

@@ -69,8 +69,8 @@ def main() -> None:
         fvc = features.load(data.fvc(2002, db))
         rows.append((f"FVC2002 DB{db} (finger, 3 touches enrolled)", CURRENT[FINGERPRINT],
                      evaluate(fvc, *split(fvc.dataset, 3), CURRENT[FINGERPRINT], args.keys)))
-    print(f"| data | profile (threshold) | gallery | probes | verify: genuine accept | verify: impostor reject | "
-          f"identify: rank-1 correct | no candidate | wrong first candidate |")
+    print("| data | profile (threshold) | gallery | probes | verify: genuine accept | verify: impostor reject | "
+          "identify: rank-1 correct | no candidate | wrong first candidate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, profile, r in rows:
         print(f"| {name} | {profile.name} ({profile.threshold:.4f}) | {r['gallery']} | {r['probes']} | {r['genuine']:.3f} | "

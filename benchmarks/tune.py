@@ -12,7 +12,7 @@ import numpy as np
 
 from benchmarks import data, features, metrics
 from benchmarks.calibrate import split_identities
-from benchmarks.evaluate import Config, with_shape
+from benchmarks.evaluate import with_shape
 from benchmarks.report import Report, pct, table
 from benchmarks.scores import code_matrix, fresh_protector, threshold_at_fmr
 from benchmarks.unlinkability import linkage

@@ -3,7 +3,6 @@ coverage-guided (atheris) run of the ISO/IEC 19794-2 parser and the image decode
 
 from __future__ import annotations
 
-import io
 import struct
 import subprocess
 import sys

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -14,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from tests.conftest import ROOT, alive, data_path, descendants, read
+from tests.conftest import alive, data_path, descendants, read
 from vault.audit import verify_chain
 from vault.keys import LocalKeyFile
 from vault.store import LIVE, REVOKED, open_store
