@@ -196,11 +196,13 @@ def main(argv=None) -> int:
     scores = scored(REAL + iso_sets, model, args.keys)
     t = thresholds([scores[s] for s in REAL], "cal")
     profile = CURRENT[FINGERPRINT]
-    out(f"threshold (one sample) {t['1']:.4f} = {t['1'] * profile.hash_count:.0f} / {profile.hash_count}; "
-        f"fused_threshold (2+ samples) {t['3']:.4f} = {t['3'] * profile.hash_count:.0f} / {profile.hash_count} "
-        f"(profile in force: {profile.threshold:.4f} / {profile.fused_threshold:.4f})")
+    out(f"The rule over this run's keys: threshold (one sample) {t['1']:.4f} = {t['1'] * profile.hash_count:.0f} / "
+        f"{profile.hash_count}; fused_threshold (2+ samples) {t['3']:.4f} = {t['3'] * profile.hash_count:.0f} / "
+        f"{profile.hash_count}. In force ({profile.name}, from an earlier run of this command): "
+        f"{profile.threshold:.4f} / {profile.fused_threshold:.4f}; key draws move them by a few 1/16384.")
+    t = {"1": profile.threshold, "3": profile.fused_threshold}
     out()
-    out("At these thresholds (FVC2002 and the ISO records are held out for the basis; every image set "
+    out("At the thresholds in force (FVC2002 and the ISO records are held out for the basis; every image set "
         "took part in the thresholds, FVC2002 DB4 and the ISO records did not):")
     out()
     out("| set | 1 touch: genuine accept | false match | 3 touches: genuine accept | false match | "
