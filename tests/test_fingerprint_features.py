@@ -360,3 +360,22 @@ def test_only_the_best_quality_minutiae_count():
     ]).astype(np.float32)
     noisy = np.concatenate([minutiae, spurious])[rng.permutation(len(minutiae) + 40)]
     np.testing.assert_allclose(vector(noisy), vector(minutiae), atol=1e-6)
+
+
+def test_leader_minutiae_are_well_formed_and_deterministic():
+    """LEADER's detections as the service records them: inside the image, ISO kinds, angles in
+    [0, 2pi), qualities at or above LEADER's threshold on ISO's 1..100 scale, at most
+    MAX_DETECTIONS, and the same every time for the same image."""
+    from vault.features import leader
+
+    image = (IMAGE_DIR / "fvc2002" / "db1_b" / "101_1.tif").read_bytes()
+    record = extract_minutiae(image)
+    m = record.minutiae
+    assert (record.width, record.height) == (388, 374) and record.x_resolution == leader.PX_PER_CM_500_PPI
+    assert MIN_MINUTIAE <= len(m) <= leader.MAX_DETECTIONS
+    assert (m[:, 0] >= 0).all() and (m[:, 0] < record.width).all()
+    assert (m[:, 1] >= 0).all() and (m[:, 1] < record.height).all()
+    assert ((m[:, 2] >= 0) & (m[:, 2] <= 2 * np.pi)).all()
+    assert set(np.unique(m[:, 3])) <= {1.0, 2.0}
+    assert (m[:, 4] >= round(100 * leader.QUALITY_THRESHOLD)).all() and (m[:, 4] <= 100).all()
+    np.testing.assert_array_equal(m, extract_minutiae(image).minutiae)
