@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["Capacity", "ScoreModel", "capacity", "per_comparison_fmr"]
 
 
@@ -57,18 +59,9 @@ class ScoreModel:
         return self.tail_start + self.scale * (ratio ** (-self.shape) - 1.0) / self.shape
 
     def false_non_match_rate(self, threshold: float) -> float:
-        """Modelled P(genuine score < threshold)."""
+        """Modelled P(genuine score < threshold): 0 below the lowest quantile, 1 above the highest."""
         q = self.genuine_quantiles
-        if threshold <= q[0]:
-            return 0.0
-        if threshold > q[-1]:
-            return 1.0
-        step = 1.0 / (len(q) - 1)
-        for i in range(1, len(q)):
-            if threshold <= q[i]:
-                span = q[i] - q[i - 1]
-                return (i - 1 + (threshold - q[i - 1]) / span) * step if span > 0 else i * step
-        return 1.0
+        return float(np.interp(threshold, q, np.linspace(0.0, 1.0, len(q))))
 
 
 def per_comparison_fmr(fpir: float, searched: int) -> float:

@@ -66,10 +66,3 @@ def decode_face(data: bytes) -> np.ndarray:
 def decode_fingerprint(data: bytes) -> np.ndarray:
     """8-bit grayscale array (h, w) of a TIFF, PNG, BMP or PGM fingerprint image."""
     return _decode(_open(data, FINGERPRINT_FORMATS, MAX_FINGERPRINT_PIXELS, "fingerprint"), "L", "fingerprint")
-
-
-def encode_bmp(gray: np.ndarray) -> bytes:
-    """Re-encode a decoded grayscale image as BMP: the one simple format NBIS is ever handed."""
-    out = io.BytesIO()
-    Image.fromarray(gray, mode="L").save(out, format="BMP")
-    return out.getvalue()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from vault.profiles import MODALITY_NAMES
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -51,7 +53,6 @@ class _TemplateCounts:
         for tenant in self.keys.tenants():
             family.add_metric([tenant], self.index.count(tenant))
             for modality, capacity in (self.identify_capacity(tenant) if self.identify_capacity else []):
-                fnir.add_metric([tenant, {1: "face", 2: "fingerprint"}.get(modality, str(modality))],
-                                capacity.expected_fnir)
+                fnir.add_metric([tenant, MODALITY_NAMES[modality]], capacity.expected_fnir)
         yield family
         yield fnir

@@ -16,6 +16,7 @@ from vault.identification import ScoreModel
 
 FACE = 1  # vault.v1.Modality values
 FINGERPRINT = 2
+MODALITY_NAMES = {FACE: "face", FINGERPRINT: "fingerprint"}  # for logs and metric labels
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ProtectionProfile:
         if sample_count > 1 and self.fused_threshold is not None:
             return self.fused_threshold
         return self.threshold
+
+    def sealed_sample_count(self, sample_count: int) -> int | None:
+        """What a template's seal binds of its sample count: the count where the threshold
+        depends on it, else nothing (vault.protection.RowIdentity)."""
+        return sample_count if self.fused_threshold is not None else None
 
     def score_model(self, sample_count: int) -> ScoreModel | None:
         single, fused = self.score_models

@@ -28,7 +28,7 @@ from vault.identification import Capacity, capacity, per_comparison_fmr
 from vault.keys import KeyStore
 from vault.lockout import FailureLimiter
 from vault.matching import Hit, MatchIndex
-from vault.profiles import CURRENT, FACE, FINGERPRINT, PROFILES
+from vault.profiles import CURRENT, FACE, FINGERPRINT, MODALITY_NAMES, PROFILES
 from vault.protection import Protector, RowIdentity
 from vault.store import LIVE, TemplateRow, TemplateStore
 from vault.store.base import ADD
@@ -203,7 +203,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                     log.warning("tenant %s: Identify holds FPIR %g over %d %s templates only by missing an expected "
                                 "%.0f%% of enrolled people (one-sample templates; %.0f%% fused); raise --identify-fpir "
                                 "or split the gallery", tenant, c.fpir_target, c.templates,
-                                pb.Modality.Name(modality).lower(), 100 * c.expected_fnir, 100 * c.expected_fnir_fused)
+                                MODALITY_NAMES[modality], 100 * c.expected_fnir, 100 * c.expected_fnir_fused)
 
     # -- start-up -------------------------------------------------------------------------------
     def load_index(self) -> tuple[int, int]:
@@ -253,9 +253,9 @@ class VaultService(vault_pb2_grpc.VaultServicer):
     @staticmethod
     def _row_identity(row: TemplateRow) -> RowIdentity:
         profile = PROFILES.get(row.profile)
-        bound = row.sample_count if profile is not None and profile.fused_threshold is not None else None
         return RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
-                           row.profile, row.key_version, bound)
+                           row.profile, row.key_version,
+                           profile.sealed_sample_count(row.sample_count) if profile else None)
 
     # -- shared steps ---------------------------------------------------------------------------
     def _caller(self, context, rpc_name: str) -> auth.Identity:
@@ -299,7 +299,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         profile = CURRENT[modality]
         code = self.protector.protect(tenant, key.version, profile, fuse(vectors))
         row_id = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
-                             len(vectors) if profile.fused_threshold is not None else None)
+                             profile.sealed_sample_count(len(vectors)))
         salt, sealed = self.protector.seal(row_id, code)
         row = TemplateRow(row_id.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
                           salt, sealed, len(vectors), time.time())
