@@ -10,7 +10,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vault.exceptions import InvalidSample
 
@@ -51,6 +51,9 @@ def _open(data: bytes, formats: frozenset[str], max_pixels: int, what: str) -> I
 
 
 def _decode(image: Image.Image, mode: str, what: str) -> np.ndarray:
+    # face_recognition's import turns this process-wide switch on (it pads truncated files with
+    # grey); a truncated sample must be refused, whatever was imported in this worker before.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image.load()
         return np.asarray(image.convert(mode))
