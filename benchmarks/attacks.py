@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 
 from vault.hazmat import iom
+from vault.keys import TenantKey
 from vault.profiles import ProtectionProfile
 from vault.protection import Protector
 
 
-def bank_of(protector: Protector, tenant: str, key_version: int, profile: ProtectionProfile):
+def bank_of(protector: Protector, key: TenantKey, profile: ProtectionProfile):
     """The keyed projection the service uses: what a key holder can rebuild."""
-    return protector.projection(tenant, key_version, profile)
+    return protector.projection(key, profile)
 
 
 def preimage(codes: np.ndarray, bank, profile: ProtectionProfile, steps: int = 300,

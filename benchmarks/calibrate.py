@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 from benchmarks import data, features
-from benchmarks.scores import fresh_protector, pair_scores, protected_codes, rates_at, threshold_at_fmr, usable
+from benchmarks.scores import fresh_key, pair_scores, protected_codes, rates_at, threshold_at_fmr, usable
 from vault.profiles import CURRENT, FACE
 
 
@@ -35,7 +35,7 @@ def scored(feats: features.Features, mask: np.ndarray, profile, keys: int):
     impostor = [(index[i], index[j]) for i, j in usable(impostor, feats.ok[index])]
     g, imp = [], []
     for _ in range(keys):
-        codes = protected_codes(feats, profile, fresh_protector())
+        codes = protected_codes(feats, profile, fresh_key())
         g.append(pair_scores(genuine, codes=codes, hash_count=profile.hash_count))
         imp.append(pair_scores(impostor, codes=codes, hash_count=profile.hash_count))
     return np.concatenate(g), np.concatenate(imp)

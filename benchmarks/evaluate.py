@@ -2,8 +2,8 @@
 protected, unlinkability, renewability, irreversibility and speed, face and fingerprint, on the
 shared research data. Run through `python -m benchmarks` (benchmarks/__main__.py).
 
-Every protected score is made by the service's own code: Protector.protect_many under real keys in
-a throw-away LocalKeyFile, and vault.matching.agreement.
+Every protected score is made by the service's own code: Protector.protect_many under fresh random
+tenant keys (benchmarks.scores.fresh_key), and vault.matching.agreement.
 
 Keys and scenarios. All templates of a tenant share the tenant's projection key (per key version);
 the per-template salt only seals the stored row. So every comparison inside a tenant is the
@@ -22,13 +22,14 @@ import numpy as np
 
 from benchmarks import attacks, bozorth, data, features, metrics
 from benchmarks.report import Report, pct, table
-from benchmarks.scores import code_matrix, fresh_protector, one_to_many_ns, threshold_at_fmr
+from benchmarks.scores import code_matrix, fresh_key, one_to_many_ns, threshold_at_fmr
 from benchmarks.unlinkability import linkage
 from vault.exceptions import IntegrityError
 from vault.features import fuse
+from vault.keys import TenantKey
 from vault.matching import agreement
 from vault.profiles import CURRENT, FACE, FINGERPRINT, ProtectionProfile
-from vault.protection import RowIdentity
+from vault.protection import Protector, RowIdentity
 
 VICTIM, ATTACKER = "victim", "attacker"
 
@@ -37,7 +38,7 @@ VICTIM, ATTACKER = "victim", "attacker"
 class Config:
     quick: bool = False
     keys: int = 3  # fresh tenant keys pooled per protected figure
-    link_keys: int = 8  # key files pooled per unlinkability figure (each is an independent draw)
+    link_keys: int = 8  # key draws pooled per unlinkability figure (each is independent)
     attack_targets: int = 48
     attack_steps: int = 150
     max_nonmated: int = 200_000
@@ -119,23 +120,37 @@ def profile_of(s: Set, cfg: Config) -> ProtectionProfile:
 
 
 @dataclass
-class Keyed:
-    """Codes of one set under `keys` fresh key files: victim and attacker tenants, versions 1 and 2."""
+class Draw:
+    """One independent draw of tenant keys, with a Protector that caches their projections."""
 
-    protectors: list
+    protector: Protector
+    v1: TenantKey  # the victim tenant's key, version 1
+    v2: TenantKey  # the victim tenant's key after rotation, version 2
+    attacker: TenantKey  # the attacker tenant's key, version 1
+
+
+def fresh_draw() -> Draw:
+    return Draw(Protector(), fresh_key(VICTIM, 1), fresh_key(VICTIM, 2), fresh_key(ATTACKER, 1))
+
+
+@dataclass
+class Keyed:
+    """Codes of one set under `keys` fresh key draws: victim and attacker tenants, version 1."""
+
+    draws: list[Draw]
     victim: list[np.ndarray]
     attacker: list[np.ndarray]
 
 
 def keyed_codes(s: Set, cfg: Config) -> Keyed:
     profile = profile_of(s, cfg)
-    protectors, victim, attacker = [], [], []
+    draws, victim, attacker = [], [], []
     for _ in range(cfg.keys):
-        protector = fresh_protector((VICTIM, ATTACKER))
-        protectors.append(protector)
-        victim.append(protector.protect_many(VICTIM, 1, profile, s.feats.vectors))
-        attacker.append(protector.protect_many(ATTACKER, 1, profile, s.feats.vectors))
-    return Keyed(protectors, victim, attacker)
+        d = fresh_draw()
+        draws.append(d)
+        victim.append(d.protector.protect_many(d.v1, profile, s.feats.vectors))
+        attacker.append(d.protector.protect_many(d.attacker, profile, s.feats.vectors))
+    return Keyed(draws, victim, attacker)
 
 
 def system_scores(s: Set, cfg: Config, keyed: Keyed, protocol: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -217,7 +232,7 @@ def multi_sample(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
     rows = []
     for s in sets:
         profile = profile_of(s, cfg)
-        protector = keyed[s.label].protectors[0]
+        d = keyed[s.label].draws[0]
         subjects, ok, v = s.subjects, s.feats.ok, s.feats.vectors
         enrol_single, enrol_fused, owners, probes = [], [], [], []
         for subject in dict.fromkeys(subjects):
@@ -231,11 +246,11 @@ def multi_sample(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
             probes += [i for i in idx[s.enrol_k:] if ok[i]]
         probes = np.array(probes)
         same = np.array(owners)[:, None] == subjects[probes][None, :]
-        probe_codes = protector.protect_many(VICTIM, 1, profile, v[probes])
+        probe_codes = d.protector.protect_many(d.v1, profile, v[probes])
         for label, enrol in (("single", enrol_single), (f"fused k={s.enrol_k}", enrol_fused)):
             enrol = np.array(enrol)
             raw = enrol @ v[probes].T
-            prot = code_matrix(protector.protect_many(VICTIM, 1, profile, enrol), probe_codes, profile.hash_count)
+            prot = code_matrix(d.protector.protect_many(d.v1, profile, enrol), probe_codes, profile.hash_count)
             for system, m in (("raw cosine", raw), (profile.name, prot)):
                 r = metrics.rates(m[same], m[~same])
                 rows.append([s.label, label, system, f"{r.genuine} / {r.impostor}", pct(r.eer),
@@ -250,12 +265,13 @@ def _nonmated(values: np.ndarray, cfg: Config) -> np.ndarray:
     return np.random.default_rng(cfg.seed).choice(values, cfg.max_nonmated, replace=False)
 
 
-def _seal_bytes(protector, s: Set, codes: np.ndarray, profile: ProtectionProfile) -> np.ndarray:
+def _seal_bytes(protector: Protector, key: TenantKey, s: Set, codes: np.ndarray,
+                profile: ProtectionProfile) -> np.ndarray:
     """Sealed rows (the database attacker's view), one fresh salt each: (n, bytes) uint8."""
     rows = []
     for n, code in enumerate(codes):
-        row = RowIdentity(VICTIM, f"t{n}", f"s{n}", 1 if s.face else 2, 0, profile.name, 1)
-        _, sealed = protector.seal(row, code)
+        row = RowIdentity(key.tenant, f"t{n}", f"s{n}", 1 if s.face else 2, 0, profile.name, key.version)
+        _, sealed = protector.seal(key, row, code)
         rows.append(np.frombuffer(sealed, np.uint8))
     return np.array(rows)
 
@@ -267,7 +283,7 @@ def unlinkability_section(report: Report, sets: list[Set], cfg: Config, keyed: d
         "D<->sys: 0 = unlinkable, 1 = fully linkable; 'floor' is the value two samples of one and the same "
         "distribution give at these sample sizes (the estimator's bias, mean of 5 draws), so a D<->sys near its floor is "
         "indistinguishable from unlinkable. Mated: two templates of the same subject; non-mated: different "
-        f"subjects (at most {cfg.max_nonmated:,} drawn at random). Codes of {cfg.link_keys} independent key files "
+        f"subjects (at most {cfg.max_nonmated:,} drawn at random). Codes of {cfg.link_keys} independent keys "
         "are pooled (the pre-image scenario: the first key file only).\n\n"
         "Scenarios:\n"
         "- *Across tenants, codes in the clear*: the same person enrolled in two tenants (two projection keys); "
@@ -296,32 +312,28 @@ def unlinkability_section(report: Report, sets: list[Set], cfg: Config, keyed: d
             results[name][0].append(mated)
             results[name][1].append(nonmated)
 
-        # every key file gives an independent draw: pooling them shrinks the estimator's floor
-        extra = max(0, cfg.link_keys - len(k.protectors))
+        # every key draw is independent: pooling them shrinks the estimator's floor
+        extra = max(0, cfg.link_keys - len(k.draws))
         more = keyed_codes(s, replace(cfg, keys=extra)) if extra else Keyed([], [], [])
-        for protector, codes, other in zip(k.protectors + more.protectors, k.victim + more.victim,
-                                           k.attacker + more.attacker):
+        for d, codes, other in zip(k.draws + more.draws, k.victim + more.victim, k.attacker + more.attacker):
             cross = code_matrix(codes, other, profile.hash_count)
             add("across tenants, codes in the clear", cross[valid & same], cross[valid & ~same])
             inside = code_matrix(codes, codes, profile.hash_count)
             add("reissue, same key version (keys held)", inside[valid & same & upper], inside[valid & ~same & upper])
-            if len(protector.keys.versions(VICTIM)) < 2:
-                protector.keys.rotate(VICTIM)
-            rotated = code_matrix(codes, protector.protect_many(VICTIM, 2, profile, s.feats.vectors),
-                                  profile.hash_count)
+            rotated = code_matrix(codes, d.protector.protect_many(d.v2, profile, s.feats.vectors), profile.hash_count)
             add("reissue after key rotation", rotated[valid & same & distinct], rotated[valid & ~same])
-            sealed = _seal_bytes(protector, s, codes, profile)
+            sealed = _seal_bytes(d.protector, d.v1, s, codes, profile)
             bits = np.array([1 - np.bitwise_count(row ^ sealed).sum(axis=1) / (8 * sealed.shape[1])
                              for row in sealed])
             # bits is symmetric: each unordered pair once
             add("database only: sealed rows", bits[valid & upper & same], bits[valid & upper & ~same])
         results = {name: (np.concatenate(m), np.concatenate(n)) for name, (m, n) in results.items()}
-        protector, codes, other = k.protectors[0], k.victim[0], k.attacker[0]
+        d, codes, other = k.draws[0], k.victim[0], k.attacker[0]
         # attacker holding both tenants' projection keys: pre-image from A, re-protected under B
         targets = _attack_targets(s, cfg)
-        bank = attacks.bank_of(protector, VICTIM, 1, profile)
+        bank = attacks.bank_of(d.protector, d.v1, profile)
         guess = attacks.preimage(codes[targets], bank, profile, steps=cfg.attack_steps, seed=cfg.seed)
-        moved = code_matrix(protector.protect_many(ATTACKER, 1, profile, guess), other, profile.hash_count)
+        moved = code_matrix(d.protector.protect_many(d.attacker, profile, guess), other, profile.hash_count)
         tsame = same[targets] & ok[None, :]
         results["across tenants, attacker holds both keys"] = (moved[tsame], moved[~same[targets] & ok[None, :]])
         for name, (mated, nonmated) in results.items():
@@ -356,9 +368,7 @@ def renewability(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
     rows = []
     for s in sets:
         profile = profile_of(s, cfg)
-        protector = keyed[s.label].protectors[0]
-        if len(protector.keys.versions(VICTIM)) < 2:
-            protector.keys.rotate(VICTIM)
+        d = keyed[s.label].draws[0]
         subjects, ok, v = s.subjects, s.feats.ok, s.feats.vectors
         old, renewed, owners, probes = [], [], [], []
         for subject in dict.fromkeys(subjects):
@@ -369,17 +379,17 @@ def renewability(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
             renewed.append(fuse(list(v[idx[1:]])))
             owners.append(subject)
             probes += idx[1:]
-        old_codes = protector.protect_many(VICTIM, 1, profile, np.array(old))
+        old_codes = d.protector.protect_many(d.v1, profile, np.array(old))
         owners = np.array(owners)
         mates = owners[:, None] == owners[None, :]
         series = {}
-        same_key = code_matrix(old_codes, protector.protect_many(VICTIM, 1, profile, np.array(renewed)),
+        same_key = code_matrix(old_codes, d.protector.protect_many(d.v1, profile, np.array(renewed)),
                                profile.hash_count)
         series["old vs reissued (same key version)"] = same_key[mates]
-        rotated = code_matrix(old_codes, protector.protect_many(VICTIM, 2, profile, np.array(renewed)),
+        rotated = code_matrix(old_codes, d.protector.protect_many(d.v2, profile, np.array(renewed)),
                               profile.hash_count)
         series["old vs re-enrolled after rotation"] = rotated[mates]
-        probe_m = code_matrix(old_codes, protector.protect_many(VICTIM, 2, profile, v[probes]), profile.hash_count)
+        probe_m = code_matrix(old_codes, d.protector.protect_many(d.v2, profile, v[probes]), profile.hash_count)
         series["old vs new probes (v2)"] = probe_m[owners[:, None] == subjects[probes][None, :]]
         series["impostors (same key)"] = same_key[~mates]
         series["impostors (v1 vs v2)"] = rotated[~mates]
@@ -396,7 +406,7 @@ def irreversibility(report: Report, sets: list[Set], cfg: Config, keyed: dict[st
     report.add(
         "(a) *Database only*: every stored code is AES-GCM sealed under a per-row key derived from the tenant's "
         "storage key and the row's salt; the attacker tries to open each target row under keys of their own "
-        "(a fresh key store): 'rows opened' counts successes. There is no code to invert.\n\n"
+        "(a fresh random key): 'rows opened' counts successes. There is no code to invert.\n\n"
         "(b) *Database and every key*: the codes are in the clear and the projection bank is known. The attack "
         "(benchmarks/attacks.py) solves the m(q-1) linear inequalities each code imposes by projected hinge-loss "
         f"descent ({cfg.attack_steps} Adam steps, random start, no training data), the linear-program "
@@ -412,33 +422,31 @@ def irreversibility(report: Report, sets: list[Set], cfg: Config, keyed: dict[st
     for s in sets:
         profile = profile_of(s, cfg)
         k = keyed[s.label]
-        protector, codes = k.protectors[0], k.victim[0]
-        if len(protector.keys.versions(VICTIM)) < 2:
-            protector.keys.rotate(VICTIM)
+        d, codes = k.draws[0], k.victim[0]
         subjects, ok, v = s.subjects, s.feats.ok, s.feats.vectors
         targets = _attack_targets(s, cfg)
         mates = [next(j for j in np.flatnonzero(subjects == subjects[t]) if j != t and ok[j]) for t in targets]
         # (a) database only
-        thief = fresh_protector((VICTIM,))
+        thief = fresh_key(VICTIM, 1)  # the attacker's own key for the victim tenant's version 1
         opened = 0
         for n, t in enumerate(targets):
             row = RowIdentity(VICTIM, f"t{n}", f"s{n}", 1 if s.face else 2, 0, profile.name, 1)
-            salt, sealed = protector.seal(row, codes[t])
+            salt, sealed = d.protector.seal(d.v1, row, codes[t])
             try:
-                thief.unseal(row, profile, salt, sealed)
+                Protector().unseal(thief, row, profile, salt, sealed)
                 opened += 1
             except IntegrityError:
                 pass
         # (b) keys held
         started = time.perf_counter()
-        guess = attacks.preimage(codes[targets], attacks.bank_of(protector, VICTIM, 1, profile), profile,
+        guess = attacks.preimage(codes[targets], attacks.bank_of(d.protector, d.v1, profile), profile,
                                  steps=cfg.attack_steps, seed=cfg.seed)
         seconds = (time.perf_counter() - started) / len(targets)
-        wrong_bank = attacks.bank_of(fresh_protector((VICTIM,)), VICTIM, 1, profile)
+        wrong_bank = attacks.bank_of(Protector(), fresh_key(VICTIM, 1), profile)
         wrong = attacks.preimage(codes[targets], wrong_bank, profile, steps=cfg.attack_steps, seed=cfg.seed)
         thr = profile.threshold
-        v1 = lambda x: protector.protect_many(VICTIM, 1, profile, x)  # noqa: E731
-        v2 = lambda x: protector.protect_many(VICTIM, 2, profile, x)  # noqa: E731
+        v1 = lambda x: d.protector.protect_many(d.v1, profile, x)  # noqa: E731
+        v2 = lambda x: d.protector.protect_many(d.v2, profile, x)  # noqa: E731
         pair = lambda a, b: np.array([agreement(a[n], b[n:n + 1], profile.hash_count)[0]  # noqa: E731
                                       for n in range(len(a))])
         g_code, mate_codes = v1(guess), codes[mates]
@@ -481,14 +489,14 @@ def speed(report: Report, faces: list[Set], fingers: list[Set], cfg: Config) -> 
         rows.append([f"bozorth3 compare ({s.label})", f"{1000 * s.boz.compare_seconds:.2f} ms", "per pair, mean"])
     for s in (faces[0], fingers[0]):
         profile = profile_of(s, cfg)
-        protector = fresh_protector((VICTIM,))
+        protector, key = Protector(), fresh_key(VICTIM)
         started = time.perf_counter()
-        protector.protect(VICTIM, 1, profile, s.feats.vectors[0])
+        protector.protect(key, profile, s.feats.vectors[0])
         rows.append([f"draw projection bank ({profile.name})", f"{1000 * (time.perf_counter() - started):.1f} ms",
                      "once per key version and profile"])
         x = s.feats.vectors[:200]
         started = time.perf_counter()
-        codes = [protector.protect(VICTIM, 1, profile, row) for row in x]
+        codes = [protector.protect(key, profile, row) for row in x]
         rows.append([f"protect ({profile.name})", f"{1e6 * (time.perf_counter() - started) / len(x):.0f} µs",
                      "per sample, bank cached"])
         codes = np.array(codes)

@@ -47,13 +47,14 @@ from benchmarks.fingerprint_baseline import (
     protocol_pairs,
 )
 from benchmarks.fit_fingerprint_model import fit, training_records
-from benchmarks.scores import fresh_protector, one_to_many_ns
+from benchmarks.scores import fresh_key, one_to_many_ns
 from vault.exceptions import PoorSample
 from vault.features import fingerprint as fp
 from vault.features import fuse
 from vault.iso19794 import parse_iso19794_2
 from vault.matching import agreement
 from vault.profiles import CURRENT, FINGERPRINT, ProtectionProfile
+from vault.protection import Protector
 
 SETS = [(year, db) for year in (2000, 2002) for db in (1, 2, 3, 4)]
 ENROL = [(0, 1, 2), (3, 4, 5)]
@@ -104,16 +105,19 @@ def code_scores(codes, hash_count, probes=None):
     return score
 
 
-def evaluate(vectors, ok, profile, protector, per_finger):
+def evaluate(vectors, ok, profile, key, finger_keys):
+    """EERs of one key draw: `key` for every template (prot-1, prot-3), `finger_keys[f]` for finger
+    f's templates (normal)."""
+    protector = Protector()
     genuine, impostor, fvc = protocol_pairs()
     okp = lambda pairs: ok[pairs[:, 0]] & ok[pairs[:, 1]]  # noqa: E731
     row = {}
     row["raw"] = both_eers(lambda p: np.einsum("ij,ij->i", vectors[p[:, 0]], vectors[p[:, 1]]),
                            okp, genuine, impostor, fvc)
-    codes = protector.protect_many("bench", 1, profile, vectors)
+    codes = protector.protect_many(key, profile, vectors)
     row["prot-1"] = both_eers(code_scores(codes, profile.hash_count), okp, genuine, impostor, fvc)
     # normal scenario: finger f's samples under tenant f's key
-    own = np.stack([per_finger.protect_many(f"f{n // 8}", 1, profile, vectors[n][None])[0]
+    own = np.stack([protector.protect_many(finger_keys[n // 8], profile, vectors[n][None])[0]
                     for n in range(len(vectors))])
     row["normal"] = both_eers(code_scores(own, profile.hash_count), okp, genuine, impostor, fvc)
 
@@ -136,7 +140,7 @@ def evaluate(vectors, ok, profile, protector, per_finger):
     ok3 = lambda pairs: enrol_ok[pairs[:, 0]] & ok[pairs[:, 1]]  # noqa: E731
     row["raw-3"] = both_eers(lambda p: np.einsum("ij,ij->i", enrol_vec[p[:, 0]], vectors[p[:, 1]]),
                              ok3, g3, i3, f3)
-    enrol_codes = protector.protect_many("bench", 1, profile, enrol_vec)
+    enrol_codes = protector.protect_many(key, profile, enrol_vec)
 
     row["prot-3"] = both_eers(code_scores(enrol_codes, profile.hash_count, codes), ok3, g3, i3, f3)
     return row
@@ -183,8 +187,7 @@ def rows(data: Path, profile: ProtectionProfile, keys: int, seconds: list[float]
             records = [cache.record(folder / f"{f}_{i}.tif") for f in FINGERS for i in IMPRESSIONS]
         timings = seconds if seconds is not None and not iso else []
         vectors, ok = features(records, models[year], timings)
-        draws = [evaluate(vectors, ok, profile, fresh_protector(("bench",)),
-                          fresh_protector(tuple(f"f{n}" for n in range(10))))
+        draws = [evaluate(vectors, ok, profile, fresh_key(), [fresh_key(f"f{n}") for n in range(10)])
                  for _ in range(keys)]
         row = {c: tuple(float(np.mean([d[c][j] for d in draws])) for j in (0, 1)) for c in draws[0]}
         row["spread"] = max(float(np.ptp([d[c][j] for d in draws]))
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
         return 2
 
     profile = bench_profile(args.hash_count, args.hash_width)
-    protector = fresh_protector(("bench",))
+    protector, key = Protector(), fresh_key()
     seconds: list[float] = []
     lines = []
 
@@ -228,12 +231,12 @@ def main(argv=None) -> int:
     out(f"minutiae_features: median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms "
         "(shared, loaded 2-core machine)")
     vec = np.random.default_rng(0).standard_normal((64, fp.FEATURE_DIM)).astype(np.float32)
-    protector.protect_many("bench", 1, profile, vec[:1])  # bank built and cached
+    protector.protect_many(key, profile, vec[:1])  # bank built and cached
     start = time.perf_counter()
     for v in vec:
-        protector.protect("bench", 1, profile, v)
+        protector.protect(key, profile, v)
     out(f"protect: {1000 * (time.perf_counter() - start) / len(vec):.2f} ms a sample (bank cached)")
-    ns, size = one_to_many_ns(protector.protect_many("bench", 1, profile, vec), profile.hash_count)
+    ns, size = one_to_many_ns(protector.protect_many(key, profile, vec), profile.hash_count)
     out(f"1:N compare: {ns:.0f} ns a pair over {size} packed codes "
         f"({profile.template_bytes} B each); keyed projection: {profile.projection}")
     if args.report:

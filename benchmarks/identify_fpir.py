@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import data, features
-from benchmarks.scores import fresh_protector
+from benchmarks.scores import fresh_key
 from vault.features import fuse
 from vault.identification import ScoreModel, capacity, per_comparison_fmr
 from vault.matching import Gallery, agreement
 from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.protection import Protector
 
 TAIL_QUANTILE = 0.99  # the tail model starts at the pooled impostors' 99th percentile
 GENUINE_POINTS = 21
@@ -70,16 +71,16 @@ def face_scores(feats: features.Features, profile, keys: int):
     out = {"I1": [], "G1": [], "I2": [], "G2": []}
     m = profile.hash_count
     for _ in range(keys):
-        protector = fresh_protector()
+        protector, key = Protector(), fresh_key()
         index = [i for idx in people for i in idx]
         owner = np.array([n for n, idx in enumerate(people) for _ in idx])
-        codes = dict(zip(index, protector.protect_many("bench", 1, profile, feats.vectors[index])))
+        codes = dict(zip(index, protector.protect_many(key, profile, feats.vectors[index])))
         probes = np.array([codes[i] for i in index])
         for n, idx in enumerate(people):
             s = agreement(codes[idx[0]], probes, m)
             out["I1"].append(s[owner != n])
             out["G1"].append(s[np.isin(index, idx[1:])])
-            fused = protector.protect("bench", 1, profile, fuse([feats.vectors[i] for i in idx[:2]]))
+            fused = protector.protect(key, profile, fuse([feats.vectors[i] for i in idx[:2]]))
             s = agreement(fused, probes, m)
             out["I2"].append(s[owner != n])
             out["G2"].append(s[np.isin(index, idx[2:])])
@@ -93,16 +94,16 @@ def held_out(feats: features.Features, profile, sizes, keys: int, fpir: float, r
     for size in sizes:
         fpir_rule, fpir_one, fnir_rule, fnir_one = [], [], [], []
         for _ in range(keys):
-            protector = fresh_protector()
+            protector, key = Protector(), fresh_key()
             order = rng.permutation(len(people))
             enrolled, strangers = order[:size], order[size:]
             gallery = Gallery(profile, 1)
             for p in enrolled:
-                gallery.add(f"t{p}", f"s{p}", 0, protector.protect("bench", 1, profile, feats.vectors[people[p][0]]))
+                gallery.add(f"t{p}", f"s{p}", 0, protector.protect(key, profile, feats.vectors[people[p][0]]))
             fmr = per_comparison_fmr(fpir, len(gallery))
             for group, mated in ((strangers, False), (enrolled, True)):
                 probes = [(p, i) for p in group for i in (people[p][1:] if mated else people[p])]
-                codes = protector.protect_many("bench", 1, profile, feats.vectors[[i for _, i in probes]])
+                codes = protector.protect_many(key, profile, feats.vectors[[i for _, i in probes]])
                 for (p, _), code in zip(probes, codes):
                     rule = gallery.top(code, 100, per_comparison_fmr=fmr)
                     one = gallery.top(code, 100)
@@ -123,7 +124,7 @@ def verify_rates(feats: features.Features, profile) -> tuple[float, float]:
     people = by_subject(feats)
     index = [i for idx in people.values() for i in idx]
     owner = np.array([n for n, idx in enumerate(people.values()) for _ in idx])
-    codes = fresh_protector().protect_many("bench", 1, profile, feats.vectors[index])
+    codes = Protector().protect_many(fresh_key(), profile, feats.vectors[index])
     genuine, impostor = [], []
     for a in range(len(index)):
         s = agreement(codes[a], codes[a + 1:], profile.hash_count) >= profile.threshold
@@ -147,8 +148,8 @@ def finger_scores(keys: int):
                                  for f in FINGERS for i in IMPRESSIONS])
         vectors, ok = finger_features(records, fp.default_model(), [])
         for _ in range(keys):
-            protector = fresh_protector()
-            scores = score_set(vectors, ok, lambda v: protector.protect_many("bench", 1, CURRENT[FINGERPRINT], v), {})
+            protector, key = Protector(), fresh_key()
+            scores = score_set(vectors, ok, lambda v: protector.protect_many(key, CURRENT[FINGERPRINT], v), {})
             for kind in ("I1", "G1", "I3", "G3"):
                 pooled.setdefault(kind, []).append(scores[kind])
     out = {k: np.concatenate(v) for k, v in pooled.items()}

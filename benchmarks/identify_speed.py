@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from vault.audit import AuditEntry
+from vault.core import Vault
 from vault.hazmat.iom import pack_indices, unpack_indices
-from vault.keys import LocalKeyFile
+from vault.keys import KeyStore, LocalKeyFile, TenantKey
 from vault.matching import Gallery, MatchIndex, agreement
 from vault.profiles import CURRENT, FACE, FACE_IOM_V1, PROFILES
 from vault.protection import Protector, RowIdentity
@@ -46,11 +47,11 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def real_codes(protector: Protector, n: int, seed: int) -> np.ndarray:
+def real_codes(protector: Protector, key: TenantKey, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((n, PROFILE.feature_dim)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    return np.concatenate([protector.protect_many(TENANT, 1, PROFILE, features[i:i + 4096])
+    return np.concatenate([protector.protect_many(key, PROFILE, features[i:i + 4096])
                            for i in range(0, n, 4096)])
 
 
@@ -110,7 +111,7 @@ def bench_identify(protector: Protector, base: np.ndarray, sizes: list[int], rep
     return results
 
 
-def fill_store(store, protector: Protector, base: np.ndarray, n: int) -> float:
+def fill_store(store, protector: Protector, key: TenantKey, base: np.ndarray, n: int) -> float:
     """n live rows, sealed as the service seals them, written in bulk (one transaction per 10k)."""
     codes = synthetic(base, n, seed=7)
     started = time.perf_counter()
@@ -118,7 +119,7 @@ def fill_store(store, protector: Protector, base: np.ndarray, n: int) -> float:
         rows = []
         for i in range(start, min(n, start + 10_000)):
             identity = RowIdentity(TENANT, uuid.UUID(int=i).hex, f"subject-{i}", FACE, 0, PROFILE.name, 1)
-            salt, sealed = protector.seal(identity, codes[i])
+            salt, sealed = protector.seal(key, identity, codes[i])
             rows.append(row_values(TemplateRow(identity.template_id, TENANT, identity.subject_id, FACE, 0,
                                                PROFILE.name, 1, salt, sealed, 1, time.time())))
         with store._transaction() as cur:
@@ -127,9 +128,11 @@ def fill_store(store, protector: Protector, base: np.ndarray, n: int) -> float:
     return time.perf_counter() - started
 
 
-def replica_start(store, protector: Protector) -> dict:
-    """What a starting replica does: read live rows, unseal, index. Timed by phase."""
+def replica_start(store, protector: Protector, keys: KeyStore) -> dict:
+    """What a starting replica does: read live rows, unseal (under each row's tenant key version,
+    looked up once), index. Timed by phase."""
     index = MatchIndex()
+    tenant_keys: dict[tuple[str, int], TenantKey] = {}
     read_s = unseal_s = add_s = 0.0
     rows = store.live_rows()
     loaded = 0
@@ -143,7 +146,10 @@ def replica_start(store, protector: Protector) -> dict:
         profile = PROFILES[row.profile]
         identity = RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
                                row.profile, row.key_version)
-        code = protector.unseal(identity, profile, row.salt, row.sealed)
+        key = tenant_keys.get((row.tenant, row.key_version))
+        if key is None:
+            key = tenant_keys[(row.tenant, row.key_version)] = keys.tenant_key(row.tenant, row.key_version)
+        code = protector.unseal(key, identity, profile, row.salt, row.sealed)
         t2 = time.perf_counter()
         index.add(row.tenant, row.modality, profile, row.key_version, row.template_id, row.subject_id,
                   row.finger, code)
@@ -155,13 +161,14 @@ def replica_start(store, protector: Protector) -> dict:
             "index_add_s": add_s}
 
 
-def bench_startup(protector: Protector, base: np.ndarray, n: int, postgres: str | None, workdir: Path) -> list[dict]:
+def bench_startup(protector: Protector, keys: KeyStore, base: np.ndarray, n: int, postgres: str | None,
+                  workdir: Path) -> list[dict]:
     results = []
     backends = [("sqlite", f"sqlite:///{workdir / 'startup.db'}")]
     schema = None
     if postgres:
         try:
-            from vault.store.postgres import scratch_schema
+            from benchmarks.postgres_scratch import scratch_schema
 
             schema = scratch_schema(postgres, prefix="vault_bench")
             backends.append(("postgres", schema.__enter__()))
@@ -170,20 +177,18 @@ def bench_startup(protector: Protector, base: np.ndarray, n: int, postgres: str 
             schema = None
     try:
         for name, url in backends:
-            store = open_store(url, protector.keys.audit_key())
-            fill = fill_store(store, protector, base, n)
-            result = {"backend": name, "fill_s": fill, **replica_start(store, protector)}
+            store = open_store(url, keys.audit_key())
+            fill = fill_store(store, protector, keys.tenant_key(TENANT, 1), base, n)
+            result = {"backend": name, "fill_s": fill, **replica_start(store, protector, keys)}
             # What the service itself does at start (reading overlapped with unsealing and indexing).
-            from vault.service import VaultService
-
             started = time.perf_counter()
-            loaded, _ = VaultService(store, protector.keys, None, MatchIndex(), None).load_index()
+            loaded, _ = Vault(store, keys, extractor=None, index=MatchIndex()).load_index()
             result["service_load_s"] = time.perf_counter() - started
             assert loaded == n
             store.close()
             results.append(result)
             projected = result["service_load_s"] * 1_000_000 / n
-            print(f"start-up {name:8s} {n:,} rows: VaultService.load_index {result['service_load_s']:.1f} s "
+            print(f"start-up {name:8s} {n:,} rows: Vault.load_index {result['service_load_s']:.1f} s "
                   f"(projected 1M: {projected:.0f} s); phases one after another: read {result['read_s']:.1f} + "
                   f"unseal {result['unseal_s']:.1f} + index {result['index_add_s']:.1f} s "
                   f"(unseal {1e6 * result['unseal_s'] / n:.1f} us/row)", flush=True)
@@ -211,14 +216,14 @@ def main() -> None:
           f"({PROFILE.template_bytes} B/template); one probe, one core", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         keys = LocalKeyFile(Path(tmp) / "keys.json")
-        keys.ensure_tenant(TENANT)
-        protector = Protector(keys)
+        key = keys.ensure_tenant(TENANT)
+        protector = Protector()
         started = time.perf_counter()
-        base = real_codes(protector, args.real + 1, seed=1)
+        base = real_codes(protector, key, args.real + 1, seed=1)
         print(f"{len(base):,} codes by the real transform in {time.perf_counter() - started:.1f} s", flush=True)
         report = {"identify": bench_identify(protector, base, args.sizes, args.repeats)}
         if args.startup:
-            report["startup"] = bench_startup(protector, base[1:], args.startup, args.postgres, Path(tmp))
+            report["startup"] = bench_startup(protector, keys, base[1:], args.startup, args.postgres, Path(tmp))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
     print(f"report: {args.report}")

@@ -6,6 +6,11 @@ created. The attacker then takes a copy of the database files and an online back
 what the copy yields: images, feature vectors, templates in the clear, credentials in the clear,
 linkage of one person's templates across tenants and across reissue, and whether the copy is of
 any use to a second vault deployment (its own key store).
+
+    uv run python -m benchmarks.leak_drill [--data ../shared/data] [--people 30] [--keep FOLDER]
+
+Exit status 5 when anything leaked. It deploys on research data (LFW), so it lives beside the
+benchmarks, not in the product.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import grpc
 import numpy as np
 
 from vault import pki
+from vault.core import row_identity
 from vault.exceptions import VaultError
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
 from vault.keys import LocalKeyFile
 from vault.profiles import CURRENT, FACE, PROFILES
-from vault.protection import Protector, RowIdentity
+from vault.protection import Protector
 from vault.server import Settings, VaultServer
 from vault.store import open_store
 from vault.v1 import vault_pb2 as pb
@@ -166,7 +172,7 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     # -- what the defender knows, to search the copy for ---------------------------------------
     image_needles, feature_needles, code_needles = set(), set(), set()
     keys = LocalKeyFile(state / "keys.json")
-    protector = Protector(keys)
+    protector = Protector()
     profile = CURRENT[FACE]  # what the deployment enrolled with
     for person, blobs in samples.items():
         vectors = []
@@ -177,14 +183,14 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
             for dtype, size in (("<f4", 12), ("<f8", 16), ("<f2", 12)):
                 feature_needles |= windows(vector.astype(dtype).tobytes(), size, 4)
         for tenant in ("hospital", "airport"):
-            version = keys.tenant_key(tenant).version
+            key = keys.tenant_key(tenant)
             for vector in vectors + [fuse(vectors)]:
-                code = protector.protect(tenant, version, profile, vector)
+                code = protector.protect(key, profile, vector)
                 code_needles |= windows(code.astype("<u8").tobytes(), 16, 8)
     # Self-check: the search does find each kind of secret where it is in the clear.
     control = b"".join(b for blobs in samples.values() for b in blobs) + b"".join(
         extract(FACE, IMAGE, samples[persons[0]][0], False)[0].astype(dtype).tobytes() for dtype in ("<f4", "<f8", "<f2"))
-    control += protector.protect("hospital", keys.tenant_key("hospital").version, profile,
+    control += protector.protect(keys.tenant_key("hospital"), profile,
                                  extract(FACE, IMAGE, samples[persons[0]][0], False)[0]).astype("<u8").tobytes()
     report.search_self_check = all(any(n in control for n in needles) for needles in (image_needles, feature_needles, code_needles))
     report.images_found = sum(n in stolen for n in image_needles)
@@ -210,12 +216,12 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     other_keys = LocalKeyFile(folder / "second" / "keys.json")
     for tenant in ("hospital", "airport"):
         other_keys.ensure_tenant(tenant)
-    other = Protector(other_keys)
+    other = Protector()
     store = open_store(f"sqlite:///{loot / 'backup.db'}", other_keys.audit_key())
     for row in store.live_rows():
         try:
-            other.unseal(RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger,
-                                     row.profile, row.key_version), PROFILES[row.profile], row.salt, row.sealed)
+            other.unseal(other_keys.tenant_key(row.tenant, row.key_version), row_identity(row), PROFILES[row.profile],
+                         row.salt, row.sealed)
             report.unsealed_by_second_deployment += 1
         except VaultError:
             pass
@@ -223,3 +229,24 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     report.notes.append("metadata the copy does reveal: tenant names, subject ids, template ids, timestamps, "
                         "statuses, key versions, the audit trail (ids and decisions)")
     return report
+
+
+def main(argv=None) -> int:
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(description="deploy a vault in a temp dir, steal its database, report what leaks")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared research data (default: %(default)s)")
+    parser.add_argument("--people", type=int, default=30, help="people enrolled in both tenants (default: %(default)s)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the deployment and loot in this folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    report = run(args.data, args.people, keep=args.keep)
+    print("\n".join(report.lines()))
+    leaked = (report.images_found + report.feature_vectors_found + report.clear_templates_found
+              + report.credentials_found + report.unsealed_by_second_deployment)
+    return 0 if leaked == 0 else 5
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,24 +18,25 @@ import argparse
 import numpy as np
 
 from benchmarks import data, features
-from benchmarks.scores import fresh_protector
+from benchmarks.scores import fresh_key
 from vault.features import fuse
 from vault.matching import Gallery
 from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.protection import Protector
 
 
 def evaluate(feats: features.Features, enrol_idx: dict[str, list[int]], probe_idx: dict[str, list[int]], profile,
              keys: int) -> dict[str, float]:
     totals = {"genuine": [], "impostor_reject": [], "rank1": [], "none": [], "wrong": []}
     for _ in range(keys):
-        protector = fresh_protector()
+        protector, key = Protector(), fresh_key()
         gallery = Gallery(profile, 1)
         subjects = [s for s in enrol_idx if all(feats.ok[i] for i in enrol_idx[s])]
         for s in subjects:
             vector = fuse([feats.vectors[i] for i in enrol_idx[s]])
-            gallery.add(f"t-{s}", s, 0, protector.protect("bench", 1, profile, vector), len(enrol_idx[s]))
+            gallery.add(f"t-{s}", s, 0, protector.protect(key, profile, vector), len(enrol_idx[s]))
         probes = [(s, i) for s in subjects for i in probe_idx[s] if feats.ok[i]]
-        codes = protector.protect_many("bench", 1, profile, feats.vectors[[i for _, i in probes]])
+        codes = protector.protect_many(key, profile, feats.vectors[[i for _, i in probes]])
         genuine, impostor_reject, rank1, none, wrong = [], [], [], [], []
         for (subject, _), code in zip(probes, codes):
             genuine.append(any(h.matched for h in gallery.search(code, subject_id=subject)))

@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     try:
-        from vault.store.postgres import scratch_schema
+        from benchmarks.postgres_scratch import scratch_schema
 
         with scratch_schema(args.postgres, prefix="vault_bench") as url:
             results.append(summary("postgres", measure(url, args.changes, args.interval)))

@@ -1,31 +1,24 @@
 """Comparison scores of a data set: raw features (cosine) and protected templates (the vault's own
-Protector and agreement kernel, under real keys from a throw-away LocalKeyFile)."""
+Protector and agreement kernel, under fresh random tenant keys)."""
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
+import secrets
 import time
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.features import Features
-from vault.keys import LocalKeyFile
+from vault.keys import TenantKey
 from vault.matching import _interleaved_agreement, agreement
 from vault.profiles import ProtectionProfile
 from vault.protection import Protector
 
 
-def fresh_protector(tenants: tuple[str, ...] = ("bench",)) -> Protector:
-    """A Protector over new random keys (a throw-away key file, removed at exit)."""
-    folder = tempfile.mkdtemp(prefix="vault-bench-keys-")
-    atexit.register(shutil.rmtree, folder, True)
-    keys = LocalKeyFile(Path(folder) / "keys.json")
-    for tenant in tenants:
-        keys.ensure_tenant(tenant)
-    return Protector(keys)
+def fresh_key(tenant: str = "bench", version: int = 1) -> TenantKey:
+    """A new random tenant key (projection and storage secrets drawn as vault.keys draws them;
+    held in memory only)."""
+    return TenantKey(tenant, version, secrets.token_bytes(32), secrets.token_bytes(32))
 
 
 def one_to_many_ns(codes: np.ndarray, hash_count: int, gallery_size: int = 100_000) -> tuple[float, int]:
@@ -41,10 +34,9 @@ def one_to_many_ns(codes: np.ndarray, hash_count: int, gallery_size: int = 100_0
     return 1e9 * (time.perf_counter() - started) / len(interleaved), len(interleaved)
 
 
-def protected_codes(features: Features, profile: ProtectionProfile, protector: Protector | None = None,
-                    tenant: str = "bench", key_version: int = 1) -> np.ndarray:
-    protector = protector or fresh_protector((tenant,))
-    return protector.protect_many(tenant, key_version, profile, features.vectors)
+def protected_codes(features: Features, profile: ProtectionProfile, key: TenantKey | None = None) -> np.ndarray:
+    """Packed codes of every feature vector under `key` (a fresh one if None)."""
+    return Protector().protect_many(key or fresh_key(), profile, features.vectors)
 
 
 def pair_scores(pairs, *, vectors: np.ndarray | None = None, codes: np.ndarray | None = None,

@@ -14,9 +14,10 @@ from benchmarks import data, features, metrics
 from benchmarks.calibrate import split_identities
 from benchmarks.evaluate import with_shape
 from benchmarks.report import Report, pct, table
-from benchmarks.scores import code_matrix, fresh_protector, threshold_at_fmr
+from benchmarks.scores import code_matrix, fresh_key, threshold_at_fmr
 from benchmarks.unlinkability import linkage
 from vault.profiles import CURRENT, FACE
+from vault.protection import Protector
 
 # (m, q): the current profile, then shapes at or near 1 KiB (m log2 q bits), then 1.25-4 KiB ones.
 CANDIDATES = [(1024, 16), (2048, 16), (4096, 4), (8192, 2), (2688, 8), (1024, 256), (2048, 32), (4096, 16),
@@ -24,9 +25,9 @@ CANDIDATES = [(1024, 16), (2048, 16), (4096, 4), (8192, 2), (2688, 8), (1024, 25
 QUICK_CANDIDATES = [(1024, 16), (2048, 16)]
 
 
-def _protect(protector, tenant: str, profile, vectors: np.ndarray) -> np.ndarray:
+def _protect(protector, key, profile, vectors: np.ndarray) -> np.ndarray:
     """protect_many in slices: wide banks (m q up to 262,144 directions) would hold GBs of projections."""
-    return np.concatenate([protector.protect_many(tenant, 1, profile, vectors[i:i + 128])
+    return np.concatenate([protector.protect_many(key, profile, vectors[i:i + 128])
                            for i in range(0, len(vectors), 128)])
 
 
@@ -86,9 +87,9 @@ def run(folder, quick: bool, keys: int, command: str, progress: bool = True) -> 
         scores = {name: ([], []) for name in views}
         cross_m, cross_n = [], []
         for _ in range(keys):
-            protector = fresh_protector(("a", "b"))
-            codes = {"ORL": _protect(protector, "a", profile, orl.vectors),
-                     "LFW": _protect(protector, "a", profile, lfw.vectors)}
+            protector, key_a, key_b = Protector(), fresh_key("a"), fresh_key("b")
+            codes = {"ORL": _protect(protector, key_a, profile, orl.vectors),
+                     "LFW": _protect(protector, key_a, profile, lfw.vectors)}
             lfw_matrix = code_matrix(codes["LFW"], codes["LFW"], m)
             orl_matrix = code_matrix(codes["ORL"], codes["ORL"], m)
             for name in views:
@@ -96,7 +97,7 @@ def run(folder, quick: bool, keys: int, command: str, progress: bool = True) -> 
                 (ga, gb), (ia, ib) = pairs[name]
                 scores[name][0].append(matrix[ga, gb])
                 scores[name][1].append(matrix[ia, ib])
-            other = _protect(protector, "b", profile, lfw.vectors)
+            other = _protect(protector, key_b, profile, lfw.vectors)
             cross = code_matrix(codes["LFW"], other, m)
             valid = np.outer(lfw.ok, lfw.ok)
             same = lfw_subjects[:, None] == lfw_subjects[None, :]

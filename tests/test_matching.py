@@ -17,22 +17,26 @@ from vault.protection import Protector
 
 
 @pytest.fixture(scope="module")
-def protector(tmp_path_factory):
-    keys = LocalKeyFile(deterministic_key_file(tmp_path_factory.mktemp("keys") / "keys.json"))
-    return Protector(keys)
+def key(tmp_path_factory):
+    return LocalKeyFile(deterministic_key_file(tmp_path_factory.mktemp("keys") / "keys.json")).tenant_key("default", 1)
+
+
+@pytest.fixture(scope="module")
+def protector():
+    return Protector()
 
 
 REAL_CODES = 64  # the real transform of 13,752-D fingerprint vectors takes ~8 ms each: vary beyond this
 
 
-def codes_for(protector, profile: ProtectionProfile, n: int, seed: int) -> np.ndarray:
+def codes_for(protector, key, profile: ProtectionProfile, n: int, seed: int) -> np.ndarray:
     """Codes from the real transform: random unit vectors through the tenant's projection. Past
     REAL_CODES rows, real codes with a random tenth of their indices redrawn: as many distinct
     scores as rows, at a fraction of the cost."""
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((min(n, REAL_CODES), profile.feature_dim)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    codes = protector.protect_many("default", 1, profile, features)
+    codes = protector.protect_many(key, profile, features)
     if n <= REAL_CODES:
         return codes
     indices = unpack_indices(codes[rng.integers(0, len(codes), n)], profile.hash_width)
@@ -49,8 +53,8 @@ def reference(probe: np.ndarray, codes: np.ndarray, profile: ProtectionProfile) 
 
 @pytest.mark.parametrize("profile", [p for p in PROFILES.values() if not p.retired], ids=lambda p: p.name)
 @pytest.mark.parametrize("n", [0, 1, 7, 4095, 4096, 8525])
-def test_agreement_is_exactly_the_index_agreement(protector, profile, n):
-    codes = codes_for(protector, profile, n + 1, seed=n)
+def test_agreement_is_exactly_the_index_agreement(protector, key, profile, n):
+    codes = codes_for(protector, key, profile, n + 1, seed=n)
     probe, gallery = codes[0], codes[1:]
     expected = reference(probe, gallery, profile)
     got = agreement(probe, gallery, profile.hash_count)
@@ -71,9 +75,9 @@ def test_agreement_other_shapes(hash_width, hash_count):
     assert (expected[:49] == 1.0).all()
 
 
-def test_gallery_matches_brute_force_after_adds_and_removes(protector):
+def test_gallery_matches_brute_force_after_adds_and_removes(protector, key):
     profile = FINGER_IOM_V1
-    codes = codes_for(protector, profile, 700, seed=1)
+    codes = codes_for(protector, key, profile, 700, seed=1)
     rng = np.random.default_rng(2)
     gallery = Gallery(profile, 1)
     live: dict[str, tuple[str, int, np.ndarray]] = {}
@@ -116,11 +120,11 @@ def test_gallery_matches_brute_force_after_adds_and_removes(protector):
     assert gallery.has(template_id=target, finger=finger) and not gallery.has(template_id=target, finger=9)
 
 
-def test_each_template_is_decided_at_its_own_enrolment_threshold(protector):
+def test_each_template_is_decided_at_its_own_enrolment_threshold(protector, key):
     """A profile with a fused threshold: one-sample and several-sample templates of the same score
     get different decisions, in 1:1 (Hit.matched) and in 1:N (top), also after rows move."""
     base = FINGER_IOM_V1
-    codes = codes_for(protector, base, 3, seed=4)
+    codes = codes_for(protector, key, base, 3, seed=4)
     probe = codes[0]
     score = float(agreement(probe, codes[1:2], base.hash_count)[0])
     profile = dataclasses.replace(base, name="two-thresholds", threshold=score - 0.01, fused_threshold=score + 0.01)
@@ -136,8 +140,8 @@ def test_each_template_is_decided_at_its_own_enrolment_threshold(protector):
     assert sorted(h.template_id for h in gallery.top(probe, limit=5, threshold=score)) == ["fused", "single"]
 
 
-def test_match_index_groups_and_removal(protector):
-    codes = codes_for(protector, FACE_IOM_V1, 3, seed=3)
+def test_match_index_groups_and_removal(protector, key):
+    codes = codes_for(protector, key, FACE_IOM_V1, 3, seed=3)
     index = MatchIndex()
     index.add("t", FACE, FACE_IOM_V1, 1, "a", "alice", 0, codes[0])
     index.add("t", FACE, FACE_IOM_V1, 2, "b", "bob", 0, codes[1])  # another key version: another gallery

@@ -13,7 +13,7 @@ from tests.conftest import data_path, read
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
 from vault.keys import LocalKeyFile
-from vault.leakdrill import windows
+from benchmarks.leak_drill import windows
 from vault.profiles import CURRENT, FACE
 from vault.protection import Protector
 from vault.v1 import vault_pb2 as pb
@@ -54,7 +54,7 @@ def test_database_holds_no_image_feature_or_clear_template(server_factory):
     assert b"colin" in stored and CURRENT[FACE].name.encode() in stored  # positive control: the rows were read
 
     # What an attacker would look for, recomputed here from the same images and the test keys.
-    protector = Protector(LocalKeyFile(server.state_dir / "keys.json"))
+    key, protector = LocalKeyFile(server.state_dir / "keys.json").tenant_key("default", 1), Protector()
     needles = set()
     for images in samples.values():
         vectors = [extract(FACE, IMAGE, image, False)[0] for image in images]
@@ -62,7 +62,7 @@ def test_database_holds_no_image_feature_or_clear_template(server_factory):
             needles |= windows(vector.astype("<f4").tobytes(), 12, 4)
             needles |= windows(vector.astype("<f8").tobytes(), 16, 8)
             needles |= windows(np.float16(vector).tobytes(), 12, 2)
-        code = protector.protect("default", 1, CURRENT[FACE], fuse(vectors)).astype("<u8").tobytes()
+        code = protector.protect(key, CURRENT[FACE], fuse(vectors)).astype("<u8").tobytes()
         needles |= windows(code, 16, 8)
         for image in images:
             needles |= windows(image[len(image) // 4:], 32, 256)  # past any common file header

@@ -1,5 +1,6 @@
 """The transform, sealing and key store, on real keys and real face embeddings."""
 
+import dataclasses
 import hashlib
 import stat
 
@@ -96,44 +97,72 @@ def test_hadamard_iom_agreement_tracks_the_angle():
         assert abs(rates[0] - rates[1]) < 0.04, (cos, rates)
 
 
-def test_same_vector_same_code_other_tenant_unrelated_code(keys):
-    keys.ensure_tenant("a")
-    keys.ensure_tenant("b")
-    protector = Protector(keys)
+def test_same_vector_same_code_other_tenant_unrelated_code(keys, tmp_path):
+    a, b = keys.ensure_tenant("a"), keys.ensure_tenant("b")
+    protector = Protector()
     x = random_unit(1)[0]
-    code_a = protector.protect("a", 1, FACE_IOM_V1, x)
-    assert agreement(code_a, protector.protect("a", 1, FACE_IOM_V1, x)[None], 1024)[0] == 1.0
+    code_a = protector.protect(a, FACE_IOM_V1, x)
+    assert agreement(code_a, protector.protect(a, FACE_IOM_V1, x)[None], 1024)[0] == 1.0
     # Another tenant's projection: agreement near chance (1/q), nowhere near a match.
-    cross = agreement(code_a, protector.protect("b", 1, FACE_IOM_V1, x)[None], 1024)[0]
+    cross = agreement(code_a, protector.protect(b, FACE_IOM_V1, x)[None], 1024)[0]
     assert cross < 0.15
+    # The same tenant and version with other secrets (another key store): its own projection too.
+    other = LocalKeyFile(tmp_path / "other.json").ensure_tenant("a")
+    assert agreement(code_a, protector.protect(other, FACE_IOM_V1, x)[None], 1024)[0] < 0.15
 
 
 def test_protect_rejects_wrong_shape_and_nan(keys):
-    keys.ensure_tenant("a")
-    protector = Protector(keys)
+    key = keys.ensure_tenant("a")
+    protector = Protector()
     with pytest.raises(InvalidArgument):
-        protector.protect("a", 1, FACE_IOM_V1, np.zeros(64, dtype=np.float32))
+        protector.protect(key, FACE_IOM_V1, np.zeros(64, dtype=np.float32))
     bad = random_unit(1)[0]
     bad[3] = np.nan
     with pytest.raises(InvalidArgument):
-        protector.protect("a", 1, FACE_IOM_V1, bad)
+        protector.protect(key, FACE_IOM_V1, bad)
 
 
 def test_seal_binds_the_row_identity(keys):
-    keys.ensure_tenant("a")
-    protector = Protector(keys)
-    code = protector.protect("a", 1, FACE_IOM_V1, random_unit(1)[0])
+    key = keys.ensure_tenant("a")
+    protector = Protector()
+    code = protector.protect(key, FACE_IOM_V1, random_unit(1)[0])
     row = RowIdentity("a", "t1", "alice", 1, 0, FACE_IOM_V1.name, 1)
-    salt, sealed = protector.seal(row, code)
-    assert np.array_equal(protector.unseal(row, FACE_IOM_V1, salt, sealed), code)
+    salt, sealed = protector.seal(key, row, code)
+    assert np.array_equal(protector.unseal(key, row, FACE_IOM_V1, salt, sealed), code)
     assert code.tobytes() not in sealed
     for moved in (RowIdentity("a", "t2", "alice", 1, 0, FACE_IOM_V1.name, 1),
                   RowIdentity("a", "t1", "bob", 1, 0, FACE_IOM_V1.name, 1)):
         with pytest.raises(IntegrityError):
-            protector.unseal(moved, FACE_IOM_V1, salt, sealed)
+            protector.unseal(key, moved, FACE_IOM_V1, salt, sealed)
     # The same code sealed twice: unrelated bytes (fresh salt and nonce).
-    salt2, sealed2 = protector.seal(row, code)
+    salt2, sealed2 = protector.seal(key, row, code)
     assert salt2 != salt and sealed2[12:] != sealed[12:]
+
+
+def test_sealed_row_cannot_move_to_another_tenant_or_key_version(keys, tmp_path):
+    a1, b1 = keys.ensure_tenant("a"), keys.ensure_tenant("b")
+    a2 = keys.rotate("a")
+    protector = Protector()
+    code = protector.protect(a1, FACE_IOM_V1, random_unit(1)[0])
+    row = RowIdentity("a", "t1", "alice", 1, 0, FACE_IOM_V1.name, 1)
+    salt, sealed = protector.seal(a1, row, code)
+    # Moved to another tenant or key version and opened under that row's own key: fails authentication.
+    for moved, key in ((dataclasses.replace(row, tenant="b"), b1), (dataclasses.replace(row, key_version=2), a2)):
+        with pytest.raises(IntegrityError):
+            protector.unseal(key, moved, FACE_IOM_V1, salt, sealed)
+    # Left in place and opened under another tenant's key or another key version: refused.
+    for key in (b1, a2):
+        with pytest.raises(IntegrityError):
+            protector.unseal(key, row, FACE_IOM_V1, salt, sealed)
+    # The row's tenant and version, but another key store's secrets (a database thief's own keys).
+    thief = LocalKeyFile(tmp_path / "thief.json").ensure_tenant("a")
+    with pytest.raises(IntegrityError):
+        protector.unseal(thief, row, FACE_IOM_V1, salt, sealed)
+    # Nor is a code sealed under a key that is not its row's.
+    for key in (b1, a2):
+        with pytest.raises(IntegrityError):
+            protector.seal(key, row, code)
+    assert np.array_equal(protector.unseal(a1, row, FACE_IOM_V1, salt, sealed), code)
 
 
 def test_key_file_created_0600_and_permissions_enforced(tmp_path):

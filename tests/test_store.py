@@ -94,7 +94,7 @@ def backend(request, tmp_path):
     if request.param == "sqlite":
         yield Backend("sqlite", f"sqlite:///{tmp_path / 'vault.db'}", tmp_path / "vault.db")
         return
-    from vault.store.postgres import scratch_schema
+    from benchmarks.postgres_scratch import scratch_schema
 
     with scratch_schema(postgres_admin_url(), prefix="vault_test") as url:
         yield Backend("postgres", url)
@@ -232,6 +232,35 @@ def test_pruning_keeps_ids_increasing(store):
     assert store.prune_changes(older_than_s=-60) == 2  # everything is "old"; the newest stays
     store.insert(row("a4"), AuditEntry("Enroll", "t", "op"))
     assert [c.id for c in store.changes_after(0)] == [3, 4]
+
+
+def test_a_running_replica_prunes_the_feed_on_schedule(store):
+    from vault.replication import IndexSync
+
+    for template_id in ("a1", "a2", "a3"):
+        store.insert(row(template_id), AuditEntry("Enroll", "t", "op"))
+    sync = IndexSync(store, lambda kind, r: None, interval_s=0.01, keep_changes_s=-60, prune_every_s=0.01)
+    sync.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sync.pruned < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sync.stop()
+    assert sync.pruned == 2 and [c.id for c in store.changes_after(0)] == [3]
+
+
+def test_tokens_are_stored_with_their_audit_records(store):
+    from vault.store.base import TokenRow
+
+    store.insert_token(TokenRow("id1", "t", "panel", "door", "$argon2id$hash", 1.0), AuditEntry("CreateToken", "t", "op"))
+    store.insert_token(TokenRow("id2", "u", "admin", "root", "$argon2id$hash", 2.0), AuditEntry("CreateToken", "u", "op"))
+    assert [t.token_id for t in store.tokens("t")] == ["id1"] and store.token("id2").tenant == "u"
+    assert not store.revoke_token("u", "id1", 3.0, AuditEntry("RevokeToken", "u", "op"))  # another tenant's
+    assert store.revoke_token("t", "id1", 3.0, AuditEntry("RevokeToken", "t", "op"))
+    assert not store.revoke_token("t", "id1", 4.0, AuditEntry("RevokeToken", "t", "op"))  # already revoked
+    assert store.token("id1").revoked_at == 3.0 and store.token("nope") is None
+    assert [r.entry.rpc for r in store.audit_records()] == ["CreateToken", "CreateToken", "RevokeToken"]
 
 
 def test_writers_on_two_connections_keep_one_chain_and_one_feed(backend):

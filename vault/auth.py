@@ -15,13 +15,17 @@ Revoke/ListTemplates/audit; `admin` tokens and key rotation of its tenant.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
-from vault.exceptions import PermissionDenied, Unauthenticated
+from vault.exceptions import InvalidArgument, PermissionDenied, Unauthenticated
 
 PANEL, ENROLLER, AUDITOR, ADMIN = "panel", "enroller", "auditor", "admin"
 ROLES = (PANEL, ENROLLER, AUDITOR, ADMIN)
 DEFAULT_TENANT = "default"
+
+URI_PREFIX = "urn:vault:"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 ALLOWED: dict[str, frozenset[str]] = {
     "Enroll": frozenset({ENROLLER}),
@@ -54,12 +58,31 @@ class Identity:
 LOCAL_OPERATOR = Identity(DEFAULT_TENANT, frozenset(ROLES), "local-operator")
 
 
+def identity_uri(tenant: str, role: str) -> str:
+    """The SAN URI a client certificate carries: urn:vault:<tenant>:<role>."""
+    return f"{URI_PREFIX}{tenant}:{role}"
+
+
+def parse_identity_uri(uri: str) -> tuple[str, str] | None:
+    if not uri.startswith(URI_PREFIX):
+        return None
+    parts = uri[len(URI_PREFIX):].split(":")
+    if len(parts) != 2 or not NAME_PATTERN.match(parts[0]) or parts[1] not in ROLES:
+        return None
+    return parts[0], parts[1]
+
+
+def check_name(value: str, what: str) -> str:
+    """A tenant, certificate or token name: what fits in an identity URI and a file name."""
+    if not NAME_PATTERN.match(value):
+        raise InvalidArgument(f"{what} must be 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+    return value
+
+
 @functools.lru_cache(maxsize=4096)
 def identity_from_certificate(pem: bytes) -> Identity | None:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
-
-    from vault.pki import parse_identity_uri
 
     cert = x509.load_pem_x509_certificate(pem)
     try:
@@ -74,28 +97,44 @@ def identity_from_certificate(pem: bytes) -> Identity | None:
     return Identity(tenant, frozenset({role}), f"cert:{names[0].value if names else '?'}")
 
 
+def bearer_token(metadata) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry of call metadata, if any."""
+    token = None
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            token = value[len("Bearer "):].strip()
+    return token
+
+
 class Authenticator:
+    """Resolves who is calling from what the transport saw: a bearer token (checked against the
+    token registry: argon2id, so call it off the event loop) or the TLS client certificate."""
+
     def __init__(self, tls: bool, tokens=None):
         self.tls = tls
         self.tokens = tokens
 
-    def identify(self, context) -> Identity:
-        token = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                token = value[len("Bearer "):].strip()
+    def identify(self, token: str | None, certificate_pem: bytes | None) -> Identity:
         if token is not None and self.tokens is not None:
             info = self.tokens.authenticate(token)
             return Identity(info.tenant, frozenset({info.role}), f"token:{info.token_id}")
         if not self.tls:
             return LOCAL_OPERATOR
-        pem = (context.auth_context().get("x509_pem_cert") or [None])[0]
-        identity = identity_from_certificate(pem) if pem else None
+        identity = identity_from_certificate(certificate_pem) if certificate_pem else None
         if identity is None:
             raise Unauthenticated("no vault identity: the client certificate names no urn:vault:<tenant>:<role>, and no token was sent")
         return identity
 
 
-def authorize(identity: Identity, rpc: str) -> None:
-    if not identity.roles & ALLOWED.get(rpc, frozenset()):
-        raise PermissionDenied(f"role {identity.role} may not call {rpc}")
+class AccessPolicy:
+    """Which roles may call which operation: the one place that decides (vault.rpc.interceptor
+    asks it before every call). A site that enables auditor score bands lets auditors Verify."""
+
+    def __init__(self, auditor_score_bands: bool = False):
+        self.allowed = dict(ALLOWED)
+        if auditor_score_bands:
+            self.allowed["Verify"] = self.allowed["Verify"] | {AUDITOR}
+
+    def authorize(self, identity: Identity, operation: str) -> None:
+        if not identity.roles & self.allowed.get(operation, frozenset()):
+            raise PermissionDenied(f"role {identity.role} may not call {operation}")

@@ -62,11 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     pki_issue.add_argument("--days", type=int, default=397)
     pki_issue.add_argument("name")
 
-    drill = commands.add_parser("leak-drill", help="deploy a vault in a temp dir, steal its database, report what leaks")
-    drill.add_argument("--data", type=Path, default=Path("../shared/data"))
-    drill.add_argument("--people", type=int, default=30)
-    drill.add_argument("--keep", type=Path, default=None, help="keep the deployment and loot in this folder")
-
     def client(name: str, help: str):
         command = commands.add_parser(name, help=help)
         command.add_argument("--server", default=DEFAULT_SERVER)
@@ -141,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args)
     if args.command == "pki":
         return run_pki(args)
-    if args.command == "leak-drill":
-        return run_leak_drill(args)
     try:
         return CLIENT_COMMANDS[args.command](args)
     except grpc.RpcError as error:
@@ -159,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_serve(args) -> int:
     from vault.lockout import Limits
     from vault.server import Settings, serve
-    from vault.service import IdentifyPolicy
+    from vault.core import IdentifyPolicy
 
     if not (0 < args.identify_fpir < 1 and 0 < args.identify_max_fnir <= 1):
         print("vault: --identify-fpir must be in (0, 1) and --identify-max-fnir in (0, 1]", file=sys.stderr)
@@ -178,17 +171,6 @@ def run_serve(args) -> int:
         print(f"vault: {error.message}", file=sys.stderr)
         return 2
     return 0
-
-
-def run_leak_drill(args) -> int:
-    from vault import leakdrill
-
-    logging.basicConfig(level=logging.WARNING)
-    report = leakdrill.run(args.data, args.people, keep=args.keep)
-    print("\n".join(report.lines()))
-    leaked = (report.images_found + report.feature_vectors_found + report.clear_templates_found
-              + report.credentials_found + report.unsealed_by_second_deployment)
-    return 0 if leaked == 0 else 5
 
 
 def run_pki(args) -> int:
@@ -402,8 +384,7 @@ def cmd_audit(args) -> int:
 
 def audit_verify_offline(state_dir: Path) -> int:
     from vault.audit import verify_chain
-    from vault.keys import LocalKeyFile
-    from vault.server import passphrase_from_environment
+    from vault.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
     keys = LocalKeyFile(state_dir / "keys.json", passphrase_from_environment())

@@ -1,4 +1,5 @@
-"""Every error the vault raises on purpose, and the gRPC status each one maps to.
+"""Every error the vault raises on purpose, and the gRPC status each one maps to (by name, so the
+core stays free of gRPC; vault.rpc.interceptor turns the name into a grpc.StatusCode).
 
 Messages are shown to callers and written to logs, so they must never contain biometric data,
 key material or internal paths: they say what was wrong with the request and what to do.
@@ -6,13 +7,11 @@ key material or internal paths: they say what was wrong with the request and wha
 
 from __future__ import annotations
 
-import grpc
-
 
 class VaultError(Exception):
-    """Base class. `status` is the gRPC status code the service answers with."""
+    """Base class. `status` names the gRPC status code the service answers with."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: str = "INTERNAL"
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -22,7 +21,7 @@ class VaultError(Exception):
 class InvalidArgument(VaultError):
     """The request is malformed: missing field, bad id, unsupported modality."""
 
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
 
 class InvalidSample(InvalidArgument):
@@ -32,42 +31,42 @@ class InvalidSample(InvalidArgument):
 class PoorSample(VaultError):
     """A sample decodes but carries too little biometric signal (no face, too few minutiae)."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class FailedPrecondition(VaultError):
     """The request is valid but the vault's state does not allow it (e.g. template revoked)."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class NotFound(VaultError):
     """Unknown template or subject. Another tenant's ids are reported exactly like unknown ones."""
 
-    status = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class Overloaded(VaultError):
     """The extraction queue is full; the caller should back off and retry."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = "RESOURCE_EXHAUSTED"
 
 
 class Unauthenticated(VaultError):
-    status = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
 
 
 class PermissionDenied(VaultError):
-    status = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class KeyStoreError(VaultError):
     """The key store is missing, unreadable, sealed with another passphrase or has wrong permissions."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class IntegrityError(VaultError):
     """Stored data failed authentication (tampered, swapped or sealed under another key)."""
 
-    status = grpc.StatusCode.DATA_LOSS
+    status = "DATA_LOSS"

@@ -52,6 +52,14 @@ def derive(secret: bytes, info: bytes, salt: bytes | None = None, length: int = 
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
+def passphrase_from_environment() -> str | None:
+    """VAULT_KEY_PASSPHRASE, or the first line of the file named by VAULT_KEY_PASSPHRASE_FILE."""
+    if os.environ.get("VAULT_KEY_PASSPHRASE"):
+        return os.environ["VAULT_KEY_PASSPHRASE"]
+    path = os.environ.get("VAULT_KEY_PASSPHRASE_FILE")
+    return Path(path).read_text().splitlines()[0] if path else None
+
+
 class KeyStore(Protocol):
     def tenant_key(self, tenant: str, version: int | None = None) -> TenantKey: ...
     def versions(self, tenant: str) -> list[int]: ...
@@ -59,6 +67,7 @@ class KeyStore(Protocol):
     def ensure_tenant(self, tenant: str) -> TenantKey: ...
     def rotate(self, tenant: str) -> TenantKey: ...
     def audit_key(self) -> bytes: ...
+    def tenants(self) -> list[str]: ...
 
 
 def _b64(data: bytes) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numba
 import numpy as np
@@ -22,6 +23,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from vault.identification import per_comparison_fmr
 from vault.profiles import ProtectionProfile
 
 
@@ -87,6 +89,9 @@ class Hit:
     matched: bool  # score reached the template's own threshold (ProtectionProfile.threshold_for)
 
 
+ProbeCodes = Callable[["Gallery"], np.ndarray]  # the probe's code under a gallery's key version and profile
+
+
 class Gallery:
     """Live codes of one group, each decided at the threshold its profile sets for how it was
     enrolled (one sample or several fused). Rows are removed by moving the last row into the hole."""
@@ -149,6 +154,10 @@ class Gallery:
     def template_ids(self) -> set[str]:
         with self._lock:
             return set(self._row)
+
+    def __contains__(self, template_id: str) -> bool:
+        with self._lock:
+            return template_id in self._row
 
     def _scores(self, probe: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Agreement of a packed probe (planes, words) with interleaved gallery rows."""
@@ -244,6 +253,39 @@ class MatchIndex:
         with self._lock:
             groups = [g for (t, _), gs in self._groups.items() if tenant in (None, t) for g in gs.values()]
         return sum(len(g) for g in groups)
+
+    def __contains__(self, template_id: str) -> bool:
+        with self._lock:
+            groups = [g for gs in self._groups.values() for g in gs.values()]
+        return any(template_id in g for g in groups)
+
+    # -- decisions --------------------------------------------------------------------------------
+    def verify(self, tenant: str, modality: int, code_for: ProbeCodes, *, subject_id: str | None = None,
+               template_id: str | None = None, finger: int = 0) -> tuple[bool, float]:
+        """1:1: (does the probe reach the threshold of any selected template, the best score)
+        against one template or one subject's templates (optionally one finger)."""
+        matched, best = False, 0.0
+        for gallery in self.galleries(tenant, modality):
+            if gallery.has(subject_id=subject_id, template_id=template_id, finger=finger):
+                for hit in gallery.search(code_for(gallery), subject_id=subject_id, template_id=template_id,
+                                          finger=finger):
+                    matched |= hit.matched
+                    best = max(best, hit.score)
+        return matched, best
+
+    def identify(self, tenant: str, modality: int, code_for: ProbeCodes, limit: int, finger: int,
+                 fpir: float) -> list[Hit]:
+        """1:N: the best `limit` subjects (one hit each, best first) whose templates reach the
+        threshold that holds `fpir` at the size of the gallery searched (vault.identification)."""
+        galleries = self.galleries(tenant, modality)
+        fmr = per_comparison_fmr(fpir, sum(g.count(finger) for g in galleries))
+        hits = []
+        for gallery in galleries:
+            hits += gallery.top(code_for(gallery), limit * 4, finger, per_comparison_fmr=fmr)
+        best_by_subject: dict[str, Hit] = {}
+        for hit in sorted(hits, key=lambda h: -h.score):
+            best_by_subject.setdefault(hit.subject_id, hit)
+        return list(best_by_subject.values())[:limit]
 
     def template_ids(self) -> set[str]:
         with self._lock:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import re
 from pathlib import Path
 
 from cryptography import x509
@@ -18,31 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vault.auth import ROLES
+from vault.auth import ROLES, check_name, identity_uri
 from vault.exceptions import InvalidArgument
-
-URI_PREFIX = "urn:vault:"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-def identity_uri(tenant: str, role: str) -> str:
-    return f"{URI_PREFIX}{tenant}:{role}"
-
-
-def parse_identity_uri(uri: str) -> tuple[str, str] | None:
-    if not uri.startswith(URI_PREFIX):
-        return None
-    parts = uri[len(URI_PREFIX):].split(":")
-    if len(parts) != 2 or not NAME_PATTERN.match(parts[0]) or parts[1] not in ROLES:
-        return None
-    return parts[0], parts[1]
-
-
-def check_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise InvalidArgument(f"{what} must be 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
-    return value
-
 
 def _write_key(path: Path, key) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

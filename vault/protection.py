@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault.exceptions import IntegrityError, InvalidArgument
 from vault.hazmat import iom
-from vault.keys import KeyStore, derive
+from vault.keys import TenantKey, derive
 from vault.profiles import ProtectionProfile
 
 SEAL_INFO = b"vault/seal/v1"
@@ -56,63 +56,54 @@ class RowIdentity:
 
 
 class Protector:
-    """Applies a tenant's keys. Caches keyed projections (they take ~10-100 ms to draw)."""
+    """Applies a tenant key (vault.keys.TenantKey) to feature vectors and codes. Caches keyed
+    projections (they take ~10-100 ms to draw). Holds no key store: callers pass the key they
+    looked up, once, and a key that is not the row's is refused."""
 
-    def __init__(self, keys: KeyStore):
-        self.keys = keys
+    def __init__(self):
         self._projections: OrderedDict[tuple, object] = OrderedDict()
-        self._storage: dict[tuple[str, int], bytes] = {}  # a key version's secrets never change
         self._lock = threading.Lock()
 
-    def protect(self, tenant: str, key_version: int, profile: ProtectionProfile,
-                features: np.ndarray) -> np.ndarray:
+    def protect(self, key: TenantKey, profile: ProtectionProfile, features: np.ndarray) -> np.ndarray:
         """Packed IoM code (planes, words) of one feature vector."""
         features = np.asarray(features, dtype=np.float32)
         if features.shape != (profile.feature_dim,):
             raise InvalidArgument(f"{profile.name} takes a {profile.feature_dim}-D feature vector")
-        return self.protect_many(tenant, key_version, profile, features[None])[0]
+        return self.protect_many(key, profile, features[None])[0]
 
-    def protect_many(self, tenant: str, key_version: int, profile: ProtectionProfile,
-                     features: np.ndarray) -> np.ndarray:
+    def protect_many(self, key: TenantKey, profile: ProtectionProfile, features: np.ndarray) -> np.ndarray:
         """Packed IoM codes (n, planes, words) of feature vectors (n, d) (benchmarks, bulk work)."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != profile.feature_dim or not np.all(np.isfinite(features)):
             raise InvalidArgument(f"{profile.name} takes finite {profile.feature_dim}-D feature vectors")
-        indices = iom.iom_indices(self.projection(tenant, key_version, profile), features, profile.hash_width)
+        indices = iom.iom_indices(self.projection(key, profile), features, profile.hash_width)
         return iom.pack_indices(indices, profile.hash_width)
 
-    def seal(self, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
+    def seal(self, key: TenantKey, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
         """(salt, nonce || ciphertext) for a packed code."""
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self._row_key(row, salt)).encrypt(nonce, code.astype("<u8").tobytes(), row.associated_data())
+        sealed = AESGCM(_row_key(key, row, salt)).encrypt(nonce, code.astype("<u8").tobytes(), row.associated_data())
         return salt, nonce + sealed
 
-    def unseal(self, row: RowIdentity, profile: ProtectionProfile, salt: bytes, sealed: bytes) -> np.ndarray:
+    def unseal(self, key: TenantKey, row: RowIdentity, profile: ProtectionProfile, salt: bytes,
+               sealed: bytes) -> np.ndarray:
         try:
-            plain = AESGCM(self._row_key(row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
+            plain = AESGCM(_row_key(key, row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
         except InvalidTag:
             raise IntegrityError(f"template {row.template_id} failed authentication") from None
         return np.frombuffer(plain, dtype="<u8").reshape(profile.planes, profile.words)
 
-    def _row_key(self, row: RowIdentity, salt: bytes) -> bytes:
-        version = (row.tenant, row.key_version)
-        storage = self._storage.get(version)
-        if storage is None:
-            storage = self._storage[version] = self.keys.tenant_key(row.tenant, row.key_version).storage
-        return derive(storage, SEAL_INFO, salt=salt)
-
-    def projection(self, tenant: str, key_version: int, profile: ProtectionProfile):
-        """The keyed projection of (tenant, key version, profile); hazmat: whoever holds it can
+    def projection(self, key: TenantKey, profile: ProtectionProfile):
+        """The keyed projection of (tenant key version, profile); hazmat: whoever holds it can
         search for pre-images of that group's codes (benchmarks/attacks.py)."""
-        cache_key = (tenant, key_version, profile.name)
+        cache_key = (key.tenant, key.version, profile.name, key.projection)
         with self._lock:
             projection = self._projections.get(cache_key)
             if projection is not None:
                 self._projections.move_to_end(cache_key)
                 return projection
-        secret = self.keys.tenant_key(tenant, key_version).projection
-        seed = derive(secret, b"vault/projection/" + profile.name.encode())
+        seed = derive(key.projection, b"vault/projection/" + profile.name.encode())
         projection = iom.keyed_projection(profile.projection, seed, profile.feature_dim,
                                           profile.hash_count, profile.hash_width)
         with self._lock:
@@ -120,3 +111,9 @@ class Protector:
             while len(self._projections) > PROJECTION_CACHE_SIZE:
                 self._projections.popitem(last=False)
         return projection
+
+
+def _row_key(key: TenantKey, row: RowIdentity, salt: bytes) -> bytes:
+    if (key.tenant, key.version) != (row.tenant, row.key_version):
+        raise IntegrityError(f"template {row.template_id} is not sealed under that key")
+    return derive(key.storage, SEAL_INFO, salt=salt)

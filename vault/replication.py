@@ -8,7 +8,10 @@ in order). `IndexSync` follows that feed from a cursor on a background thread:
 - it polls every `interval_s` anyway (notifications can be lost with a dropped connection; SQLite
   has none);
 - every `reconcile_s` it compares the index's template ids with the store's live ids and repairs
-  any difference, so whatever slipped past the feed (a pruned feed, a bug) cannot last.
+  any difference, so whatever slipped past the feed (a pruned feed, a bug) cannot last;
+- every `prune_every_s` it drops feed entries older than `keep_changes_s` (a replica further
+  behind than that catches up by reconciliation), so the feed does not grow forever. Every
+  replica prunes; deleting what another replica already deleted is harmless.
 
 The callback `apply_change(kind, row)` gets ADD for a template that is live now, REMOVE for one that
 is not: `row` is the template's current row and its status decides, whatever the entry recorded,
@@ -33,7 +36,7 @@ ApplyChange = Callable[[str, TemplateRow], None]
 class IndexSync:
     def __init__(self, store, apply_change: ApplyChange, interval_s: float = 0.5,
                  index_ids: Callable[[], Iterable[str]] | None = None, reconcile_s: float = 60.0,
-                 batch: int = 1000):
+                 batch: int = 1000, keep_changes_s: float = 7 * 86400.0, prune_every_s: float = 3600.0):
         """`index_ids` returns the template ids the index holds now (for reconciliation; without it
         only the feed is followed)."""
         self.store = store
@@ -42,6 +45,9 @@ class IndexSync:
         self.index_ids = index_ids
         self.reconcile_s = reconcile_s
         self.batch = batch
+        self.keep_changes_s = keep_changes_s
+        self.prune_every_s = prune_every_s
+        self.pruned = 0  # feed entries this replica deleted (for tests and metrics)
         self.cursor: int | None = None
         self.applied = 0  # changes handed to apply_change (for tests and metrics)
         self._lock = threading.Lock()  # one poll or reconciliation at a time
@@ -114,6 +120,7 @@ class IndexSync:
 
     def _run(self) -> None:
         next_reconcile = time.monotonic() + self.reconcile_s
+        next_prune = time.monotonic() + self.prune_every_s
         while not self._stop.is_set():
             try:
                 self._listener.wait(self.interval_s)
@@ -123,6 +130,9 @@ class IndexSync:
                 if self.index_ids is not None and time.monotonic() >= next_reconcile:
                     self.reconcile()
                     next_reconcile = time.monotonic() + self.reconcile_s
+                if time.monotonic() >= next_prune:
+                    self.pruned += self.store.prune_changes(self.keep_changes_s)
+                    next_prune = time.monotonic() + self.prune_every_s
             except Exception:
                 if self._stop.is_set():  # stop() closed the listener under a wait
                     break

@@ -1,12 +1,11 @@
 """Assembles and runs a vault server: key store, template store, extraction pool, match index,
-the Vault service, gRPC health and reflection."""
+the core behind one interceptor and three thin servicers, gRPC health and reflection."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +15,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from vault.admin import AdminService, AuditService
-from vault.auth import Authenticator
+from vault.administration import Administration
+from vault.auth import AccessPolicy, Authenticator
+from vault.core import IdentifyPolicy, Vault
 from vault.exceptions import VaultError
 from vault.extraction import Extractor
-from vault.keys import LocalKeyFile
+from vault.keys import LocalKeyFile, passphrase_from_environment
 from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.profiles import PROFILES
 from vault.replication import IndexSync
-from vault.service import IdentifyPolicy, VaultService
+from vault.rpc.interceptor import Gatekeeper
+from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.store import open_store
 from vault.tokens import TokenRegistry
 from vault.v1 import vault_pb2, vault_pb2_grpc
@@ -34,7 +35,6 @@ from vault.v1 import vault_pb2, vault_pb2_grpc
 log = logging.getLogger("vault.server")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-SERVICE_NAME = vault_pb2.DESCRIPTOR.services_by_name["Vault"].full_name
 SERVICE_NAMES = tuple(s.full_name for s in vault_pb2.DESCRIPTOR.services_by_name.values())
 
 
@@ -57,14 +57,6 @@ class Settings:
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint; off when None
     call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
-
-
-def passphrase_from_environment() -> str | None:
-    """VAULT_KEY_PASSPHRASE, or the first line of the file named by VAULT_KEY_PASSPHRASE_FILE."""
-    if os.environ.get("VAULT_KEY_PASSPHRASE"):
-        return os.environ["VAULT_KEY_PASSPHRASE"]
-    path = os.environ.get("VAULT_KEY_PASSPHRASE_FILE")
-    return Path(path).read_text().splitlines()[0] if path else None
 
 
 def is_loopback(listen: str) -> bool:
@@ -93,17 +85,15 @@ class VaultServer:
         self.extractor = Extractor(settings.workers, settings.max_pending)
         self.index = MatchIndex()
         self.tokens = TokenRegistry(self.store)
-        authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
-        self.service = VaultService(self.store, self.keys, self.extractor, self.index, authenticator,
-                                    settings.allow_face_embeddings, FailureLimiter(settings.limits),
-                                    settings.auditor_score_bands, settings.identification)
+        self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
+        self.vault = Vault(self.store, self.keys, self.extractor, self.index, FailureLimiter(settings.limits),
+                           settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands)
+        self.administration = Administration(self.vault, self.tokens)
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
-        self.sync = IndexSync(self.store, self.service.apply_change, interval_s=0.5,
+        self.sync = IndexSync(self.store, self.vault.apply_change, interval_s=0.5,
                               index_ids=self.index.template_ids, reconcile_s=60.0)
         self.metrics = Metrics()
-        self.metrics.watch(self.extractor, self.index, self.keys, self.service.identify_capacity)
-        self.service.metrics = self.metrics
-        self.service.call_timeout = settings.call_timeout_s
+        self.metrics.watch(self.extractor, self.index, self.keys, self.vault.identify_capacity)
         self.metrics_port: int | None = None
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -111,17 +101,19 @@ class VaultServer:
 
     async def start(self) -> int:
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
-        loaded, refused = await asyncio.to_thread(self.service.load_index)
-        self.service.warn_identify_capacity()
+        loaded, refused = await asyncio.to_thread(self.vault.load_index)
+        self.vault.warn_identify_capacity()
         self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
         await asyncio.to_thread(warm_up, PROFILES.values())
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        self.server = grpc.aio.server(options=options)
-        vault_pb2_grpc.add_VaultServicer_to_server(self.service, self.server)
-        vault_pb2_grpc.add_AdminServicer_to_server(AdminService(self.service, self.tokens), self.server)
-        vault_pb2_grpc.add_AuditServicer_to_server(AuditService(self.service), self.server)
+        gatekeeper = Gatekeeper(set(SERVICE_NAMES), self.authenticator, AccessPolicy(self.settings.auditor_score_bands),
+                                self.store, self.metrics, self.settings.call_timeout_s)
+        self.server = grpc.aio.server(options=options, interceptors=[gatekeeper])
+        vault_pb2_grpc.add_VaultServicer_to_server(VaultServicer(self.vault), self.server)
+        vault_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.administration), self.server)
+        vault_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.administration), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.server)
@@ -138,7 +130,7 @@ class VaultServer:
         await self.server.start()
         if self.settings.metrics_listen:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
-        for name in ("", SERVICE_NAME):
+        for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",
                  self.settings.listen, self.port, "mutual TLS" if self.settings.tls_dir else "plaintext loopback",

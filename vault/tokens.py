@@ -19,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from vault.audit import AuditEntry
 from vault.exceptions import NotFound, Unauthenticated
+from vault.store.base import TemplateStore, TokenRow
 
 PREFIX = "vt_"
 CACHE_SECONDS = 30.0
@@ -36,37 +37,25 @@ class TokenInfo:
 
 
 class TokenRegistry:
-    def __init__(self, store):
+    def __init__(self, store: TemplateStore):
         self.store = store
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
     def create(self, tenant: str, role: str, name: str, audit: AuditEntry) -> tuple[str, TokenInfo]:
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-        info = TokenInfo(token_id, tenant, role, name, time.time(), None)
-        with self.store._audit_lock, self.store._transaction() as cur:
-            self.store._execute(
-                cur, "INSERT INTO tokens (token_id, tenant, role, name, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (token_id, tenant, role, name, _hasher.hash(secret), info.created_at))
-            audit.detail = f"token {token_id} role={role} name={name}"
-            self.store._append_audit(cur, audit)
-        return f"{PREFIX}{token_id}.{secret}", info
+        row = TokenRow(token_id, tenant, role, name, _hasher.hash(secret), time.time())
+        audit.detail = f"token {token_id} role={role} name={name}"
+        self.store.insert_token(row, audit)
+        return f"{PREFIX}{token_id}.{secret}", info_of(row)
 
     def list(self, tenant: str) -> list[TokenInfo]:
-        with self.store._transaction() as cur:
-            rows = self.store._execute(
-                cur, "SELECT token_id, tenant, role, name, created_at, revoked_at FROM tokens WHERE tenant = ? ORDER BY created_at",
-                (tenant,)).fetchall()
-        return [TokenInfo(*row) for row in rows]
+        return [info_of(row) for row in self.store.tokens(tenant)]
 
     def revoke(self, tenant: str, token_id: str, audit: AuditEntry) -> None:
-        with self.store._audit_lock, self.store._transaction() as cur:
-            cur = self.store._execute(cur, "UPDATE tokens SET revoked_at = ? WHERE tenant = ? AND token_id = ? AND revoked_at IS NULL",
-                                      (time.time(), tenant, token_id))
-            if cur.rowcount != 1:
-                raise NotFound("no live token with that id")
-            audit.detail = f"token {token_id} revoked"
-            self.store._append_audit(cur, audit)
+        audit.detail = f"token {token_id} revoked"
+        if not self.store.revoke_token(tenant, token_id, time.time(), audit):
+            raise NotFound("no live token with that id")
         with self._lock:
             self._verified.pop(token_id, None)
 
@@ -76,22 +65,22 @@ class TokenRegistry:
         if not token.startswith(PREFIX) or "." not in token or len(token) > 200:
             raise refused
         token_id, secret = token[len(PREFIX):].split(".", 1)
-        with self.store._transaction() as cur:
-            row = self.store._execute(
-                cur, "SELECT token_id, tenant, role, name, created_at, revoked_at, secret_hash FROM tokens WHERE token_id = ?",
-                (token_id,)).fetchone()
-        if row is None or row[5] is not None:
+        row = self.store.token(token_id)
+        if row is None or row.revoked_at is not None:
             raise refused
-        info, secret_hash = TokenInfo(*row[:6]), row[6]
         fingerprint = hashlib.sha256(secret.encode()).digest()
         with self._lock:
             cached = self._verified.get(token_id)
         if cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], fingerprint):
-            return info
+            return info_of(row)
         try:
-            _hasher.verify(secret_hash, secret)
+            _hasher.verify(row.secret_hash, secret)
         except (VerificationError, InvalidHashError):
             raise refused from None
         with self._lock:
             self._verified[token_id] = (fingerprint, time.monotonic() + CACHE_SECONDS)
-        return info
+        return info_of(row)
+
+
+def info_of(row: TokenRow) -> TokenInfo:
+    return TokenInfo(row.token_id, row.tenant, row.role, row.name, row.created_at, row.revoked_at)

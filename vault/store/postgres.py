@@ -8,7 +8,6 @@ delivered at commit, so followers (vault.replication) wake at once instead of wa
 
 from __future__ import annotations
 
-import uuid
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,7 +25,7 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/schema/' || current_
 
 
 class PostgresStore(SqlStore):
-    prefetch_reads = True  # start-up reads overlap with unsealing (vault.service.prefetched)
+    prefetch_reads = True  # start-up reads overlap with unsealing (vault.core.prefetched)
 
     placeholder = "%s"
 
@@ -91,17 +90,3 @@ def with_schema(url: str, schema: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
     query.append(("options", f"-csearch_path={schema}"))
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-@contextmanager
-def scratch_schema(url: str, prefix: str = "vault_scratch"):
-    """A fresh, empty schema for tests and benchmarks; dropped with everything in it afterwards.
-    Yields the URL that points at it."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield with_schema(url, schema)
-    finally:
-        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -9,16 +9,18 @@ from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS, Change,
-                              TemplateRow, audit_from, audit_values, row_from, row_values)
+                              TemplateRow, TokenRow, audit_from, audit_values, row_from, row_values)
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
+TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at"
 QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
 
 
 class SqlStore:
     placeholder = "?"
+    prefetch_reads = False
 
     def __init__(self, audit_key: bytes):
         self._audit_key = audit_key
@@ -123,6 +125,35 @@ class SqlStore:
     def record(self, audit: AuditEntry) -> None:
         with self._audit_lock, self._transaction() as cur:
             self._append_audit(cur, audit)
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def insert_token(self, token: TokenRow, audit: AuditEntry) -> None:
+        with self._audit_lock, self._transaction() as cur:
+            self._execute(cur, f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (token.token_id, token.tenant, token.role, token.name, token.secret_hash,
+                           token.created_at, token.revoked_at))
+            self._append_audit(cur, audit)
+
+    def token(self, token_id: str) -> TokenRow | None:
+        with self._transaction() as cur:
+            values = self._execute(cur, f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+        return TokenRow(*values) if values else None
+
+    def tokens(self, tenant: str) -> list[TokenRow]:
+        with self._transaction() as cur:
+            rows = self._execute(cur, f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = ? ORDER BY created_at, token_id",
+                                 (tenant,)).fetchall()
+        return [TokenRow(*v) for v in rows]
+
+    def revoke_token(self, tenant: str, token_id: str, at: float, audit: AuditEntry) -> bool:
+        """Revoke a live token of the tenant, with its audit record; False (nothing written) if none."""
+        with self._audit_lock, self._transaction() as cur:
+            cur = self._execute(cur, "UPDATE tokens SET revoked_at = ? WHERE tenant = ? AND token_id = ? AND revoked_at IS NULL",
+                                (at, tenant, token_id))
+            if cur.rowcount != 1:
+                return False
+            self._append_audit(cur, audit)
+        return True
 
     # -- reads ----------------------------------------------------------------------------------
     def get(self, tenant: str, template_id: str) -> TemplateRow | None:

@@ -1,0 +1,217 @@
+"""Fast tier: who may call what. The access policy, tokens and lockout directly, and the one
+interceptor (vault.rpc.interceptor) on a real loopback gRPC server in this process, in front of the
+real servicers and core (fixed vectors instead of dlib: tests/doubles.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from conftest import deterministic_key_file
+from doubles import VectorExtractor, sample_bytes
+from vault.administration import Administration
+from vault.audit import AuditEntry
+from vault.auth import ADMIN, AUDITOR, ENROLLER, PANEL, AccessPolicy, Authenticator, Identity, LOCAL_OPERATOR
+from vault.core import Vault
+from vault.exceptions import NotFound, PermissionDenied, Unauthenticated
+from vault.keys import LocalKeyFile
+from vault.lockout import FailureLimiter, Limits, LockedOut
+from vault.metrics import Metrics
+from vault.rpc.interceptor import Gatekeeper
+from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
+from vault.server import SERVICE_NAMES
+from vault.store import open_store
+from vault.tokens import TokenRegistry
+from vault.v1 import vault_pb2 as pb
+from vault.v1 import vault_pb2_grpc
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.fixture
+def store(tmp_path):
+    keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
+    store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
+    store.keys = keys
+    yield store
+    store.close()
+
+
+# -- rules, directly ---------------------------------------------------------------------------------
+def test_each_role_gets_only_its_methods():
+    policy = AccessPolicy()
+    allowed = {role: {m for m in policy.allowed if role in policy.allowed[m]} for role in (PANEL, ENROLLER, AUDITOR, ADMIN)}
+    assert allowed[PANEL] == {"Verify", "Identify"}
+    assert allowed[ENROLLER] == {"Enroll", "Reissue", "ListTemplates"}
+    assert allowed[AUDITOR] == {"Revoke", "ListTemplates", "ReadAudit", "VerifyAudit", "KeyStatus"}
+    assert allowed[ADMIN] == {"CreateToken", "ListTokens", "RevokeToken", "RotateKey", "KeyStatus"}
+    with pytest.raises(PermissionDenied):
+        policy.authorize(Identity("t", frozenset({PANEL}), "p"), "NoSuchMethod")
+    with pytest.raises(PermissionDenied):
+        policy.authorize(Identity("t", frozenset({AUDITOR}), "a"), "Verify")
+    AccessPolicy(auditor_score_bands=True).authorize(Identity("t", frozenset({AUDITOR}), "a"), "Verify")
+
+
+def test_tokens_authenticate_until_revoked(store):
+    tokens = TokenRegistry(store)
+    token, info = tokens.create("acme", PANEL, "door-1", AuditEntry("CreateToken", "acme", "admin"))
+    assert tokens.authenticate(token) == info
+    assert tokens.authenticate(token) == info  # from the short cache
+    for forged in (token[:-2] + "xx", "vt_" + info.token_id + ".", "vt_nope.secret", "bearer", "vt_" + "a" * 300):
+        with pytest.raises(Unauthenticated, match="invalid or revoked token"):
+            tokens.authenticate(forged)
+    assert [t.token_id for t in tokens.list("acme")] == [info.token_id] and tokens.list("other") == []
+    with pytest.raises(NotFound):
+        tokens.revoke("other", info.token_id, AuditEntry("RevokeToken", "other", "admin"))
+    tokens.revoke("acme", info.token_id, AuditEntry("RevokeToken", "acme", "admin"))
+    with pytest.raises(Unauthenticated):
+        tokens.authenticate(token)
+    assert [r.entry.rpc for r in store.audit_records("acme")] == ["CreateToken", "RevokeToken"]
+
+
+def test_authenticator_without_tls_is_the_local_operator_unless_a_token_says_otherwise(store):
+    tokens = TokenRegistry(store)
+    token, _ = tokens.create("acme", PANEL, "door-1", AuditEntry("CreateToken", "acme", "admin"))
+    plaintext = Authenticator(tls=False, tokens=tokens)
+    assert plaintext.identify(None, None) == LOCAL_OPERATOR
+    assert plaintext.identify(token, None).tenant == "acme"
+    with pytest.raises(Unauthenticated):
+        Authenticator(tls=True, tokens=tokens).identify(None, None)
+
+
+def test_lockout_counts_per_subject_and_per_client_and_expires():
+    now = [0.0]
+    limiter = FailureLimiter(Limits(per_subject=2, per_client=3, window_s=10, lockout_s=60), clock=lambda: now[0])
+    assert not limiter.failed("t", "door", "ana")
+    assert limiter.failed("t", "door", "ana")
+    with pytest.raises(LockedOut, match="this subject"):
+        limiter.check("t", "door", "ana")
+    limiter.check("t", "door", "bob")  # other subjects still open
+    assert limiter.failed("t", "door", "bob")  # third failure of this client
+    with pytest.raises(LockedOut, match="this client"):
+        limiter.check("t", "door")
+    limiter.check("t", "door-2", "ana")  # another client is not affected
+    now[0] = 61.0
+    limiter.check("t", "door", "ana")
+
+
+# -- the interceptor, on a loopback server -------------------------------------------------------------
+class SlowExtractor(VectorExtractor):
+    async def extract_many(self, modality, samples, require_single_face=False):
+        await asyncio.sleep(5)
+        return await super().extract_many(modality, samples, require_single_face)
+
+
+class BrokenExtractor(VectorExtractor):
+    async def extract_many(self, modality, samples, require_single_face=False):
+        raise RuntimeError("secret internal detail")
+
+
+async def serve(store, extractor=None, call_timeout_s=5.0):
+    """A real gRPC server in this process: (server, channel, metrics, token registry)."""
+    tokens = TokenRegistry(store)
+    core = Vault(store, store.keys, extractor or VectorExtractor())
+    metrics = Metrics()
+    gatekeeper = Gatekeeper(set(SERVICE_NAMES), Authenticator(tls=False, tokens=tokens), AccessPolicy(), store,
+                            metrics, call_timeout_s)
+    server = grpc.aio.server(interceptors=[gatekeeper])
+    administration = Administration(core, tokens)
+    vault_pb2_grpc.add_VaultServicer_to_server(VaultServicer(core), server)
+    vault_pb2_grpc.add_AdminServicer_to_server(AdminServicer(administration), server)
+    vault_pb2_grpc.add_AuditServicer_to_server(AuditServicer(administration), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, grpc.aio.insecure_channel(f"127.0.0.1:{port}"), metrics, tokens
+
+
+def bearer(token: str):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def face(person: str, shot: int) -> pb.Sample:
+    return pb.Sample(image=sample_bytes(person, shot))
+
+
+def count(metrics: Metrics, rpc: str, code: str) -> float:
+    return metrics.registry.get_sample_value("vault_rpc_total", {"rpc": rpc, "code": code}) or 0.0
+
+
+def test_denials_are_refused_counted_and_audited(store):
+    async def main():
+        server, channel, metrics, tokens = await serve(store)
+        panel, _ = tokens.create("acme", PANEL, "door-1", AuditEntry("CreateToken", "acme", "admin"))
+        auditor, _ = tokens.create("acme", AUDITOR, "audit", AuditEntry("CreateToken", "acme", "admin"))
+        stub, audit = vault_pb2_grpc.VaultStub(channel), vault_pb2_grpc.AuditStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.Enroll(pb.EnrollRequest(subject_id="a", modality=pb.FACE, samples=[face("a", 1)]),
+                              metadata=bearer(panel))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Verify(pb.VerifyRequest(subject_id="a", modality=pb.FACE, probe=face("a", 1)),
+                              metadata=bearer(panel[:-3] + "xyz"))
+        assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as streaming:  # server-streaming goes through the same gate
+            [r async for r in audit.ReadAudit(pb.ReadAuditRequest(), metadata=bearer(panel))]
+        assert streaming.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        records = [r async for r in audit.ReadAudit(pb.ReadAuditRequest(), metadata=bearer(auditor))]
+        assert [(r.rpc, r.decision, r.actor) for r in records if r.decision == "DENIED"] == [
+            ("Enroll", "DENIED", panel.split(".")[0].replace("vt_", "token:")),
+            ("ReadAudit", "DENIED", panel.split(".")[0].replace("vt_", "token:"))]
+        # The unauthenticated call is in the chain too, under no tenant.
+        assert [(r.entry.rpc, r.entry.actor) for r in store.audit_records("")] == [("Verify", "unknown")]
+        assert count(metrics, "Enroll", "PERMISSION_DENIED") == 1 and count(metrics, "ReadAudit", "OK") == 1
+        await channel.close()
+        await server.stop(None)
+
+    run(main())
+
+
+def test_malformed_requests_deadlines_and_internal_errors_get_clear_statuses(store):
+    async def main():
+        server, channel, metrics, _ = await serve(store, SlowExtractor(), call_timeout_s=0.2)
+        raw = channel.unary_unary("/vault.v1.Vault/Enroll")  # bytes in, bytes out
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await raw(b"\xff\xff\xff\xff")
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid Enroll message" in malformed.value.details()
+        stub = vault_pb2_grpc.VaultStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as slow:
+            await stub.Enroll(pb.EnrollRequest(subject_id="a", modality=pb.FACE, samples=[face("a", 1)]))
+        assert slow.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await channel.close()
+        await server.stop(None)
+
+        server, channel, metrics, _ = await serve(store, BrokenExtractor())
+        with pytest.raises(grpc.aio.AioRpcError) as broken:
+            await vault_pb2_grpc.VaultStub(channel).Enroll(
+                pb.EnrollRequest(subject_id="a", modality=pb.FACE, samples=[face("a", 1)]))
+        assert broken.value.code() == grpc.StatusCode.INTERNAL
+        assert "internal error, reference" in broken.value.details() and "secret" not in broken.value.details()
+        assert count(metrics, "Enroll", "INTERNAL") == 1
+        await channel.close()
+        await server.stop(None)
+
+    run(main())
+
+
+def test_a_call_through_the_gate_reaches_the_core_as_its_caller(store):
+    async def main():
+        server, channel, metrics, tokens = await serve(store)
+        enroller, _ = tokens.create("acme", ENROLLER, "hr", AuditEntry("CreateToken", "acme", "admin"))
+        panel, _ = tokens.create("acme", PANEL, "door", AuditEntry("CreateToken", "acme", "admin"))
+        stub = vault_pb2_grpc.VaultStub(channel)
+        done = await stub.Enroll(pb.EnrollRequest(subject_id="ana", modality=pb.FACE, samples=[face("ana", 1)]),
+                                 metadata=bearer(enroller))
+        verdict = await stub.Verify(pb.VerifyRequest(template_id=done.template_id, probe=face("ana", 2)),
+                                    metadata=bearer(panel))
+        local = await stub.Verify(pb.VerifyRequest(template_id=done.template_id, probe=face("ana", 2)))
+        assert (verdict.decision, local.decision) == (pb.MATCH, pb.NO_MATCH)  # local operator: tenant "default"
+        assert store.get("acme", done.template_id).tenant == "acme"
+        await channel.close()
+        await server.stop(None)
+
+    run(main())

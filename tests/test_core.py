@@ -1,0 +1,208 @@
+"""Fast tier: the protobuf-free core (vault.core, vault.administration) in process, on a temp
+SQLite store, real keys and protection, fixed vectors instead of dlib (tests/doubles.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import deterministic_key_file
+from doubles import NO_SIGNAL, VectorExtractor, sample_bytes
+from vault.administration import Administration
+from vault.auth import Identity
+from vault.core import FACE_EMBEDDING, IMAGE, ISO_19794_2, Sample, Vault
+from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample
+from vault.keys import LocalKeyFile
+from vault.lockout import Limits, LockedOut, FailureLimiter
+from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.store import LIVE, REVOKED, open_store
+from vault.tokens import TokenRegistry
+
+ENROLLER = Identity("default", frozenset({"enroller"}), "hr")
+PANEL = Identity("default", frozenset({"panel"}), "door-1")
+AUDITOR = Identity("default", frozenset({"auditor"}), "audit")
+OTHER_TENANT_PANEL = Identity("other", frozenset({"panel"}), "door-9")
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def photo(person: str, shot: int) -> Sample:
+    return Sample(IMAGE, sample_bytes(person, shot))
+
+
+@pytest.fixture
+def vault(tmp_path):
+    keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
+    store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
+    core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=3, per_client=6)))
+    yield core
+    store.close()
+
+
+def enroll(vault, person: str, shots=(1, 2), modality: int = FACE, finger: int = 0):
+    return run(vault.enroll(ENROLLER, person, modality, finger, [photo(person, s) for s in shots]))
+
+
+def test_enrol_then_verify_genuine_and_impostor(vault):
+    done = enroll(vault, "ana")
+    assert (done.profile, done.key_version, len(done.reports)) == (CURRENT[FACE].name, 1, 2)
+    assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+    assert run(vault.verify(PANEL, photo("ana", 4), template_id=done.template_id)).matched
+    assert not run(vault.verify(PANEL, photo("bob", 1), subject_id="ana", modality=FACE)).matched
+
+
+def test_decisions_are_audited_with_their_ids(vault):
+    enroll(vault, "ana")
+    result = run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE))
+    records = list(vault.store.audit_records("default"))
+    assert [r.entry.rpc for r in records] == ["Enroll", "Verify"]
+    assert (records[-1].entry.decision, records[-1].entry.decision_id) == ("MATCH", result.decision_id)
+
+
+def test_identify_finds_the_enrolled_person_and_not_a_stranger(vault):
+    for person in ("ana", "bob", "cem", "dia"):
+        enroll(vault, person)
+    found = run(vault.identify(PANEL, photo("cem", 5), modality=FACE, max_candidates=3))
+    assert [c.subject_id for c in found.candidates][:1] == ["cem"]
+    assert [c.rank for c in found.candidates] == list(range(1, len(found.candidates) + 1))
+    assert run(vault.identify(PANEL, photo("zed", 1), modality=FACE)).candidates == []
+
+
+def test_tenants_do_not_see_each_other(vault):
+    done = enroll(vault, "ana")
+    assert not run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+    assert not run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 3), template_id=done.template_id)).matched
+    assert run(vault.identify(OTHER_TENANT_PANEL, photo("ana", 3), modality=FACE)).candidates == []
+    with pytest.raises(NotFound):
+        run(vault.revoke(Identity("other", frozenset({"auditor"}), "x"), "no", template_id=done.template_id))
+
+
+def test_revoke_stops_matching_and_is_final(vault):
+    done = enroll(vault, "ana")
+    assert run(vault.revoke(AUDITOR, "left", template_id=done.template_id)) == [done.template_id]
+    assert not run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+    assert run(vault.identify(PANEL, photo("ana", 3), modality=FACE)).candidates == []
+    with pytest.raises(NotFound):
+        run(vault.revoke(AUDITOR, "again", template_id=done.template_id))
+    vault.apply_change("add", vault.store.get("default", done.template_id))  # a stale feed entry
+    assert not run(vault.verify(PANEL, photo("ana", 3), template_id=done.template_id)).matched
+    (row,) = run(vault.list_templates(AUDITOR, "ana", include_revoked=True))
+    assert (row.status, row.revoke_reason) == (REVOKED, "left")
+
+
+def test_reissue_replaces_the_template(vault):
+    old = enroll(vault, "ana")
+    new = run(vault.reissue(ENROLLER, old.template_id, [photo("ana", 7)], "new photo"))
+    assert new.revoked_template_id == old.template_id
+    assert not run(vault.verify(PANEL, photo("ana", 3), template_id=old.template_id)).matched
+    assert run(vault.verify(PANEL, photo("ana", 3), template_id=new.template_id)).matched
+    rows = {r.template_id: r for r in run(vault.list_templates(AUDITOR, "ana", include_revoked=True))}
+    assert (rows[old.template_id].status, rows[old.template_id].replaced_by) == (REVOKED, new.template_id)
+    assert rows[new.template_id].status == LIVE
+
+
+def test_a_restart_loads_every_live_template(vault, tmp_path):
+    kept, gone = enroll(vault, "ana"), enroll(vault, "bob")
+    run(vault.revoke(AUDITOR, "left", template_id=gone.template_id))
+    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    assert fresh.load_index() == (1, 0)
+    assert run(fresh.verify(PANEL, photo("ana", 3), template_id=kept.template_id)).matched
+
+
+def test_an_edited_row_is_refused_at_load(vault):
+    done = enroll(vault, "ana", shots=(1,))
+    enroll(vault, "bob", shots=(1,))
+    with vault.store._transaction() as cur:  # an attacker with write access to the database
+        cur.execute("UPDATE templates SET subject_id = 'bob' WHERE template_id = ?", (done.template_id,))
+    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    assert fresh.load_index() == (1, 1)
+
+
+def test_lockout_after_repeated_failures_is_audited(vault):
+    enroll(vault, "ana")
+    for shot in range(3):
+        assert not run(vault.verify(PANEL, photo("mallory", shot), subject_id="ana", modality=FACE)).matched
+    with pytest.raises(LockedOut):
+        run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE))
+    assert [r.entry.decision for r in vault.store.audit_records("default")][-1] == "LOCKED_OUT"
+    # Another door is not locked out by this one's failures.
+    other_door = Identity("default", frozenset({"panel"}), "door-2")
+    assert run(vault.verify(other_door, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+
+
+def test_fingerprints_by_finger_and_iso_records(vault):
+    enroll(vault, "ana", modality=FINGERPRINT, finger=2)
+    right_finger = run(vault.verify(PANEL, Sample(ISO_19794_2, sample_bytes("ana", 5)), subject_id="ana",
+                                    modality=FINGERPRINT, finger=2))
+    wrong_finger = run(vault.verify(PANEL, photo("ana", 5), subject_id="ana", modality=FINGERPRINT, finger=3))
+    assert (right_finger.matched, wrong_finger.matched) == (True, False)
+    with pytest.raises(InvalidArgument, match="FINGERPRINT only"):
+        run(vault.enroll(ENROLLER, "bob", FACE, 2, [photo("bob", 1)]))
+    with pytest.raises(InvalidArgument, match="ISO/IEC 19794-2 records are FINGERPRINT"):
+        run(vault.enroll(ENROLLER, "bob", FACE, 0, [Sample(ISO_19794_2, sample_bytes("bob", 1))]))
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda v: v.enroll(ENROLLER, "", FACE, 0, [photo("a", 1)]), "subject_id is required"),
+    (lambda v: v.enroll(ENROLLER, "x" * 129, FACE, 0, [photo("a", 1)]), "1-128 printable"),
+    (lambda v: v.enroll(ENROLLER, "a", 7, 0, [photo("a", 1)]), "modality must be"),
+    (lambda v: v.enroll(ENROLLER, "a", FINGERPRINT, 11, [photo("a", 1)]), "finger position"),
+    (lambda v: v.enroll(ENROLLER, "a", FACE, 0, []), "at least one sample"),
+    (lambda v: v.enroll(ENROLLER, "a", FACE, 0, [photo("a", i) for i in range(11)]), "at most 10"),
+    (lambda v: v.enroll(ENROLLER, "a", FACE, 0, [Sample(None)]), "no data"),
+    (lambda v: v.verify(PANEL, photo("a", 1), modality=FACE), "subject_id or template_id"),
+    (lambda v: v.verify(PANEL, None, subject_id="a", modality=FACE), "probe is required"),
+    (lambda v: v.identify(PANEL, photo("a", 1), modality=FACE, max_candidates=101), "max_candidates"),
+    (lambda v: v.revoke(AUDITOR, "\x00", subject_id="a"), "reason"),
+])
+def test_bad_requests_are_invalid_arguments(vault, call, error):
+    with pytest.raises(InvalidArgument, match=error):
+        run(call(vault))
+
+
+def test_sample_problems_and_site_rules(vault):
+    with pytest.raises(InvalidSample):
+        run(vault.enroll(ENROLLER, "a", FACE, 0, [Sample(IMAGE, b"")]))
+    with pytest.raises(PoorSample):
+        run(vault.enroll(ENROLLER, "a", FACE, 0, [Sample(IMAGE, NO_SIGNAL)]))
+    with pytest.raises(FailedPrecondition, match="embeddings"):
+        run(vault.enroll(ENROLLER, "a", FACE, 0, [Sample(FACE_EMBEDDING, (0.1,) * 128)]))
+    vault.allow_face_embeddings = True
+    assert run(vault.enroll(ENROLLER, "a", FACE, 0, [Sample(FACE_EMBEDDING, (0.1,) * 128)])).template_id
+
+
+def test_auditor_score_bands_only_where_enabled(vault):
+    enroll(vault, "ana")
+    auditor = Identity("default", frozenset({"auditor"}), "audit")
+    assert run(vault.verify(auditor, photo("ana", 3), subject_id="ana", modality=FACE)).score_band == 0
+    vault.auditor_score_bands = True
+    assert 1 <= run(vault.verify(auditor, photo("ana", 3), subject_id="ana", modality=FACE)).score_band <= 10
+    assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).score_band == 0
+
+
+def test_key_rotation_keeps_old_templates_matching_until_reenrolled(vault):
+    admin = Administration(vault, TokenRegistry(vault.store))
+    old = enroll(vault, "ana")
+    assert run(admin.rotate_key(Identity("default", frozenset({"admin"}), "root"))) == 2
+    new = enroll(vault, "bob")
+    assert new.key_version == 2
+    assert run(vault.verify(PANEL, photo("ana", 3), template_id=old.template_id)).matched
+    status = run(admin.key_status(AUDITOR))
+    assert (status.current_key_version, status.live_templates_by_version) == (2, {1: 1, 2: 1})
+    assert status.subjects_on_old_versions == ["ana"]
+    assert [r.subject_id for r in run(vault.list_templates(AUDITOR, only_old_key_versions=True))] == ["ana"]
+
+
+def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
+    admin = Administration(vault, TokenRegistry(vault.store))
+    enroll(vault, "ana")
+    run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 1), subject_id="ana", modality=FACE))
+    own = run(admin.read_audit(AUDITOR))
+    assert [r.entry.rpc for r in own] == ["Enroll"]
+    assert len(run(admin.read_audit(AUDITOR, after_seq=own[0].seq))) == 0
+    assert run(admin.verify_audit(AUDITOR)) == (2, [])
+    with pytest.raises(InvalidArgument):
+        run(admin.read_audit(AUDITOR, limit=10_001))

@@ -1,0 +1,95 @@
+"""Tenant administration and the audit trail: API tokens, key rotation and its progress, reading and
+checking the audit chain. Protobuf-free, like vault.core; every operation acts on the caller's own
+tenant and appends its own audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+from vault.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
+from vault.auth import ROLES, Identity, check_name
+from vault.core import Vault, check_id
+from vault.exceptions import InvalidArgument
+from vault.identification import Capacity
+from vault.store import LIVE
+from vault.tokens import TokenInfo, TokenRegistry
+
+__all__ = ["Administration", "KeyStatus", "MAX_AUDIT_BATCH"]
+
+MAX_AUDIT_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    current_key_version: int
+    live_templates_by_version: dict[int, int]  # every key version the tenant holds
+    subjects_on_old_versions: list[str]  # to re-enrol before the old versions can be retired
+    identify: list[tuple[int, Capacity]]  # (modality, what Identify can promise)
+
+
+class Administration:
+    def __init__(self, vault: Vault, tokens: TokenRegistry):
+        self.vault = vault
+        self.tokens = tokens
+
+    # -- tokens -----------------------------------------------------------------------------------
+    async def create_token(self, caller: Identity, role: str, name: str) -> tuple[str, TokenInfo]:
+        """A new token for the caller's tenant: (the token, shown once; its metadata)."""
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
+        name = check_name(name, "name")
+        return await asyncio.to_thread(self.tokens.create, caller.tenant, role, name,
+                                       AuditEntry("CreateToken", caller.tenant, caller.name, decision="created"))
+
+    async def list_tokens(self, caller: Identity) -> list[TokenInfo]:
+        return await asyncio.to_thread(self.tokens.list, caller.tenant)
+
+    async def revoke_token(self, caller: Identity, token_id: str) -> None:
+        token_id = check_id(token_id, "token_id")
+        await asyncio.to_thread(self.tokens.revoke, caller.tenant, token_id,
+                                AuditEntry("RevokeToken", caller.tenant, caller.name, decision="revoked"))
+
+    # -- keys ---------------------------------------------------------------------------------------
+    async def rotate_key(self, caller: Identity) -> int:
+        """A new current key version for the tenant; templates under older versions keep matching
+        until they are re-enrolled (KeyStatus lists who is left)."""
+        keys, store = self.vault.keys, self.vault.store
+        keys.ensure_tenant(caller.tenant)
+        key = await asyncio.to_thread(keys.rotate, caller.tenant)
+        await asyncio.to_thread(store.record, AuditEntry(
+            "RotateKey", caller.tenant, caller.name, decision="rotated", detail=f"key_version={key.version}"))
+        return key.version
+
+    async def key_status(self, caller: Identity) -> KeyStatus:
+        keys = self.vault.keys
+        current = keys.current_version(caller.tenant)
+        rows = [r for r in await asyncio.to_thread(self.vault.store.list, caller.tenant) if r.status == LIVE]
+        counts = Counter(r.key_version for r in rows)
+        return KeyStatus(current, {v: counts.get(v, 0) for v in keys.versions(caller.tenant)},
+                         sorted({r.subject_id for r in rows if r.key_version < current}),
+                         self.vault.identify_capacity(caller.tenant))
+
+    # -- audit ----------------------------------------------------------------------------------------
+    async def read_audit(self, caller: Identity, after_seq: int = 0, limit: int = 0) -> list[AuditRecord]:
+        """The tenant's audit records after `after_seq`, oldest first, at most `limit` (default 1000)."""
+        limit = limit or 1000
+        if not 1 <= limit <= MAX_AUDIT_BATCH or after_seq < 0:
+            raise InvalidArgument(f"limit must be 1-{MAX_AUDIT_BATCH}, after_seq >= 0")
+
+        def read():
+            records = []
+            for record in self.vault.store.audit_records(caller.tenant, after_seq):
+                records.append(record)
+                if len(records) == limit:
+                    break
+            return records
+
+        return await asyncio.to_thread(read)
+
+    async def verify_audit(self, caller: Identity) -> tuple[int, list[ChainProblem]]:
+        """Check the whole audit chain: (records checked, problems found)."""
+        records = await asyncio.to_thread(lambda: list(self.vault.store.audit_records()))
+        return len(records), verify_chain(self.vault.keys.audit_key(), records)

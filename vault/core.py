@@ -1,0 +1,454 @@
+"""The vault's application core: enrol, verify, identify, revoke, reissue, list. No protobuf, no
+gRPC: the servicers (vault.rpc) translate messages and call this; tests and tools may call it
+directly. Each operation reads top to bottom:
+
+    validate -> extract (worker processes) -> protect (tenant key) -> store + audit (one
+    transaction) -> update the in-memory index -> a decision or metadata
+
+Who the caller is and whether their role allows the operation is settled before the core is
+called (vault.rpc.interceptor); the core receives the caller's Identity to scope every read and
+write to its tenant. Nothing it returns, logs or stores holds an image, a feature vector, a code or
+a score (except an auditor's coarse score band, when the site enables it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from vault.audit import AuditEntry
+from vault.auth import AUDITOR, Identity
+from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
+from vault.extraction import IMAGE, ISO_19794_2, Extractor
+from vault.features import SampleReport, fuse
+from vault.features.face import embedding_features
+from vault.identification import Capacity, capacity
+from vault.keys import KeyStore, TenantKey
+from vault.lockout import FailureLimiter
+from vault.matching import MatchIndex
+from vault.profiles import CURRENT, FACE, FINGERPRINT, MODALITY_NAMES, PROFILES
+from vault.protection import Protector, RowIdentity
+from vault.store import LIVE, TemplateRow, TemplateStore
+from vault.store.base import ADD
+
+__all__ = ["FACE_EMBEDDING", "IMAGE", "ISO_19794_2", "Candidate", "Enrolment", "Identification",
+           "IdentifyPolicy", "Reissue", "Sample", "Vault", "Verification"]
+
+log = logging.getLogger("vault.core")
+
+FACE_EMBEDDING = "face_embedding"
+MAX_SAMPLES = 10
+MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 500
+MAX_CANDIDATES = 100
+FINGER_POSITIONS = range(0, 11)  # ISO/IEC 19794-2: 0 unknown, 1-10 right thumb .. left little
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One biometric sample as received: `kind` IMAGE (encoded bytes), ISO_19794_2 (a minutiae
+    record) or FACE_EMBEDDING (128 floats, where the site allows them); None when it carries none."""
+
+    kind: str | None
+    data: bytes | tuple[float, ...] = b""
+
+
+@dataclass(frozen=True)
+class IdentifyPolicy:
+    """The site's 1:N promise: the FPIR Identify holds at any gallery size, and the expected
+    FNIR beyond which the operator is told the modality cannot keep it usefully."""
+
+    fpir: float = 1e-2
+    max_fnir: float = 0.2
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    template_id: str
+    profile: str
+    key_version: int
+    reports: list[SampleReport]
+
+
+@dataclass(frozen=True)
+class Reissue(Enrolment):
+    revoked_template_id: str = ""
+
+
+@dataclass(frozen=True)
+class Verification:
+    matched: bool
+    decision_id: str
+    report: SampleReport
+    score_band: int = 0  # 1-10 for auditors where the site enables it, else 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject_id: str
+    template_id: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class Identification:
+    candidates: list[Candidate]
+    decision_id: str
+    report: SampleReport
+
+
+@dataclass
+class Vault:
+    """Templates of every tenant: the store, the tenant keys, the extraction pool and the
+    in-memory match index, under one set of rules."""
+
+    store: TemplateStore
+    keys: KeyStore
+    extractor: Extractor
+    index: MatchIndex = field(default_factory=MatchIndex)
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)
+    allow_face_embeddings: bool = False
+    auditor_score_bands: bool = False
+    protector: Protector = field(default_factory=Protector)
+
+    # -- enrolment ------------------------------------------------------------------------------
+    async def enroll(self, caller: Identity, subject_id: str, modality: int, finger: int, samples: list[Sample],
+                     require_single_face: bool = False) -> Enrolment:
+        subject_id = check_id(subject_id, "subject_id")
+        modality = check_modality(modality)
+        finger = check_finger(modality, finger)
+        vectors, reports = await self._features(modality, samples, require_single_face)
+        row, code = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
+        audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
+                           f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
+
+        def commit():
+            self.store.insert(row, audit)
+            self._index_row(row, code)
+
+        await committed(commit)
+        return Enrolment(row.template_id, row.profile, row.key_version, reports)
+
+    async def reissue(self, caller: Identity, template_id: str, samples: list[Sample], reason: str = "",
+                      require_single_face: bool = False) -> Reissue:
+        old_id = check_id(template_id, "template_id")
+        reason = check_reason(reason)
+        old = await asyncio.to_thread(self.store.get, caller.tenant, old_id)
+        if old is None or old.status != LIVE:
+            raise NotFound("no live template with that template_id")
+        vectors, reports = await self._features(old.modality, samples, require_single_face)
+        row, code = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
+        audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
+                           "reissued", reason)
+
+        def commit():
+            if not self.store.reissue(old_id, row, reason, audit):
+                return False
+            self.index.remove(caller.tenant, old.modality, old_id)
+            self._index_row(row, code)
+            return True
+
+        if not await committed(commit):
+            raise NotFound("no live template with that template_id")  # revoked meanwhile
+        return Reissue(row.template_id, row.profile, row.key_version, reports, revoked_template_id=old_id)
+
+    async def revoke(self, caller: Identity, reason: str = "", *, template_id: str | None = None,
+                     subject_id: str | None = None) -> list[str]:
+        """Revoke one template, or every live template of a subject: the revoked template ids."""
+        if (template_id is None) == (subject_id is None):
+            raise InvalidArgument("template_id or subject_id is required")
+        target = "template_id" if template_id is not None else "subject_id"
+        value = check_id(template_id if template_id is not None else subject_id, target)
+        reason = check_reason(reason)
+        if target == "template_id":
+            candidates = [value]
+        else:
+            candidates = [r.template_id for r in await asyncio.to_thread(self.store.list, caller.tenant, value)]
+        audit = AuditEntry("Revoke", caller.tenant, caller.name, value if target == "subject_id" else "",
+                           "", "revoked", reason)
+
+        def commit():
+            revoked = self.store.revoke(caller.tenant, candidates, reason, audit) if candidates else []
+            for revoked_id in revoked:
+                for modality in (FACE, FINGERPRINT):
+                    self.index.remove(caller.tenant, modality, revoked_id)
+            return revoked
+
+        revoked = await committed(commit)
+        if not revoked:
+            raise NotFound(f"no live template for that {target}")
+        return revoked
+
+    async def list_templates(self, caller: Identity, subject_id: str = "", include_revoked: bool = False,
+                             only_old_key_versions: bool = False) -> list[TemplateRow]:
+        subject = check_id(subject_id, "subject_id") if subject_id else None
+        rows = await asyncio.to_thread(self.store.list, caller.tenant, subject, include_revoked)
+        if only_old_key_versions:
+            current = self.keys.current_version(caller.tenant)
+            rows = [r for r in rows if r.status == LIVE and r.key_version < current]
+        return rows
+
+    # -- decisions ------------------------------------------------------------------------------
+    async def verify(self, caller: Identity, probe: Sample | None, *, subject_id: str | None = None,
+                     template_id: str | None = None, modality: int = 0, finger: int = 0,
+                     require_single_face: bool = False) -> Verification:
+        """1:1 against a subject's templates (of `modality`, optionally one finger) or one template."""
+        if (subject_id is None) == (template_id is None):
+            raise InvalidArgument("subject_id or template_id is required")
+        claim = "subject_id" if subject_id is not None else "template_id"
+        claimed = check_id(subject_id if subject_id is not None else template_id, claim)
+        if claim == "subject_id" or modality:
+            check_modality(modality)
+        if probe is None:
+            raise InvalidArgument("probe is required")
+        if claim == "subject_id":
+            where = {"subject_id": claimed, "finger": finger}
+        else:
+            row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
+            # Unknown, another tenant's and revoked templates all answer NO_MATCH: no oracle.
+            live = row is not None and row.status == LIVE and modality in (0, row.modality)
+            where = {"template_id": claimed} if live else None
+            modality = row.modality if live else (modality or FACE)
+        check_finger(modality, finger)
+        self.limiter.check(caller.tenant, caller.name, claimed)
+        # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
+        (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+        matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector), **where)
+                         if where else (False, 0.0))
+        audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
+                           **{claim: claimed})
+        await asyncio.to_thread(self.store.record, audit)
+        if matched:
+            self.limiter.succeeded(caller.tenant, caller.name, claimed)
+        elif self.limiter.failed(caller.tenant, caller.name, claimed):
+            await self._record_lockout(caller, claimed)
+        band = 0
+        if self.auditor_score_bands and AUDITOR in caller.roles:
+            band = min(10, int(best * 10) + 1)  # coarse on purpose: a decile is useless for hill-climbing
+        return Verification(matched, audit.decision_id, report, band)
+
+    async def identify(self, caller: Identity, probe: Sample | None, *, modality: int, finger: int = 0,
+                       max_candidates: int = 1, require_single_face: bool = False) -> Identification:
+        """1:N over the tenant's templates of `modality`, at the FPIR of the site's IdentifyPolicy."""
+        modality = check_modality(modality)
+        finger = check_finger(modality, finger)
+        if probe is None:
+            raise InvalidArgument("probe is required")
+        limit = max_candidates or 1
+        if not 1 <= limit <= MAX_CANDIDATES:
+            raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
+        self.limiter.check(caller.tenant, caller.name)
+        (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+        code_for = self._probe_codes(caller.tenant, vector)
+        winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
+                                          self.identification.fpir)
+        audit = AuditEntry("Identify", caller.tenant, caller.name, ",".join(h.subject_id for h in winners),
+                           ",".join(h.template_id for h in winners),
+                           "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
+        await asyncio.to_thread(self.store.record, audit)
+        if not winners and self.limiter.failed(caller.tenant, caller.name):
+            await self._record_lockout(caller, None)
+        return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
+                              audit.decision_id, report)
+
+    # -- what Identify can promise ---------------------------------------------------------------
+    def identify_capacity(self, tenant: str) -> list[tuple[int, Capacity]]:
+        """(modality, what Identify can promise) for each modality the tenant has templates of."""
+        out = []
+        for modality, profile in sorted(CURRENT.items()):
+            templates = sum(len(g) for g in self.index.galleries(tenant, modality))
+            if templates:
+                out.append((modality, capacity(profile, templates, self.identification.fpir,
+                                               self.identification.max_fnir)))
+        return out
+
+    def warn_identify_capacity(self) -> None:
+        """Log each tenant and modality whose gallery is too large for the FPIR target."""
+        for tenant in self.keys.tenants():
+            for modality, c in self.identify_capacity(tenant):
+                if not c.reachable:
+                    log.warning("tenant %s: Identify holds FPIR %g over %d %s templates only by missing an expected "
+                                "%.0f%% of enrolled people (one-sample templates; %.0f%% fused); raise --identify-fpir "
+                                "or split the gallery", tenant, c.fpir_target, c.templates,
+                                MODALITY_NAMES[modality], 100 * c.expected_fnir, 100 * c.expected_fnir_fused)
+
+    # -- the in-memory index ----------------------------------------------------------------------
+    def load_index(self) -> tuple[int, int]:
+        """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
+        authentication (edited, swapped, sealed under other keys) is logged and never matches."""
+        loaded = refused = retired = 0
+        rows = self.store.live_rows()
+        if self.store.prefetch_reads:
+            rows = prefetched(rows)
+        for row in rows:
+            profile = PROFILES.get(row.profile)
+            if profile is None or profile.retired:
+                retired += 1
+                continue
+            try:
+                self._index_row(row)
+                loaded += 1
+            except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
+                refused += 1
+                log.error("template %s excluded from matching: %s", row.template_id, error.message)
+        if retired:
+            log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
+        return loaded, refused
+
+    def apply_change(self, kind: str, row: TemplateRow) -> None:
+        """A template change from the store's change feed (vault.replication.IndexSync): made by
+        another replica, or by this one (then already applied, and a no-op here)."""
+        if kind == ADD:
+            if row.template_id in self.index:
+                return
+            try:
+                self._index_row(row)
+            except VaultError as error:
+                log.error("template %s excluded from matching: %s", row.template_id, error.message)
+        else:
+            self.index.remove(row.tenant, row.modality, row.template_id)
+
+    def _index_row(self, row: TemplateRow, code=None) -> None:
+        profile = PROFILES.get(row.profile)
+        if profile is None or profile.retired:
+            raise FailedPrecondition(f"template {row.template_id} uses retired profile {row.profile}: re-enrol")
+        if code is None:
+            key = self.keys.tenant_key(row.tenant, row.key_version)
+            code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed)
+        self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
+                       row.subject_id, row.finger, code, row.sample_count)
+
+    # -- shared steps -----------------------------------------------------------------------------
+    async def _features(self, modality: int, samples: list[Sample], require_single_face: bool):
+        """Unit feature vectors and reports of the samples, extracted in the worker pool."""
+        if not samples:
+            raise InvalidArgument("at least one sample is required")
+        if len(samples) > MAX_SAMPLES:
+            raise InvalidArgument(f"at most {MAX_SAMPLES} samples per request")
+        to_extract, embedded = [], []
+        for sample in samples:
+            if sample.kind == FACE_EMBEDDING:
+                if not self.allow_face_embeddings:
+                    raise FailedPrecondition("this vault does not accept pre-computed face embeddings")
+                if modality != FACE:
+                    raise InvalidArgument("face embeddings are FACE samples")
+                embedded.append(embedding_features(sample.data))
+            elif sample.kind == IMAGE:
+                to_extract.append((IMAGE, sample.data))
+            elif sample.kind == ISO_19794_2:
+                if modality != FINGERPRINT:
+                    raise InvalidArgument("ISO/IEC 19794-2 records are FINGERPRINT samples")
+                to_extract.append((ISO_19794_2, sample.data))
+            else:
+                raise InvalidArgument("a sample has no data")
+        extracted = await self.extractor.extract_many(modality, to_extract, require_single_face) if to_extract else []
+        vectors = [v for v, _ in extracted] + embedded
+        reports = [r for _, r in extracted] + [SampleReport() for _ in embedded]
+        return vectors, reports
+
+    def _new_template(self, tenant: str, subject_id: str, modality: int, finger: int, vectors):
+        """Protect and seal the fused vectors under the tenant's current key: (row, code for the index)."""
+        key = self.keys.ensure_tenant(tenant)
+        profile = CURRENT[modality]
+        code = self.protector.protect(key, profile, fuse(vectors))
+        identity = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
+                               profile.sealed_sample_count(len(vectors)))
+        salt, sealed = self.protector.seal(key, identity, code)
+        row = TemplateRow(identity.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
+                          salt, sealed, len(vectors), time.time())
+        return row, code
+
+    def _probe_codes(self, tenant: str, vector):
+        """The probe's code per gallery (profile, key version), made on first use: Identify and Verify
+        transform a probe at most once per key version, never once per stored template."""
+        codes: dict[tuple[str, int], object] = {}
+        keys: dict[int, TenantKey] = {}
+
+        def code_for(gallery):
+            group = (gallery.profile.name, gallery.key_version)
+            if group not in codes:
+                if gallery.key_version not in keys:
+                    keys[gallery.key_version] = self.keys.tenant_key(tenant, gallery.key_version)
+                codes[group] = self.protector.protect(keys[gallery.key_version], gallery.profile, vector)
+            return codes[group]
+
+        return code_for
+
+    async def _record_lockout(self, caller: Identity, subject: str | None) -> None:
+        log.warning("lockout of %s after repeated failures", caller.name)
+        await asyncio.to_thread(self.store.record, AuditEntry(
+            "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT",
+            f"per-subject limit {self.limiter.limits.per_subject}" if subject else
+            f"per-client limit {self.limiter.limits.per_client}"))
+
+
+def row_identity(row: TemplateRow) -> RowIdentity:
+    """What the row's seal binds (vault.protection.RowIdentity)."""
+    profile = PROFILES.get(row.profile)
+    return RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger, row.profile,
+                       row.key_version, profile.sealed_sample_count(row.sample_count) if profile else None)
+
+
+async def committed(change):
+    """Run a store change and its index update to the end even if the call is cancelled meanwhile
+    (client deadline, shutdown): the database and the in-memory index never disagree."""
+    return await asyncio.shield(asyncio.to_thread(change))
+
+
+def prefetched(rows, batch: int = 2000, depth: int = 8):
+    """Iterate rows read by a background thread, in batches, so reading the store (network I/O,
+    decoding) overlaps with unsealing and indexing them at start-up. Pays for PostgreSQL (1M rows:
+    28 s instead of 39 s); for SQLite, whose reads hold the GIL, it costs (33 s instead of ~20 s)."""
+    import itertools
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(depth)
+
+    def produce():
+        try:
+            iterator = iter(rows)
+            while chunk := list(itertools.islice(iterator, batch)):
+                buffer.put(chunk)
+            buffer.put(None)
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put(error)
+
+    threading.Thread(target=produce, name="vault-prefetch", daemon=True).start()
+    while (chunk := buffer.get()) is not None:
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield from chunk
+
+
+# -- request checks (shared by every operation) ----------------------------------------------------
+def check_id(value: str, what: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"{what} must be 1-{MAX_ID_LENGTH} printable characters")
+    return value
+
+
+def check_reason(value: str) -> str:
+    if len(value) > MAX_REASON_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"reason must be at most {MAX_REASON_LENGTH} printable characters")
+    return value
+
+
+def check_modality(modality: int) -> int:
+    if modality not in (FACE, FINGERPRINT):
+        raise InvalidArgument("modality must be FACE or FINGERPRINT")
+    return modality
+
+
+def check_finger(modality: int, finger: int) -> int:
+    if finger not in FINGER_POSITIONS:
+        raise InvalidArgument("finger must be an ISO/IEC 19794-2 finger position (0-10)")
+    if modality == FACE and finger:
+        raise InvalidArgument("finger applies to FINGERPRINT only")
+    return finger
