@@ -157,3 +157,17 @@ def vault_server(tmp_path_factory):
     server = ServerProcess(state, *NO_LOCKOUT).start()
     yield server
     server.stop()
+
+
+# The test pyramid: the fast in-process tier is everything not marked e2e
+# (`uv run pytest -m "not e2e"`); e2e tests start `vault serve` processes with real extraction
+# workers, or run whole tools (benchmark report, leak drill, fuzzers) on the shared data.
+E2E_FIXTURES = {"vault_server", "server_factory"}
+E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in E2E_MODULES \
+                or item.name.startswith("test_atheris_parsers"):
+            item.add_marker(pytest.mark.e2e)
