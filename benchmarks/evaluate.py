@@ -226,7 +226,9 @@ def multi_sample(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
     report.add("## Single-sample vs multi-sample enrolment\n")
     report.add(
         "Per subject, enrolment from its first sample, or from its first k samples fused by "
-        "vault.features.fuse (what Enroll does with several samples); probes are the remaining samples "
+        "vault.features.fuse (what Enroll does with several face photos), or kept apart as k codes, a probe "
+        "scoring its best agreement with any (what Enroll does with several fingerprint touches under a "
+        "profile that keeps_sample_codes); probes are the remaining samples "
         "(the same probes for both). Subjects whose first k samples do not all extract are left out. "
         "Protected: key stolen (in-tenant), first key.\n")
     rows = []
@@ -247,10 +249,14 @@ def multi_sample(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
         probes = np.array(probes)
         same = np.array(owners)[:, None] == subjects[probes][None, :]
         probe_codes = d.protector.protect_many(d.v1, profile, v[probes])
-        for label, enrol in (("single", enrol_single), (f"fused k={s.enrol_k}", enrol_fused)):
-            enrol = np.array(enrol)
-            raw = enrol @ v[probes].T
-            prot = code_matrix(d.protector.protect_many(d.v1, profile, enrol), probe_codes, profile.hash_count)
+        variants = [("single", [np.array(enrol_single)]), (f"fused k={s.enrol_k}", [np.array(enrol_fused)])]
+        if profile.keeps_sample_codes:  # what Enroll does with this profile: the k codes kept apart, best one scores
+            apart = np.array([v[np.flatnonzero(subjects == o)[:s.enrol_k]] for o in owners])
+            variants.append((f"kept apart k={s.enrol_k}", [apart[:, j] for j in range(s.enrol_k)]))
+        for label, parts in variants:
+            raw = np.max([enrol @ v[probes].T for enrol in parts], axis=0)
+            prot = np.max([code_matrix(d.protector.protect_many(d.v1, profile, enrol), probe_codes, profile.hash_count)
+                           for enrol in parts], axis=0)
             for system, m in (("raw cosine", raw), (profile.name, prot)):
                 r = metrics.rates(m[same], m[~same])
                 rows.append([s.label, label, system, f"{r.genuine} / {r.impostor}", pct(r.eer),

@@ -191,10 +191,14 @@ def main(argv=None) -> int:
     out()
     out(f"    score_models=({models[0]!r},\n                  {models[1]!r}),")
     finger = finger_scores(args.keys)
-    finger_models = (fit_model(finger["I1"], finger["G1"]), fit_model(finger["I3"], finger["G3"]))
+    # A profile that keeps touches apart compares each code as one touch: the one-touch model serves.
+    kept_apart = CURRENT[FINGERPRINT].keeps_sample_codes
+    finger_models = (fit_model(finger["I1"], finger["G1"]),
+                     None if kept_apart else fit_model(finger["I3"], finger["G3"]))
     out()
     out(f"{CURRENT[FINGERPRINT].name}, fitted on FVC2000 and FVC2002 DB1-DB3 ({len(finger['I1']):,} one-touch "
-        f"impostor scores, {len(finger['I3']):,} three-touch-fused):")
+        f"impostor scores" + ("; touches kept apart: one model per code)" if kept_apart else
+                              f", {len(finger['I3']):,} three-touch-fused):"))
     out()
     out(f"    score_models=({finger_models[0]!r},\n                  {finger_models[1]!r}),")
     out()

@@ -121,6 +121,16 @@ def test_an_edited_row_is_refused_at_load(vault):
     assert fresh.load_index() == (1, 1)
 
 
+def test_an_edited_sample_count_is_refused_at_load(vault):
+    """The threshold depends on how many touches a template holds, so the count is authenticated:
+    a three-touch row edited in the database to claim one touch never matches."""
+    done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 0, [photo("ana", s) for s in (1, 2, 3)]))
+    with vault.store._transaction() as cur:
+        cur.execute("UPDATE templates SET sample_count = 1 WHERE template_id = ?", (done.template_id,))
+    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    assert fresh.load_index() == (0, 1)
+
+
 def test_lockout_after_repeated_failures_is_audited(vault):
     enroll(vault, "ana")
     for shot in range(3):
@@ -143,6 +153,20 @@ def test_fingerprints_by_finger_and_iso_records(vault):
         run(vault.enroll(ENROLLER, "bob", FACE, 2, [photo("bob", 1)]))
     with pytest.raises(InvalidArgument, match="ISO/IEC 19794-2 records are FINGERPRINT"):
         run(vault.enroll(ENROLLER, "bob", FACE, 0, [Sample(ISO_19794_2, sample_bytes("bob", 1))]))
+
+
+def test_fingerprint_touches_are_kept_apart_and_each_can_match(vault):
+    """The fingerprint profile keeps one code per enrolment touch: a probe close to any one touch
+    matches, even when the touches disagree (here: two unrelated 'fingers' under one template)."""
+    assert CURRENT[FINGERPRINT].keeps_sample_codes
+    done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 2, [photo("left", 1), photo("right", 1)]))
+    (row,) = run(vault.list_templates(AUDITOR, "ana"))
+    assert row.sample_count == 2 and len(row.sealed) == 12 + 16 + 2 * CURRENT[FINGERPRINT].template_bytes
+    for touch in ("left", "right"):
+        assert run(vault.verify(PANEL, photo(touch, 2), template_id=done.template_id)).matched
+    assert not run(vault.verify(PANEL, photo("other", 2), template_id=done.template_id)).matched
+    found = run(vault.identify(PANEL, photo("right", 3), modality=FINGERPRINT))
+    assert [c.template_id for c in found.candidates] == [done.template_id]
 
 
 @pytest.mark.parametrize("call, error", [
@@ -206,3 +230,4 @@ def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
     assert run(admin.verify_audit(AUDITOR)) == (2, [])
     with pytest.raises(InvalidArgument):
         run(admin.read_audit(AUDITOR, limit=10_001))
+

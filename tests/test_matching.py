@@ -120,6 +120,36 @@ def test_gallery_matches_brute_force_after_adds_and_removes(protector, key):
     assert gallery.has(template_id=target, finger=finger) and not gallery.has(template_id=target, finger=9)
 
 
+def test_templates_kept_as_several_codes_score_their_best_code(protector, key):
+    """A profile that keeps enrolment samples apart: a template holds one row per code, scores
+    the probe's best agreement with any of them, is found once by 1:N, counts each code as a
+    comparison, and leaves every other template intact when removed (rows move into its holes)."""
+    profile = dataclasses.replace(FINGER_IOM_V1, keeps_sample_codes=True)
+    codes = codes_for(protector, key, profile, 40, seed=5)
+    rng = np.random.default_rng(6)
+    gallery = Gallery(profile, 1)
+    live: dict[str, tuple[str, np.ndarray]] = {}
+    for i in range(12):  # templates of 1-4 codes each; grows past the initial 16 rows
+        k = int(rng.integers(1, 5))
+        template_codes = codes[1 + rng.choice(39, k, replace=False)]
+        gallery.add(f"t{i}", f"s{i % 5}", 0, template_codes, sample_count=k)
+        live[f"t{i}"] = (f"s{i % 5}", template_codes)
+        if i % 3 == 2:
+            gone = sorted(live)[int(rng.integers(len(live)))]
+            assert gallery.remove(gone)
+            del live[gone]
+    assert len(gallery) == len(live) and gallery.template_ids() == set(live)
+    assert gallery.count() == sum(len(c) for _, c in live.values())
+    probe = codes[0]
+    best = {t: float(reference(probe, c, profile).max()) for t, (_, c) in live.items()}
+    for template_id, (subject, _) in live.items():
+        (hit,) = gallery.search(probe, template_id=template_id)
+        assert (hit.template_id, hit.subject_id, hit.score) == (template_id, subject, pytest.approx(best[template_id], abs=0))
+    hits = gallery.top(probe, limit=100, threshold=0.0)
+    assert sorted(h.template_id for h in hits) == sorted(live)  # one hit per template
+    assert [h.score for h in hits] == sorted(best.values(), reverse=True)
+
+
 def test_each_template_is_decided_at_its_own_enrolment_threshold(protector, key):
     """A profile with a fused threshold: one-sample and several-sample templates of the same score
     get different decisions, in 1:1 (Hit.matched) and in 1:N (top), also after rows move."""

@@ -19,6 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from vault.audit import AuditEntry
 from vault.auth import AUDITOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
@@ -351,10 +353,14 @@ class Vault:
         return vectors, reports
 
     def _new_template(self, tenant: str, subject_id: str, modality: int, finger: int, vectors):
-        """Protect and seal the fused vectors under the tenant's current key: (row, code for the index)."""
+        """Protect and seal the samples' vectors under the tenant's current key, fused or kept apart
+        as the current profile says: (row, code(s) for the index)."""
         key = self.keys.ensure_tenant(tenant)
         profile = CURRENT[modality]
-        code = self.protector.protect(key, profile, fuse(vectors))
+        if profile.keeps_sample_codes:
+            code = self.protector.protect_many(key, profile, np.stack(vectors))  # (samples, planes, words)
+        else:
+            code = self.protector.protect(key, profile, fuse(vectors))
         identity = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
                                profile.sealed_sample_count(len(vectors)))
         salt, sealed = self.protector.seal(key, identity, code)

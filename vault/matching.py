@@ -93,71 +93,82 @@ ProbeCodes = Callable[["Gallery"], np.ndarray]  # the probe's code under a galle
 
 
 class Gallery:
-    """Live codes of one group, each decided at the threshold its profile sets for how it was
-    enrolled (one sample or several fused). Rows are removed by moving the last row into the hole."""
+    """Live codes of one group, each template decided at the threshold its profile sets for how it
+    was enrolled (one sample, several fused, or several kept apart: ProtectionProfile
+    .keeps_sample_codes). A template kept as several codes holds one row per code and scores the
+    probe's best agreement with any of them. Rows are removed by moving the last row into the hole."""
 
     def __init__(self, profile: ProtectionProfile, key_version: int):
         self.profile = profile
         self.key_version = key_version
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
-        self._fused = np.zeros(16, dtype=bool)  # enrolled from several samples
-        self._template_ids: list[str] = []
-        self._subject_ids: list[str] = []
-        self._row: dict[str, int] = {}
+        self._fused = np.zeros(16, dtype=bool)  # the row's template was enrolled from several samples
+        self._template_ids: list[str] = []  # per row
+        self._subject_ids: list[str] = []  # per row
+        self._rows_of: dict[str, list[int]] = {}  # template id -> its rows
         self._by_subject: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._template_ids)
+        """Templates held (a template kept as several codes counts once)."""
+        return len(self._rows_of)
 
     def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1) -> None:
+        """Add a template: one packed code (planes, words) or several (k, planes, words)."""
+        codes = np.asarray(code).reshape(-1, self.profile.planes, self.profile.words)
         with self._lock:
-            if template_id in self._row:
+            if template_id in self._rows_of:
                 return
             n = len(self._template_ids)
-            if n == len(self._codes):
-                grown = np.zeros((2 * n, *self._codes.shape[1:]), dtype=np.uint64)
-                grown[:n] = self._codes
+            while n + len(codes) > len(self._codes):
+                size = len(self._codes)
+                grown = np.zeros((2 * size, *self._codes.shape[1:]), dtype=np.uint64)
+                grown[:n] = self._codes[:n]
                 self._codes = grown
-                self._fingers = np.concatenate([self._fingers, np.zeros(n, dtype=np.uint8)])
-                self._fused = np.concatenate([self._fused, np.zeros(n, dtype=bool)])
-            self._codes[n] = code.T
-            self._fingers[n] = finger
-            self._fused[n] = sample_count > 1
-            self._template_ids.append(template_id)
-            self._subject_ids.append(subject_id)
-            self._row[template_id] = n
+                self._fingers = np.concatenate([self._fingers, np.zeros(size, dtype=np.uint8)])
+                self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
+            rows = list(range(n, n + len(codes)))
+            self._codes[n:n + len(codes)] = codes.transpose(0, 2, 1)
+            self._fingers[rows] = finger
+            self._fused[rows] = sample_count > 1
+            self._template_ids += [template_id] * len(codes)
+            self._subject_ids += [subject_id] * len(codes)
+            self._rows_of[template_id] = rows
             self._by_subject.setdefault(subject_id, set()).add(template_id)
 
     def remove(self, template_id: str) -> bool:
         with self._lock:
-            row = self._row.pop(template_id, None)
-            if row is None:
+            rows = self._rows_of.pop(template_id, None)
+            if rows is None:
                 return False
-            subject_templates = self._by_subject[self._subject_ids[row]]
+            subject_id = self._subject_ids[rows[0]]
+            subject_templates = self._by_subject[subject_id]
             subject_templates.discard(template_id)
             if not subject_templates:
-                del self._by_subject[self._subject_ids[row]]
-            last = len(self._template_ids) - 1
-            if row != last:
-                self._codes[row] = self._codes[last]
-                self._fingers[row] = self._fingers[last]
-                self._fused[row] = self._fused[last]
-                for column in (self._template_ids, self._subject_ids):
-                    column[row] = column[last]
-                self._row[self._template_ids[row]] = row
-            for column in (self._template_ids, self._subject_ids):
-                column.pop()
+                del self._by_subject[subject_id]
+            for row in sorted(rows, reverse=True):
+                last = len(self._template_ids) - 1
+                if row != last:
+                    self._codes[row] = self._codes[last]
+                    self._fingers[row] = self._fingers[last]
+                    self._fused[row] = self._fused[last]
+                    moved = self._template_ids[last]
+                    self._template_ids[row] = moved
+                    self._subject_ids[row] = self._subject_ids[last]
+                    moved_rows = self._rows_of[moved]
+                    moved_rows[moved_rows.index(last)] = row
+                self._template_ids.pop()
+                self._subject_ids.pop()
             return True
 
     def template_ids(self) -> set[str]:
         with self._lock:
-            return set(self._row)
+            return set(self._rows_of)
 
     def __contains__(self, template_id: str) -> bool:
         with self._lock:
-            return template_id in self._row
+            return template_id in self._rows_of
 
     def _scores(self, probe: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Agreement of a packed probe (planes, words) with interleaved gallery rows."""
@@ -165,24 +176,32 @@ class Gallery:
 
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
         if template_id is not None:
-            rows = [self._row[template_id]] if template_id in self._row else []
+            rows = list(self._rows_of.get(template_id, ()))
         else:
-            rows = [self._row[t] for t in self._by_subject.get(subject_id, ())]
+            rows = [r for t in self._by_subject.get(subject_id, ()) for r in self._rows_of[t]]
         return [r for r in rows if not finger or self._fingers[r] == finger]
 
     def has(self, *, subject_id: str | None = None, template_id: str | None = None, finger: int = 0) -> bool:
         with self._lock:
             return bool(self._rows(subject_id, template_id, finger))
 
+    def _best_per_template(self, rows: np.ndarray, scores: np.ndarray, bar) -> list[Hit]:
+        """One hit per template: its best row's score, matched if that reaches the row's threshold."""
+        best: dict[str, Hit] = {}
+        bar = np.broadcast_to(np.asarray(bar, dtype=np.float32), scores.shape)
+        for row, score, threshold in zip(rows, scores, bar):
+            template_id = self._template_ids[row]
+            if template_id not in best or score > best[template_id].score:
+                best[template_id] = Hit(template_id, self._subject_ids[row], float(score), bool(score >= threshold))
+        return list(best.values())
+
     def search(self, probe: np.ndarray, *, subject_id: str | None = None, template_id: str | None = None,
                finger: int = 0) -> list[Hit]:
         """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
         with self._lock:
-            rows = self._rows(subject_id, template_id, finger)
-            scores = self._scores(probe, self._codes[np.asarray(rows, dtype=np.int64)])
-            bar = self._thresholds(np.asarray(rows, dtype=np.int64))
-            return [Hit(self._template_ids[r], self._subject_ids[r], float(s), bool(s >= b))
-                    for r, s, b in zip(rows, scores, bar)]
+            rows = np.asarray(self._rows(subject_id, template_id, finger), dtype=np.int64)
+            scores = self._scores(probe, self._codes[rows])
+            return self._best_per_template(rows, scores, self._thresholds(rows))
 
     def _thresholds(self, rows: np.ndarray, per_comparison_fmr: float | None = None) -> np.ndarray:
         """Each row's threshold: 1:1, or 1:N at `per_comparison_fmr` (vault.identification)."""
@@ -193,14 +212,14 @@ class Gallery:
         return np.where(self._fused[rows], np.float32(fused), np.float32(single))
 
     def count(self, finger: int = 0) -> int:
-        """Rows a search for `finger` (0: any) compares with."""
+        """Comparisons a search for `finger` (0: any) makes: rows, not templates."""
         with self._lock:
             n = len(self._template_ids)
             return n if not finger else int(np.count_nonzero(self._fingers[:n] == finger))
 
     def top(self, probe: np.ndarray, limit: int, finger: int = 0, threshold: float | None = None,
             per_comparison_fmr: float | None = None) -> list[Hit]:
-        """The best `limit` rows scoring at or above their threshold, best first (1:N). The
+        """The best `limit` templates scoring at or above their threshold, best first (1:N). The
         threshold is each row's 1:1 one; with `per_comparison_fmr`, the profile's 1:N one for that
         rate (vault.identification); `threshold` overrides both (benchmarks that sweep it)."""
         with self._lock:
@@ -213,8 +232,9 @@ class Gallery:
                 scores = self._scores(probe, self._codes[:n])
             bar = self._thresholds(rows, per_comparison_fmr) if threshold is None else np.float32(threshold)
             above = np.flatnonzero(scores >= bar)
-            best = above[np.argsort(-scores[above], kind="stable")[:limit]]
-            return [Hit(self._template_ids[rows[i]], self._subject_ids[rows[i]], float(scores[i]), True) for i in best]
+            hits = self._best_per_template(rows[above], scores[above], np.broadcast_to(bar, scores.shape)[above])
+            hits.sort(key=lambda h: -h.score)
+            return hits[:limit]
 
 
 class MatchIndex:

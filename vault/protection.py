@@ -80,7 +80,8 @@ class Protector:
         return iom.pack_indices(indices, profile.hash_width)
 
     def seal(self, key: TenantKey, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
-        """(salt, nonce || ciphertext) for a packed code."""
+        """(salt, nonce || ciphertext) for a packed code (planes, words), or for the codes
+        (k, planes, words) of a template that keeps its samples apart."""
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(_row_key(key, row, salt)).encrypt(nonce, code.astype("<u8").tobytes(), row.associated_data())
@@ -88,11 +89,15 @@ class Protector:
 
     def unseal(self, key: TenantKey, row: RowIdentity, profile: ProtectionProfile, salt: bytes,
                sealed: bytes) -> np.ndarray:
+        """The template's packed codes (k, planes, words): k = 1 unless its profile keeps
+        samples apart (ProtectionProfile.keeps_sample_codes)."""
         try:
             plain = AESGCM(_row_key(key, row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
         except InvalidTag:
             raise IntegrityError(f"template {row.template_id} failed authentication") from None
-        return np.frombuffer(plain, dtype="<u8").reshape(profile.planes, profile.words)
+        if len(plain) % profile.template_bytes:
+            raise IntegrityError(f"template {row.template_id} does not hold whole {profile.name} codes")
+        return np.frombuffer(plain, dtype="<u8").reshape(-1, profile.planes, profile.words)
 
     def projection(self, key: TenantKey, profile: ProtectionProfile):
         """The keyed projection of (tenant key version, profile); hazmat: whoever holds it can
