@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -27,7 +28,7 @@ import grpc
 import numpy as np
 
 from vault import pki
-from vault.core import row_identity
+from vault.core import Vault, row_identity
 from vault.exceptions import VaultError
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
@@ -52,6 +53,9 @@ class DrillReport:
     cross_tenant_linkage_z: float = 0.0  # standard deviations from chance (0.5)
     reissue_linkage_auc: float = 0.0
     reissue_linkage_z: float = 0.0
+    revoked_rows_erased: int = 0
+    key_file_in_state_dir: bool = False
+    state_dir_rows_usable: int = 0  # templates a server started on the stolen state directory can match
     unsealed_by_second_deployment: int = 0
     search_self_check: bool = False
     notes: list[str] = field(default_factory=list)
@@ -67,6 +71,9 @@ class DrillReport:
             f"(z {self.cross_tenant_linkage_z:+.1f})",
             f"linkage template/reissue (AUC, chance 0.5): {self.reissue_linkage_auc:.3f} "
             f"(z {self.reissue_linkage_z:+.1f})",
+            f"revoked rows erased:                {self.revoked_rows_erased}",
+            f"key file in the stolen state dir:   {'yes' if self.key_file_in_state_dir else 'no'}",
+            f"templates a server on the stolen state dir can match: {self.state_dir_rows_usable}",
             f"templates a second deployment can unseal: {self.unsealed_by_second_deployment}",
             f"search self-check (each search finds its target in clear data): {'passed' if self.search_self_check else 'FAILED'}",
             *self.notes,
@@ -121,7 +128,12 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
         for role in ("enroller", "admin"):
             pki.issue(tls, f"{tenant}-{role}", tenant=tenant, role=role)
     state = folder / "deployment"
-    server = VaultServer(Settings(state_dir=state, listen="127.0.0.1:0", tls_dir=tls, workers=workers))
+    # As the README deploys: the key file on its own volume, sealed under a passphrase from a secret
+    # store; neither is in the state directory the thief copies.
+    key_file = folder / "keys" / "keys.json"
+    passphrase = secrets.token_urlsafe(24)
+    server = VaultServer(Settings(state_dir=state, listen="127.0.0.1:0", tls_dir=tls, workers=workers,
+                                  key_file=key_file, key_passphrase=passphrase))
     port = await server.start()
 
     def stub(identity: str, service: str = "Vault"):
@@ -171,7 +183,7 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
 
     # -- what the defender knows, to search the copy for ---------------------------------------
     image_needles, feature_needles, code_needles = set(), set(), set()
-    keys = LocalKeyFile(state / "keys.json")
+    keys = LocalKeyFile(key_file, passphrase)
     protector = Protector()
     profile = CURRENT[FACE]  # what the deployment enrolled with
     for person, blobs in samples.items():
@@ -202,15 +214,32 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     def similarity(a: str, b: str) -> float:
         return _blob_similarity(rows[a][0] + rows[a][1], rows[b][0] + rows[b][1])
 
-    mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("airport", p)][0]) for p in persons]
-    non_mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("airport", q)][0])
+    # Each person's live rows (a reissued person's original row is revoked, and erased).
+    mated = [similarity(tenant_rows[("hospital", p)][-1], tenant_rows[("airport", p)][0]) for p in persons]
+    non_mated = [similarity(tenant_rows[("hospital", p)][-1], tenant_rows[("airport", q)][0])
                  for p, q in itertools.permutations(persons, 2)]
     report.cross_tenant_linkage_auc, report.cross_tenant_linkage_z = linkage(mated, non_mated)
     reissued = [p for p in persons if len(tenant_rows[("hospital", p)]) == 2]
-    mated = [similarity(*tenant_rows[("hospital", p)]) for p in reissued]
-    non_mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("hospital", q)][1])
-                 for p, q in itertools.permutations(reissued, 2)]
-    report.reissue_linkage_auc, report.reissue_linkage_z = linkage(mated, non_mated)
+    revoked = [tenant_rows[("hospital", p)][0] for p in reissued]
+    report.revoked_rows_erased = sum(rows[t] == (b"", b"") for t in revoked)
+    if report.revoked_rows_erased < len(revoked):  # what is left of revoked rows, linked to their reissues
+        mated = [similarity(*tenant_rows[("hospital", p)]) for p in reissued]
+        non_mated = [similarity(tenant_rows[("hospital", p)][0], tenant_rows[("hospital", q)][1])
+                     for p, q in itertools.permutations(reissued, 2)]
+        report.reissue_linkage_auc, report.reissue_linkage_z = linkage(mated, non_mated)
+    else:
+        report.reissue_linkage_auc, report.reissue_linkage_z = 0.5, 0.0
+        report.notes.append("revoked rows are erased (no salt, no sealed code): nothing links them to their reissues")
+
+    # -- the whole state directory, served by the thief ----------------------------------------
+    stolen_state = loot / "state"
+    shutil.copytree(state, stolen_state)
+    report.key_file_in_state_dir = any(p.name.startswith("keys.json") and not p.name.endswith(".audit-head")
+                                       for p in stolen_state.rglob("*"))
+    thief_keys = LocalKeyFile(stolen_state / "keys.json")  # what `vault serve --plaintext` on the copy makes
+    thief_store = open_store(f"sqlite:///{stolen_state / 'vault.db'}", thief_keys.audit_key())
+    report.state_dir_rows_usable, _ = Vault(thief_store, thief_keys, extractor=None).load_index()
+    thief_store.close()
 
     # -- the copy in a second deployment: same tenant names, its own key store -------------------
     other_keys = LocalKeyFile(folder / "second" / "keys.json")

@@ -70,6 +70,8 @@ def alive(pid: int) -> bool:
         return False
 
 
+TEST_PASSPHRASE = "vault-tests-only"  # TLS test servers seal their key files with it
+
 NO_LOCKOUT = ("--max-failures-per-subject", "1000000", "--max-failures-per-client", "1000000")
 
 
@@ -89,10 +91,18 @@ class ServerProcess:
         port_file.unlink(missing_ok=True)
         command = [sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(self.state_dir),
                    "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.extra]
+        env = dict(os.environ)
         if "--tls-dir" not in self.extra:
             command.append("--plaintext")
+        else:  # outside development the key file must be sealed
+            env["VAULT_KEY_PASSPHRASE"] = TEST_PASSPHRASE
+            key_file = self.state_dir / "keys.json"
+            if key_file.exists() and json.loads(key_file.read_text()).get("sealing") == "none":
+                from vault.keys import LocalKeyFile
+
+                LocalKeyFile(key_file).reseal(TEST_PASSPHRASE)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
         while not port_file.exists():
             if self.process.poll() is not None:
@@ -169,5 +179,33 @@ E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security"}
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in E2E_MODULES \
-                or item.name.startswith("test_atheris_parsers"):
+                or item.name.startswith(("test_atheris_parsers", "test_a_tls_server_runs_on_hsm")):
             item.add_marker(pytest.mark.e2e)
+
+
+SOFTHSM_MODULE = Path(os.environ.get("VAULT_TEST_SOFTHSM", "/usr/lib/softhsm/libsofthsm2.so"))
+HSM_PIN = "1234"
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory):
+    """Two SoftHSM2 tokens ("vault" and "other", PIN 1234) in a temp folder, for this test run.
+    Skips without SoftHSM2 (apt-get install softhsm2), unless VAULT_REQUIRE_SOFTHSM=1 (CI)."""
+    import shutil
+
+    from vault.hsm import HsmConfig
+
+    if not SOFTHSM_MODULE.exists() or not shutil.which("softhsm2-util"):
+        message = f"SoftHSM2 not found ({SOFTHSM_MODULE}; apt-get install softhsm2)"
+        if os.environ.get("VAULT_REQUIRE_SOFTHSM") == "1":
+            pytest.fail(message + " (required: VAULT_REQUIRE_SOFTHSM=1)", pytrace=False)
+        pytest.skip(message)
+    folder = tmp_path_factory.mktemp("softhsm")
+    (folder / "tokens").mkdir()
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # read by the module when first loaded, here and in servers
+    for label in ("vault", "other"):
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", HSM_PIN,
+                        "--so-pin", "5678"], check=True, capture_output=True)
+    return HsmConfig(SOFTHSM_MODULE, "vault", HSM_PIN)

@@ -57,10 +57,9 @@ def test_each_role_gets_only_its_methods():
 
 
 def test_tokens_authenticate_until_revoked(store):
-    tokens = TokenRegistry(store)
+    tokens = TokenRegistry(store, store.keys.token_key())
     token, info = tokens.create("acme", PANEL, "door-1", AuditEntry("CreateToken", "acme", "admin"))
     assert tokens.authenticate(token) == info
-    assert tokens.authenticate(token) == info  # from the short cache
     for forged in (token[:-2] + "xx", "vt_" + info.token_id + ".", "vt_nope.secret", "bearer", "vt_" + "a" * 300):
         with pytest.raises(Unauthenticated, match="invalid or revoked token"):
             tokens.authenticate(forged)
@@ -74,7 +73,7 @@ def test_tokens_authenticate_until_revoked(store):
 
 
 def test_authenticator_without_tls_is_the_local_operator_unless_a_token_says_otherwise(store):
-    tokens = TokenRegistry(store)
+    tokens = TokenRegistry(store, store.keys.token_key())
     token, _ = tokens.create("acme", PANEL, "door-1", AuditEntry("CreateToken", "acme", "admin"))
     plaintext = Authenticator(tls=False, tokens=tokens)
     assert plaintext.identify(None, None) == LOCAL_OPERATOR
@@ -99,6 +98,61 @@ def test_lockout_counts_per_subject_and_per_client_and_expires():
     limiter.check("t", "door", "ana")
 
 
+def test_token_rows_written_in_the_database_do_not_authenticate(store):
+    """Issue 14, finding 2: write access to the database grants no token."""
+    tokens = TokenRegistry(store, store.keys.token_key())
+    admin_token, admin = tokens.create("acme", ADMIN, "root", AuditEntry("CreateToken", "acme", "admin"))
+    panel_token, panel = tokens.create("evil", PANEL, "door", AuditEntry("CreateToken", "evil", "admin"))
+    with store._transaction() as cur:
+        # A copied row for another tenant's admin, with a secret the attacker knows.
+        cur.execute("INSERT INTO tokens (token_id, tenant, role, name, secret_hash, created_at) "
+                    "SELECT 'forged', 'acme', 'admin', name, secret_hash, created_at FROM tokens WHERE token_id = ?",
+                    (panel.token_id,))
+        # The attacker's own panel token moved to the victim tenant and promoted.
+        cur.execute("UPDATE tokens SET tenant = 'acme', role = 'admin' WHERE token_id = ?", (panel.token_id,))
+    for forged in ("vt_forged." + panel_token.split(".", 1)[1], panel_token):
+        with pytest.raises(Unauthenticated):
+            tokens.authenticate(forged)
+    tokens.revoke("acme", admin.token_id, AuditEntry("RevokeToken", "acme", "admin"))
+    with store._transaction() as cur:  # un-revoke
+        cur.execute("UPDATE tokens SET revoked_at = NULL WHERE token_id = ?", (admin.token_id,))
+    with pytest.raises(Unauthenticated):
+        tokens.authenticate(admin_token)
+
+
+def test_a_token_is_refused_with_another_tenants_certificate(store, tmp_path):
+    from vault import pki
+
+    pki.init_ca(tmp_path / "pki")
+    certificate = pki.issue(tmp_path / "pki", "acme-door", tenant="acme", role=PANEL).read_bytes()
+    hardware = pki.issue(tmp_path / "pki", "panel-hw", server_hosts=["panel.local"]).read_bytes()  # no vault identity
+    tokens = TokenRegistry(store, store.keys.token_key())
+    acme, _ = tokens.create("acme", PANEL, "door", AuditEntry("CreateToken", "acme", "admin"))
+    other, _ = tokens.create("other", PANEL, "door", AuditEntry("CreateToken", "other", "admin"))
+    tls = Authenticator(tls=True, tokens=tokens)
+    assert tls.identify(acme, certificate).tenant == "acme"
+    assert tls.identify(other, hardware).tenant == "other"
+    with pytest.raises(Unauthenticated, match="another tenant"):
+        tls.identify(other, certificate)
+
+
+def test_concurrent_tries_cannot_pass_the_lockout_limit():
+    """Issue 14, finding 6: tries in flight count, so 8 at once against a limit of 5 admit 5."""
+    limiter = FailureLimiter(Limits(per_subject=5, per_client=100))
+    admitted = 0
+    for _ in range(8):
+        try:
+            limiter.begin("t", "door", "ana")
+            admitted += 1
+        except LockedOut:
+            pass
+    assert admitted == 5
+    for _ in range(5):
+        limiter.end("t", "door", "ana", matched=False)
+    with pytest.raises(LockedOut, match="locked for"):
+        limiter.begin("t", "door", "ana")
+
+
 # -- the interceptor, on a loopback server -------------------------------------------------------------
 class SlowExtractor(VectorExtractor):
     async def extract_many(self, modality, samples, require_single_face=False):
@@ -113,8 +167,8 @@ class BrokenExtractor(VectorExtractor):
 
 async def serve(store, extractor=None, call_timeout_s=5.0):
     """A real gRPC server in this process: (server, channel, metrics, token registry)."""
-    tokens = TokenRegistry(store)
-    core = Vault(store, store.keys, extractor or VectorExtractor())
+    tokens = TokenRegistry(store, store.keys.token_key())
+    core = Vault(store, store.keys, extractor or VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=2)))
     metrics = Metrics()
     gatekeeper = Gatekeeper(set(SERVICE_NAMES), Authenticator(tls=False, tokens=tokens), AccessPolicy(), store,
                             metrics, call_timeout_s)
@@ -211,6 +265,23 @@ def test_a_call_through_the_gate_reaches_the_core_as_its_caller(store):
         local = await stub.Verify(pb.VerifyRequest(template_id=done.template_id, probe=face("ana", 2)))
         assert (verdict.decision, local.decision) == (pb.MATCH, pb.NO_MATCH)  # local operator: tenant "default"
         assert store.get("acme", done.template_id).tenant == "acme"
+        await channel.close()
+        await server.stop(None)
+
+    run(main())
+
+
+def test_lockout_and_overload_are_told_apart_by_a_trailer(store):
+    async def main():
+        server, channel, metrics, tokens = await serve(store)
+        stub = vault_pb2_grpc.VaultStub(channel)
+        request = pb.VerifyRequest(subject_id="ana", modality=pb.FACE, probe=face("mallory", 1))
+        for _ in range(2):
+            assert (await stub.Verify(request)).decision == pb.NO_MATCH
+        with pytest.raises(grpc.aio.AioRpcError) as locked:
+            await stub.Verify(request)
+        assert locked.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ("vault-reason", "locked-out") in tuple(locked.value.trailing_metadata())
         await channel.close()
         await server.stop(None)
 

@@ -93,6 +93,32 @@ def test_revoke_stops_matching_and_is_final(vault):
     assert (row.status, row.revoke_reason) == (REVOKED, "left")
 
 
+def test_revoke_erases_and_a_database_edit_cannot_bring_it_back(vault):
+    """Issue 14, findings 2 and 4: revoked rows keep no sealed code; setting the status back to
+    live in the database makes the row fail authentication, never match."""
+    done = enroll(vault, "ana")
+    run(vault.revoke(AUDITOR, "GDPR erasure request", template_id=done.template_id))
+    row = vault.store.get("default", done.template_id)
+    assert (row.salt, row.sealed) == (b"", b"")
+    with vault.store._transaction() as cur:
+        cur.execute("UPDATE templates SET status = ? WHERE template_id = ?", (LIVE, done.template_id))
+    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    assert fresh.load_index() == (0, 1)
+    assert not run(fresh.verify(PANEL, photo("ana", 3), template_id=done.template_id)).matched
+
+
+def test_template_id_probes_answer_alike_whatever_exists(vault):
+    """Issue 14, finding 6: a wrong modality or finger on a live template answers as an unknown
+    template does (NO_MATCH, audited), not with an error only live templates give."""
+    face = enroll(vault, "ana")
+    finger = enroll(vault, "bob", modality=FINGERPRINT, finger=2)
+    answers = [run(vault.verify(PANEL, photo("ana", 3), template_id=t, modality=m, finger=f)).matched
+               for t, m, f in ((face.template_id, FINGERPRINT, 0), (face.template_id, 0, 3),
+                               (finger.template_id, FINGERPRINT, 4), ("unknown", 0, 3), ("unknown", FINGERPRINT, 4))]
+    assert answers == [False] * 5
+    assert [r.entry.decision for r in vault.store.audit_records("default")][-5:] == ["NO_MATCH"] * 5
+
+
 def test_reissue_replaces_the_template(vault):
     old = enroll(vault, "ana")
     new = run(vault.reissue(ENROLLER, old.template_id, [photo("ana", 7)], "new photo"))
@@ -208,7 +234,7 @@ def test_auditor_score_bands_only_where_enabled(vault):
 
 
 def test_key_rotation_keeps_old_templates_matching_until_reenrolled(vault):
-    admin = Administration(vault, TokenRegistry(vault.store))
+    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
     old = enroll(vault, "ana")
     assert run(admin.rotate_key(Identity("default", frozenset({"admin"}), "root"))) == 2
     new = enroll(vault, "bob")
@@ -217,17 +243,34 @@ def test_key_rotation_keeps_old_templates_matching_until_reenrolled(vault):
     status = run(admin.key_status(AUDITOR))
     assert (status.current_key_version, status.live_templates_by_version) == (2, {1: 1, 2: 1})
     assert status.subjects_on_old_versions == ["ana"]
+    ((modality, capacity),) = status.identify  # two faces: Identify keeps its default FPIR easily
+    assert (modality, capacity.templates, capacity.reachable) == (FACE, 2, True)
     assert [r.subject_id for r in run(vault.list_templates(AUDITOR, only_old_key_versions=True))] == ["ana"]
 
 
 def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
-    admin = Administration(vault, TokenRegistry(vault.store))
+    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
     enroll(vault, "ana")
     run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 1), subject_id="ana", modality=FACE))
     own = run(admin.read_audit(AUDITOR))
     assert [r.entry.rpc for r in own] == ["Enroll"]
     assert len(run(admin.read_audit(AUDITOR, after_seq=own[0].seq))) == 0
-    assert run(admin.verify_audit(AUDITOR)) == (2, [])
+    assert run(admin.verify_audit(AUDITOR)) == (1, [])  # this tenant's records only
     with pytest.raises(InvalidArgument):
         run(admin.read_audit(AUDITOR, limit=10_001))
 
+
+def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
+    """Issue 14, finding 3: deleting the newest audit records leaves a consistent but shorter
+    chain; the anchor kept outside the database catches it."""
+    from vault.audit import AuditAnchor
+
+    vault.store.anchor = AuditAnchor(tmp_path / "keys.json.audit-head")
+    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    for person in ("ana", "bob", "cem"):
+        enroll(vault, person)
+    assert run(admin.verify_audit(AUDITOR)) == (3, [])
+    with vault.store._transaction() as cur:
+        cur.execute("DELETE FROM audit WHERE seq > 1")
+    count, problems = run(admin.verify_audit(AUDITOR))
+    assert [(p.seq, "tail was deleted" in p.problem) for p in problems] == [(3, True)]

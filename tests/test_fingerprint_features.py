@@ -204,6 +204,21 @@ def test_non_image_bytes_are_an_invalid_sample(data):
         extract_minutiae(data)
 
 
+def test_a_strip_of_an_image_is_refused_before_decoding():
+    """Issue 14, finding 5: a 32x2048 image kept a worker busy for 15 s before being refused."""
+    import io
+
+    from PIL import Image
+
+    from vault import images
+
+    strip = io.BytesIO()
+    Image.new("L", (2048, 32)).save(strip, format="PNG")
+    for decode in (images.decode_face, images.decode_fingerprint):
+        with pytest.raises(InvalidSample, match="4:1"):
+            decode(strip.getvalue())
+
+
 def test_truncated_image_is_an_invalid_sample():
     import face_recognition  # noqa: F401 - its import lets Pillow pad truncated files; workers import it
 

@@ -17,6 +17,9 @@ def test_a_stolen_database_yields_nothing_reusable():
     # exceeds once in 1.7 million runs (tests/test_leak_drill.py::test_linkage_z_* pin the statistic).
     assert abs(report.cross_tenant_linkage_z) < 5
     assert abs(report.reissue_linkage_z) < 5
+    assert report.revoked_rows_erased == 8  # revoke is erase: the 8 reissued templates' old rows
+    # The whole state directory, served by the thief: no key file in it, no template usable.
+    assert (report.key_file_in_state_dir, report.state_dir_rows_usable) == (False, 0)
 
 
 def test_linkage_z_is_near_zero_for_chance_and_large_for_linked_scores():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import grpc
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, deterministic_key_file, read
+from tests.conftest import ROOT, TEST_PASSPHRASE, ServerProcess, deterministic_key_file, read
 from vault import pki
 from vault.v1 import vault_pb2 as pb
 from vault.v1 import vault_pb2_grpc
@@ -163,7 +164,7 @@ def test_tokens_are_hashed_listed_without_secret_and_revocable(tls_server, pki_d
     assert [(t.token_id, t.role, t.name) for t in listed if t.token_id == token_id] == [(token_id, "panel", "gate-3")]
     assert secret not in str(listed)
     stored = b"".join(p.read_bytes() for p in tls_server.state_dir.glob("vault.db*"))
-    assert token_id.encode() in stored and secret.encode() not in stored and b"$argon2id$" in stored
+    assert token_id.encode() in stored and secret.encode() not in stored and b"hmac-sha256:" in stored
 
     # The token's identity replaces the certificate's (an enroller certificate carrying a panel token).
     as_panel = Client(tls_server.port, pki_dir, "acme-enroller", token=token)
@@ -263,7 +264,8 @@ def test_tampered_audit_and_swapped_sealed_rows_are_detected(pki_dir, tmp_path):
     db.close()
 
     offline = subprocess.run([sys.executable, "-m", "vault.cli", "audit", "verify", "--state-dir", str(server.state_dir)],
-                             capture_output=True, text=True, cwd=ROOT)
+                             capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "VAULT_KEY_PASSPHRASE": TEST_PASSPHRASE})
     assert offline.returncode == 4 and "seq 2" in offline.stdout
 
     server.start()
@@ -282,8 +284,11 @@ def test_tampered_audit_and_swapped_sealed_rows_are_detected(pki_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     ([], "--plaintext"),
     (["--plaintext", "--listen", "0.0.0.0:0"], "loopback only"),
+    (["--tls-dir", "{pki}"], "the key file is not sealed"),  # issue 14, finding 1
 ])
-def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path, args, message):
+def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path, pki_dir, args, message):
+    args = [a.format(pki=pki_dir) for a in args]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_KEY_PASSPHRASE")}
     result = subprocess.run([sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(tmp_path / "s"), *args],
-                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, timeout=60, env=environment)
     assert result.returncode == 2 and message in result.stderr

@@ -2,8 +2,11 @@
 
 Record i carries mac_i = HMAC-SHA256(audit key, mac_{i-1} || canonical JSON of record i), so editing,
 deleting, inserting or reordering any record breaks the chain at that point, and nobody without the
-audit key can forge a consistent chain. Records hold ids, decisions and reasons only: never images,
-features, templates, scores or secrets.
+audit key can forge a consistent chain. Deleting the newest records leaves a shorter chain that is
+still consistent, so each server also keeps the chain's head (seq and MAC of the newest record it
+appended) in an `AuditAnchor` file beside its keys, outside the database: a chain that ends before
+the anchor, or holds another record at the anchor's seq, lost its tail. Records hold ids,
+decisions and reasons only: never images, features, templates, scores or secrets.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 GENESIS = b"\x00" * 32
 
@@ -52,11 +58,49 @@ class ChainProblem:
     problem: str
 
 
-def verify_chain(key: bytes, records) -> list[ChainProblem]:
-    """Walk the records in storage order; name each place the chain breaks, and how."""
+def anchor_path(key_file: str | os.PathLike) -> Path:
+    """Where a server keeps its audit anchor: beside its key file."""
+    key_file = Path(key_file)
+    return key_file.with_name(key_file.name + ".audit-head")
+
+
+class AuditAnchor:
+    """The newest audit record's (seq, MAC) a server appended, in a small file outside the
+    database (atomically replaced after each commit; a crash can only leave it behind, never ahead)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def advance(self, record: AuditRecord) -> None:
+        with self._lock:
+            head = self.head()
+            if head is not None and head[0] >= record.seq:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"seq": record.seq, "mac": record.mac.hex()}))
+            os.replace(tmp, self.path)
+
+    def head(self) -> tuple[int, bytes] | None:
+        try:
+            saved = json.loads(self.path.read_text())
+            return int(saved["seq"]), bytes.fromhex(saved["mac"])
+        except FileNotFoundError:
+            return None
+
+
+def verify_chain(key: bytes, records, anchor: tuple[int, bytes] | None = None) -> list[ChainProblem]:
+    """Walk the records in storage order; name each place the chain breaks, and how. `anchor`:
+    the head an AuditAnchor holds, to catch a deleted tail."""
     problems: list[ChainProblem] = []
     previous_mac, expected_seq = GENESIS, 1
+    anchored = False
     for record in records:
+        if anchor is not None and record.seq == anchor[0]:
+            anchored = True
+            if not hmac.compare_digest(record.mac, anchor[1]):
+                problems.append(ChainProblem(record.seq, "not the record the anchor outside the database holds"))
         if record.seq != expected_seq:
             kind = "missing records (deleted)" if record.seq > expected_seq else "out of order or inserted"
             problems.append(ChainProblem(record.seq, f"{kind}: expected seq {expected_seq}"))
@@ -67,4 +111,8 @@ def verify_chain(key: bytes, records) -> list[ChainProblem]:
             else:
                 problems.append(ChainProblem(record.seq, "record edited, or its predecessor was"))
         previous_mac, expected_seq = record.mac, record.seq + 1
+    if anchor is not None and not anchored:
+        problems.append(ChainProblem(anchor[0], f"records up to seq {anchor[0]} existed (the anchor outside the "
+                                                f"database holds it); the chain ends at seq {expected_seq - 1}: "
+                                                "its tail was deleted"))
     return problems

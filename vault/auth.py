@@ -115,12 +115,18 @@ class Authenticator:
         self.tokens = tokens
 
     def identify(self, token: str | None, certificate_pem: bytes | None) -> Identity:
+        certified = identity_from_certificate(certificate_pem) if self.tls and certificate_pem else None
         if token is not None and self.tokens is not None:
             info = self.tokens.authenticate(token)
+            # A certificate that names a tenant binds the connection to it: another tenant's token
+            # (stolen, or mixed up on shared hardware) is refused. A certificate naming no vault
+            # identity (panel hardware) may carry any tenant's token.
+            if certified is not None and certified.tenant != info.tenant:
+                raise Unauthenticated("the token is for another tenant than the client certificate")
             return Identity(info.tenant, frozenset({info.role}), f"token:{info.token_id}")
         if not self.tls:
             return LOCAL_OPERATOR
-        identity = identity_from_certificate(certificate_pem) if certificate_pem else None
+        identity = certified
         if identity is None:
             raise Unauthenticated("no vault identity: the client certificate names no urn:vault:<tenant>:<role>, and no token was sent")
         return identity

@@ -26,7 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")))
     serve.add_argument("--listen", default=os.environ.get("VAULT_LISTEN", "127.0.0.1:50051"))
     serve.add_argument("--store", default=os.environ.get("VAULT_STORE", ""), help="sqlite:///path or postgresql://...")
-    serve.add_argument("--key-file", type=Path, default=None)
+    serve.add_argument("--key-file", type=Path, default=os.environ.get("VAULT_KEY_FILE"),
+                       help="the key file (env VAULT_KEY_FILE; default: STATE_DIR/keys.json, development only: "
+                            "keep keys off the data's volume)")
+    serve.add_argument("--hsm-module", type=Path, default=os.environ.get("VAULT_HSM_MODULE"),
+                       help="PKCS#11 library sealing the key file with a key that never leaves the token "
+                            "(env VAULT_HSM_MODULE; e.g. /usr/lib/softhsm/libsofthsm2.so); PIN from "
+                            "VAULT_HSM_PIN_FILE or VAULT_HSM_PIN")
+    serve.add_argument("--hsm-token", default=os.environ.get("VAULT_HSM_TOKEN", "vault"),
+                       help="PKCS#11 token label (env VAULT_HSM_TOKEN; default: %(default)s)")
+    serve.add_argument("--hsm-key-label", default=os.environ.get("VAULT_HSM_KEY_LABEL", "vault-key-file"),
+                       help="label of the AES key in the token, made on first use (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores)")
     serve.add_argument("--max-pending", type=int, default=None, help="samples queued before RESOURCE_EXHAUSTED")
     serve.add_argument("--allow-face-embeddings", action="store_true",
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     reissue.add_argument("--single-face", action="store_true")
     reissue.add_argument("files", nargs="+", type=Path)
 
+    client("health", "exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK)")
     listing = client("list", "template metadata (never template bytes)")
     listing.add_argument("--subject", default="")
     listing.add_argument("--all", action="store_true", help="include revoked templates")
@@ -159,12 +170,21 @@ def run_serve(args) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits(args.max_failures_per_subject, args.max_failures_per_client, args.failure_window, args.lockout)
+    hsm = None
+    if args.hsm_module:
+        from vault.hsm import HsmConfig, pin_from_environment
+
+        pin = pin_from_environment()
+        if not pin:
+            print("vault: --hsm-module needs the token's PIN in VAULT_HSM_PIN_FILE (or VAULT_HSM_PIN)", file=sys.stderr)
+            return 2
+        hsm = HsmConfig(args.hsm_module, args.hsm_token, pin, args.hsm_key_label)
     settings = Settings(state_dir=args.state_dir, listen=args.listen, store_url=args.store, key_file=args.key_file,
                         workers=args.workers, max_pending=args.max_pending,
                         allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
                         plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
                         limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout,
-                        identification=IdentifyPolicy(args.identify_fpir, args.identify_max_fnir))
+                        identification=IdentifyPolicy(args.identify_fpir, args.identify_max_fnir), hsm=hsm)
     try:
         asyncio.run(serve(settings))
     except VaultError as error:
@@ -383,14 +403,15 @@ def cmd_audit(args) -> int:
 
 
 def audit_verify_offline(state_dir: Path) -> int:
-    from vault.audit import verify_chain
+    from vault.audit import AuditAnchor, anchor_path, verify_chain
     from vault.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
     keys = LocalKeyFile(state_dir / "keys.json", passphrase_from_environment())
     store = open_store(f"sqlite:///{state_dir / 'vault.db'}", keys.audit_key())
     records = list(store.audit_records())
-    return _report_chain(len(records), [(p.seq, p.problem) for p in verify_chain(keys.audit_key(), records)])
+    anchor = AuditAnchor(anchor_path(state_dir / "keys.json")).head()
+    return _report_chain(len(records), [(p.seq, p.problem) for p in verify_chain(keys.audit_key(), records, anchor)])
 
 
 def _report_chain(count: int, problems) -> int:
@@ -403,10 +424,18 @@ def _report_chain(count: int, problems) -> int:
     return 4
 
 
+def cmd_health(args) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    status = health_pb2_grpc.HealthStub(channel(args)).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 CLIENT_COMMANDS = {
     "enroll": cmd_enroll, "enroll-folder": cmd_enroll_folder, "verify": cmd_verify, "identify": cmd_identify,
     "revoke": cmd_revoke, "reissue": cmd_reissue, "list": cmd_list, "token": cmd_token, "key": cmd_key,
-    "audit": cmd_audit,
+    "audit": cmd_audit, "health": cmd_health,
 }
 
 if __name__ == "__main__":

@@ -205,29 +205,37 @@ class Vault:
         claimed = check_id(subject_id if subject_id is not None else template_id, claim)
         if claim == "subject_id" or modality:
             check_modality(modality)
+        if finger not in FINGER_POSITIONS:
+            raise InvalidArgument("finger must be an ISO/IEC 19794-2 finger position (0-10)")
         if probe is None:
             raise InvalidArgument("probe is required")
+        person = claimed  # whose failures count towards the lockout
         if claim == "subject_id":
+            check_finger(modality, finger)
             where = {"subject_id": claimed, "finger": finger}
         else:
             row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
-            # Unknown, another tenant's and revoked templates all answer NO_MATCH: no oracle.
-            live = row is not None and row.status == LIVE and modality in (0, row.modality)
+            # Unknown, another tenant's, revoked, other-modality and other-finger templates all
+            # answer NO_MATCH, audited and counted alike: no oracle for what exists.
+            live = (row is not None and row.status == LIVE and modality in (0, row.modality)
+                    and finger in (0, row.finger))
             where = {"template_id": claimed} if live else None
             modality = row.modality if live else (modality or FACE)
-        check_finger(modality, finger)
-        self.limiter.check(caller.tenant, caller.name, claimed)
-        # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
-        (vector,), (report,) = await self._features(modality, [probe], require_single_face)
-        matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector), **where)
-                         if where else (False, 0.0))
-        audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
-                           **{claim: claimed})
-        await asyncio.to_thread(self.store.record, audit)
-        if matched:
-            self.limiter.succeeded(caller.tenant, caller.name, claimed)
-        elif self.limiter.failed(caller.tenant, caller.name, claimed):
-            await self._record_lockout(caller, claimed)
+            person = row.subject_id if live else claimed
+        self.limiter.begin(caller.tenant, caller.name, person)
+        matched = None
+        try:
+            # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
+            (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+            matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector),
+                                               **where) if where else (False, 0.0))
+            audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
+                               **{claim: claimed})
+            await asyncio.to_thread(self.store.record, audit)
+        finally:
+            locked = self.limiter.end(caller.tenant, caller.name, person, matched)
+        if locked:
+            await self._record_lockout(caller, person)
         band = 0
         if self.auditor_score_bands and AUDITOR in caller.roles:
             band = min(10, int(best * 10) + 1)  # coarse on purpose: a decile is useless for hill-climbing
@@ -243,16 +251,21 @@ class Vault:
         limit = max_candidates or 1
         if not 1 <= limit <= MAX_CANDIDATES:
             raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
-        self.limiter.check(caller.tenant, caller.name)
-        (vector,), (report,) = await self._features(modality, [probe], require_single_face)
-        code_for = self._probe_codes(caller.tenant, vector)
-        winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
-                                          self.identification.fpir)
-        audit = AuditEntry("Identify", caller.tenant, caller.name, ",".join(h.subject_id for h in winners),
-                           ",".join(h.template_id for h in winners),
-                           "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
-        await asyncio.to_thread(self.store.record, audit)
-        if not winners and self.limiter.failed(caller.tenant, caller.name):
+        self.limiter.begin(caller.tenant, caller.name)
+        found = None
+        try:
+            (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+            code_for = self._probe_codes(caller.tenant, vector)
+            winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
+                                              self.identification.fpir)
+            audit = AuditEntry("Identify", caller.tenant, caller.name, ",".join(h.subject_id for h in winners),
+                               ",".join(h.template_id for h in winners),
+                               "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
+            await asyncio.to_thread(self.store.record, audit)
+            found = bool(winners)
+        finally:
+            locked = self.limiter.end(caller.tenant, caller.name, None, found)
+        if locked:
             await self._record_lockout(caller, None)
         return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
                               audit.decision_id, report)

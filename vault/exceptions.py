@@ -12,6 +12,7 @@ class VaultError(Exception):
     """Base class. `status` names the gRPC status code the service answers with."""
 
     status: str = "INTERNAL"
+    reason: str = ""  # where one status has several causes: sent as the `vault-reason` trailer
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -50,6 +51,7 @@ class Overloaded(VaultError):
     """The extraction queue is full; the caller should back off and retry."""
 
     status = "RESOURCE_EXHAUSTED"
+    reason = "overloaded"
 
 
 class Unauthenticated(VaultError):

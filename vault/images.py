@@ -20,6 +20,7 @@ MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_FACE_PIXELS = 4096 * 4096
 MAX_FINGERPRINT_PIXELS = 2048 * 2048
 MIN_SIDE = 32
+MAX_ASPECT = 4  # no face or fingerprint capture is a strip; a 32x2048 image took 15 s to be refused
 
 # Our own limits are stricter; this only stops Pillow from warning instead of failing.
 Image.MAX_IMAGE_PIXELS = MAX_FACE_PIXELS
@@ -47,6 +48,8 @@ def _open(data: bytes, formats: frozenset[str], max_pixels: int, what: str) -> I
         raise InvalidSample(f"{what} image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     if min(width, height) < MIN_SIDE:
         raise InvalidSample(f"{what} image is {width}x{height} pixels; at least {MIN_SIDE} a side is needed")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidSample(f"{what} image is {width}x{height} pixels; sides more than {MAX_ASPECT}:1 apart are refused")
     return image
 
 

@@ -7,8 +7,9 @@ Key hierarchy (docs/threat-model.md):
 - one `audit` secret MACs the audit chain.
 
 `LocalKeyFile` keeps them in one JSON file created with 0600 permissions on first start, written
-atomically, optionally sealed with AES-GCM under a key derived by argon2id from an operator
-passphrase. Another backend (KMS, HSM) implements the same `KeyStore` methods.
+atomically, sealed with AES-256-GCM by a `Sealer`: `PassphraseSealer` (a key derived by argon2id from
+an operator passphrase) or `vault.hsm.Pkcs11Sealer` (a key that never leaves a PKCS#11 token: the
+file's keys then exist in clear only in the server's memory). Unsealed files are for development.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ FORMAT = 1
 ARGON2_TIME_COST = 3
 ARGON2_MEMORY_KIB = 64 * 1024
 ARGON2_PARALLELISM = 4
+TOKEN_KEY_INFO = b"vault/tokens/v1"  # HKDF info: the token key derives from the audit secret
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class KeyStore(Protocol):
     def ensure_tenant(self, tenant: str) -> TenantKey: ...
     def rotate(self, tenant: str) -> TenantKey: ...
     def audit_key(self) -> bytes: ...
+    def token_key(self) -> bytes: ...  # MACs API token rows (vault.tokens)
     def tenants(self) -> list[str]: ...
 
 
@@ -82,9 +85,11 @@ class LocalKeyFile:
     """A key file on local disk. Safe for several processes on one host (flock + atomic rename);
     re-read whenever the file changes, so replicas sharing it see rotations and new tenants."""
 
-    def __init__(self, path: str | os.PathLike, passphrase: str | None = None):
+    def __init__(self, path: str | os.PathLike, passphrase: str | None = None, sealer: Sealer | None = None):
+        """`sealer` seals the file (e.g. vault.hsm.Pkcs11Sealer); else `passphrase` does; else
+        nothing does (development)."""
         self.path = Path(path)
-        self._passphrase = passphrase
+        self._sealer = sealer or (PassphraseSealer(passphrase) if passphrase else None)
         self._lock = threading.Lock()
         self._data: dict | None = None
         self._stamp: tuple | None = None
@@ -135,6 +140,23 @@ class LocalKeyFile:
 
     def audit_key(self) -> bytes:
         return _unb64(self._current()["audit"])
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the file on disk is sealed under a passphrase (an unsealed one is for
+        development only: whoever copies it holds every tenant's keys)."""
+        return self._sealer is not None
+
+    def reseal(self, passphrase: str | None = None, sealer: Sealer | None = None) -> None:
+        """Rewrite the file sealed by `sealer`, or under `passphrase` (neither: unsealed, development)."""
+        with self._locked():
+            payload = self._current()
+            self._sealer = sealer or (PassphraseSealer(passphrase) if passphrase else None)
+            self._write(payload)
+            self._load()
+
+    def token_key(self) -> bytes:
+        return derive(self.audit_key(), TOKEN_KEY_INFO)
 
     # -- file handling --------------------------------------------------------------------------
     @staticmethod
@@ -191,33 +213,18 @@ class LocalKeyFile:
     def _open(self, document: dict) -> dict:
         sealing = document.get("sealing", "none")
         if sealing == "none":
-            if self._passphrase:
-                raise KeyStoreError("a passphrase was given but the key file is not sealed")
+            if self._sealer is not None:
+                raise KeyStoreError(f"the key file is not sealed, but {self._sealer.describe()} was given")
             return document["payload"]
-        if sealing != "argon2id-aes256gcm":
-            raise KeyStoreError("unknown key file sealing")
-        if not self._passphrase:
-            raise KeyStoreError("the key file is sealed: give its passphrase (VAULT_KEY_PASSPHRASE)")
-        kek = self._kek(_unb64(document["salt"]), document["argon2"])
-        try:
-            plain = AESGCM(kek).decrypt(_unb64(document["nonce"]), _unb64(document["sealed"]), b"vault-keys")
-        except Exception:
-            raise KeyStoreError("the key file passphrase is wrong or the file was altered") from None
-        return json.loads(plain)
-
-    def _kek(self, salt: bytes, params: dict) -> bytes:
-        return hash_secret_raw(
-            self._passphrase.encode(), salt, time_cost=params["t"], memory_cost=params["m"],
-            parallelism=params["p"], hash_len=32, type=Type.ID,
-        )
+        if self._sealer is None:
+            raise KeyStoreError("the key file is sealed: give its passphrase (VAULT_KEY_PASSPHRASE_FILE) or its HSM")
+        if sealing != self._sealer.name:
+            raise KeyStoreError(f"the key file is sealed with {sealing}, not {self._sealer.name}")
+        return json.loads(self._sealer.open(document))
 
     def _write(self, payload: dict) -> None:
-        if self._passphrase:
-            salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-            params = {"t": ARGON2_TIME_COST, "m": ARGON2_MEMORY_KIB, "p": ARGON2_PARALLELISM}
-            sealed = AESGCM(self._kek(salt, params)).encrypt(nonce, json.dumps(payload).encode(), b"vault-keys")
-            document = {"sealing": "argon2id-aes256gcm", "argon2": params, "salt": _b64(salt),
-                        "nonce": _b64(nonce), "sealed": _b64(sealed)}
+        if self._sealer is not None:
+            document = {"sealing": self._sealer.name, **self._sealer.seal(json.dumps(payload).encode())}
         else:
             document = {"sealing": "none", "payload": payload}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -232,6 +239,47 @@ class LocalKeyFile:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class Sealer(Protocol):
+    """Seals a key file's payload: seal(plain) -> the document's fields; open(document) -> plain."""
+
+    name: str  # the document's "sealing" value
+
+    def seal(self, plain: bytes) -> dict: ...
+    def open(self, document: dict) -> bytes: ...
+    def describe(self) -> str: ...
+
+
+class PassphraseSealer:
+    """AES-256-GCM under a key derived by argon2id (RFC 9106) from an operator passphrase."""
+
+    name = "argon2id-aes256gcm"
+
+    def __init__(self, passphrase: str):
+        self._passphrase = passphrase
+
+    def seal(self, plain: bytes) -> dict:
+        salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+        params = {"t": ARGON2_TIME_COST, "m": ARGON2_MEMORY_KIB, "p": ARGON2_PARALLELISM}
+        sealed = AESGCM(self._kek(salt, params)).encrypt(nonce, plain, b"vault-keys")
+        return {"argon2": params, "salt": _b64(salt), "nonce": _b64(nonce), "sealed": _b64(sealed)}
+
+    def open(self, document: dict) -> bytes:
+        kek = self._kek(_unb64(document["salt"]), document["argon2"])
+        try:
+            return AESGCM(kek).decrypt(_unb64(document["nonce"]), _unb64(document["sealed"]), b"vault-keys")
+        except Exception:
+            raise KeyStoreError("the key file passphrase is wrong or the file was altered") from None
+
+    def describe(self) -> str:
+        return "a passphrase"
+
+    def _kek(self, salt: bytes, params: dict) -> bytes:
+        return hash_secret_raw(
+            self._passphrase.encode(), salt, time_cost=params["t"], memory_cost=params["m"],
+            parallelism=params["p"], hash_len=32, type=Type.ID,
+        )
 
 
 class _FileLock:

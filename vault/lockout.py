@@ -2,8 +2,12 @@
 
 A panel gets one bit (match / no match) per attempt; hill-climbing and brute-force identification
 need many failed attempts, so failures are counted in a sliding window and a caller that exceeds a
-limit is locked out for a while (RESOURCE_EXHAUSTED), with an audit record. Counters live in the
-memory of each replica: with R replicas behind a balancer an attacker gets at most R times the limit.
+limit is locked out for a while (RESOURCE_EXHAUSTED, reason `locked-out`), with an audit record.
+
+A try counts from the moment it is admitted (`begin`), not only once it has failed, so concurrent
+tries cannot slip past the limit: a try is admitted only while failures plus tries in flight stay
+below it. Counters live in the memory of each replica: with R replicas behind a balancer an
+attacker gets at most R times the limit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from vault.exceptions import Overloaded
 
 class LockedOut(Overloaded):
     """Too many failed attempts."""
+
+    reason = "locked-out"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class FailureLimiter:
         self.clock = clock
         self._failures: dict[tuple, deque] = {}
         self._locked_until: dict[tuple, float] = {}
+        self._in_flight: dict[tuple, int] = {}
         self._lock = threading.Lock()
 
     def _keys(self, tenant: str, client: str, subject: str | None):
@@ -45,11 +52,57 @@ class FailureLimiter:
     def check(self, tenant: str, client: str, subject: str | None = None) -> None:
         now = self.clock()
         with self._lock:
+            self._refuse_if_locked(tenant, client, subject, now)
+
+    def begin(self, tenant: str, client: str, subject: str | None = None) -> None:
+        """Admit a try, or raise LockedOut; every admitted try must end with `end`."""
+        now = self.clock()
+        with self._lock:
+            self._refuse_if_locked(tenant, client, subject, now)
+            keys = self._keys(tenant, client, subject)
+            for key in keys:
+                window = self._window(key, now)
+                if len(window) + self._in_flight.get(key, 0) >= self._limit(key):
+                    raise LockedOut(f"too many attempts in flight or failed for {self._what(key)}; retry later")
+            for key in keys:
+                self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | None = False) -> bool:
+        """Close an admitted try: a failure counts (True when it triggers a lockout), a match
+        clears the subject's failures, None (the try ended without a decision) counts nothing."""
+        with self._lock:
             for key in self._keys(tenant, client, subject):
-                until = self._locked_until.get(key, 0.0)
-                if until > now:
-                    what = "this subject from this client" if key[0] == "subject" else "this client"
-                    raise LockedOut(f"too many failed attempts for {what}; locked for {int(until - now) + 1} s more")
+                left = self._in_flight.get(key, 0) - 1
+                if left > 0:
+                    self._in_flight[key] = left
+                else:
+                    self._in_flight.pop(key, None)
+        if matched is None:
+            return False
+        if matched:
+            if subject is not None:
+                self.succeeded(tenant, client, subject)
+            return False
+        return self.failed(tenant, client, subject)
+
+    def _refuse_if_locked(self, tenant: str, client: str, subject: str | None, now: float) -> None:
+        for key in self._keys(tenant, client, subject):
+            until = self._locked_until.get(key, 0.0)
+            if until > now:
+                raise LockedOut(f"too many failed attempts for {self._what(key)}; locked for {int(until - now) + 1} s more")
+
+    def _window(self, key, now: float) -> deque:
+        window = self._failures.setdefault(key, deque())
+        while window and window[0] < now - self.limits.window_s:
+            window.popleft()
+        return window
+
+    def _limit(self, key) -> int:
+        return self.limits.per_subject if key[0] == "subject" else self.limits.per_client
+
+    @staticmethod
+    def _what(key) -> str:
+        return "this subject from this client" if key[0] == "subject" else "this client"
 
     def failed(self, tenant: str, client: str, subject: str | None = None) -> bool:
         """Count a failure; True when it triggers a lockout."""

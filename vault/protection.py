@@ -91,6 +91,8 @@ class Protector:
                sealed: bytes) -> np.ndarray:
         """The template's packed codes (k, planes, words): k = 1 unless its profile keeps
         samples apart (ProtectionProfile.keeps_sample_codes)."""
+        if len(sealed) < 12 + 16:  # nonce and tag: an erased (revoked) or truncated row
+            raise IntegrityError(f"template {row.template_id} holds no sealed code")
         try:
             plain = AESGCM(_row_key(key, row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
         except InvalidTag:

@@ -16,10 +16,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from vault.administration import Administration
+from vault.audit import AuditAnchor, anchor_path
 from vault.auth import AccessPolicy, Authenticator
 from vault.core import IdentifyPolicy, Vault
 from vault.exceptions import VaultError
 from vault.extraction import Extractor
+from vault.hsm import HsmConfig, Pkcs11Sealer
 from vault.keys import LocalKeyFile, passphrase_from_environment
 from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex, warm_up
@@ -57,6 +59,7 @@ class Settings:
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint; off when None
     call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
+    hsm: HsmConfig | None = None  # seal the key file with a key kept in a PKCS#11 token (vault.hsm)
 
 
 def is_loopback(listen: str) -> bool:
@@ -80,11 +83,19 @@ class VaultServer:
                 raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
         state = Path(settings.state_dir)
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.keys = LocalKeyFile(settings.key_file or state / "keys.json", settings.key_passphrase)
+        key_file = Path(settings.key_file or state / "keys.json")
+        sealer = Pkcs11Sealer(settings.hsm) if settings.hsm is not None else None
+        self.keys = LocalKeyFile(key_file, settings.key_passphrase, sealer=sealer)
+        if not settings.plaintext and not self.keys.sealed:
+            raise VaultError("the key file is not sealed: whoever copies it holds every tenant's keys. Seal it "
+                             "with an HSM (--hsm-module) or a passphrase (VAULT_KEY_PASSPHRASE_FILE); an unsealed "
+                             "key file is for --plaintext development only")
         self.store = open_store(settings.store_url or f"sqlite:///{state / 'vault.db'}", self.keys.audit_key())
+        # The audit chain's head, kept with the keys and out of the database (vault.audit.AuditAnchor).
+        self.store.anchor = AuditAnchor(anchor_path(key_file))
         self.extractor = Extractor(settings.workers, settings.max_pending)
         self.index = MatchIndex()
-        self.tokens = TokenRegistry(self.store)
+        self.tokens = TokenRegistry(self.store, self.keys.token_key())
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, FailureLimiter(settings.limits),
                            settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands)

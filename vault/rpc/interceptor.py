@@ -73,7 +73,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                     raise
             finally:
                 self._observe(method, outcome.code, started)
-            await context.abort(*status)
+            await _refuse(context, status)
 
         return handle
 
@@ -92,7 +92,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                     raise
             finally:
                 self._observe(method, outcome.code, started)
-            await context.abort(*status)
+            await _refuse(context, status)
 
         return handle
 
@@ -146,7 +146,7 @@ class _Outcome:
         if isinstance(error, VaultError):
             self.code = error.status
             log.info("%s %s: %s", self.method, self.code, error.message)
-            return grpc.StatusCode[error.status], error.message
+            return grpc.StatusCode[error.status], error.message, error.reason
         if isinstance(error, asyncio.CancelledError):
             self.code = "CANCELLED"
             return None
@@ -158,6 +158,16 @@ class _Outcome:
         reference = uuid.uuid4().hex[:12]
         log.exception("%s failed, reference %s", self.method, reference)
         return grpc.StatusCode.INTERNAL, f"internal error, reference {reference}"
+
+
+async def _refuse(context, status) -> None:
+    """Abort the call with (code, details[, reason]); a reason (e.g. `locked-out` or `overloaded`,
+    which share RESOURCE_EXHAUSTED) travels as the `vault-reason` trailer so clients can tell them
+    apart without parsing messages."""
+    code, details, *reason = status
+    if reason and reason[0]:
+        context.set_trailing_metadata((("vault-reason", reason[0]),))
+    await context.abort(code, details)
 
 
 def _tolerant(deserialize):

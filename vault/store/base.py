@@ -70,6 +70,7 @@ class TemplateStore(Protocol):
     record in the same transaction."""
 
     prefetch_reads: bool  # start-up reads pay off on a background thread (network round trips)
+    anchor: object | None  # vault.audit.AuditAnchor, advanced after each committed audit append
 
     # templates
     def insert(self, row: TemplateRow, audit: AuditEntry) -> None: ...

@@ -22,9 +22,11 @@ class SqlStore:
     placeholder = "?"
     prefetch_reads = False
 
-    def __init__(self, audit_key: bytes):
+    def __init__(self, audit_key: bytes, anchor=None):
         self._audit_key = audit_key
         self._audit_lock = threading.Lock()
+        self._appended: AuditRecord | None = None
+        self.anchor = anchor  # vault.audit.AuditAnchor: the chain's head, kept outside the database
 
     # -- backend hooks --------------------------------------------------------------------------
     @contextmanager
@@ -43,6 +45,17 @@ class SqlStore:
     def change_listener(self):
         """Something to wait on between change-feed polls (see vault.replication)."""
         return SleepListener()
+
+    @contextmanager
+    def _audited(self):
+        """A write transaction that appends audit records: one writer at a time, and once it has
+        committed, the audit anchor (outside the database) advances to the newest record."""
+        with self._audit_lock:
+            self._appended = None
+            with self._transaction() as cur:
+                yield cur
+            if self._appended is not None and self.anchor is not None:
+                self.anchor.advance(self._appended)
 
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
@@ -75,6 +88,7 @@ class SqlStore:
         seq, previous = (last[0] + 1, bytes(last[1])) if last else (1, GENESIS)
         record = AuditRecord(seq, entry, chain_mac(self._audit_key, previous, seq, entry))
         self._execute(cur, f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({AUDIT_MARKS})", audit_values(record))
+        self._appended = record
         return record
 
     def _append_changes(self, cur, tenant: str, changes: list[tuple[str, str]]) -> None:
@@ -90,13 +104,13 @@ class SqlStore:
         self._notify_changes(cur, last + len(changes))
 
     def insert(self, row: TemplateRow, audit: AuditEntry) -> None:
-        with self._audit_lock, self._transaction() as cur:
+        with self._audited() as cur:
             self._execute(cur, f"INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({TEMPLATE_MARKS})", row_values(row))
             self._append_audit(cur, audit)
             self._append_changes(cur, row.tenant, [(ADD, row.template_id)])
 
     def revoke(self, tenant: str, template_ids: list[str], reason: str, audit: AuditEntry) -> list[str]:
-        with self._audit_lock, self._transaction() as cur:
+        with self._audited() as cur:
             revoked = [t for t in template_ids if self._revoke_one(cur, tenant, t, reason, audit.at, "")]
             audit.template_id = ",".join(revoked)
             self._append_audit(cur, audit)
@@ -104,17 +118,19 @@ class SqlStore:
         return revoked
 
     def _revoke_one(self, cur, tenant: str, template_id: str, reason: str, at: float, replaced_by: str) -> bool:
+        # Revoke is erase: the sealed code goes with the status change, so flipping the status back
+        # in the database (or stealing the keys later) brings nothing back.
         cur = self._execute(
             cur,
-            "UPDATE templates SET status = ?, revoked_at = ?, revoke_reason = ?, replaced_by = ? "
+            "UPDATE templates SET status = ?, revoked_at = ?, revoke_reason = ?, replaced_by = ?, salt = ?, sealed = ? "
             "WHERE tenant = ? AND template_id = ? AND status = ?",
-            (REVOKED, at, reason, replaced_by, tenant, template_id, LIVE),
+            (REVOKED, at, reason, replaced_by, b"", b"", tenant, template_id, LIVE),
         )
         return cur.rowcount == 1
 
     def reissue(self, old_id: str, row: TemplateRow, reason: str, audit: AuditEntry) -> bool:
         """Revoke old_id and insert row atomically; False (nothing written) if old_id is not live."""
-        with self._audit_lock, self._transaction() as cur:
+        with self._audited() as cur:
             if not self._revoke_one(cur, row.tenant, old_id, reason, row.created_at, row.template_id):
                 return False
             self._execute(cur, f"INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({TEMPLATE_MARKS})", row_values(row))
@@ -123,12 +139,12 @@ class SqlStore:
         return True
 
     def record(self, audit: AuditEntry) -> None:
-        with self._audit_lock, self._transaction() as cur:
+        with self._audited() as cur:
             self._append_audit(cur, audit)
 
     # -- tokens ---------------------------------------------------------------------------------
     def insert_token(self, token: TokenRow, audit: AuditEntry) -> None:
-        with self._audit_lock, self._transaction() as cur:
+        with self._audited() as cur:
             self._execute(cur, f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (token.token_id, token.tenant, token.role, token.name, token.secret_hash,
                            token.created_at, token.revoked_at))
@@ -146,9 +162,11 @@ class SqlStore:
         return [TokenRow(*v) for v in rows]
 
     def revoke_token(self, tenant: str, token_id: str, at: float, audit: AuditEntry) -> bool:
-        """Revoke a live token of the tenant, with its audit record; False (nothing written) if none."""
-        with self._audit_lock, self._transaction() as cur:
-            cur = self._execute(cur, "UPDATE tokens SET revoked_at = ? WHERE tenant = ? AND token_id = ? AND revoked_at IS NULL",
+        """Revoke a live token of the tenant, with its audit record; False (nothing written) if none.
+        Its stored MAC is erased: clearing revoked_at in the database revives nothing."""
+        with self._audited() as cur:
+            cur = self._execute(cur, "UPDATE tokens SET revoked_at = ?, secret_hash = '' "
+                                     "WHERE tenant = ? AND token_id = ? AND revoked_at IS NULL",
                                 (at, tenant, token_id))
             if cur.rowcount != 1:
                 return False
