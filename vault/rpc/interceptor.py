@@ -10,6 +10,7 @@ Servicers read the caller with `caller()`. Health and reflection pass through un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -63,38 +64,37 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, behaviour):
         async def handle(request, context):
-            started, outcome = time.perf_counter(), _Outcome(method)
-            try:
+            async with self._guarded(method, context):
                 await self._admit(method, request, context)
                 return await asyncio.wait_for(behaviour(request, context), self.call_timeout_s)
-            except BaseException as error:  # noqa: BLE001 - every outcome is classified, then re-raised or sent
-                status = outcome.classify(error, self.call_timeout_s)
-                if status is None:
-                    raise
-            finally:
-                self._observe(method, outcome.code, started)
-            await _refuse(context, status)
 
         return handle
 
     def _stream(self, method: str, behaviour):
         async def handle(request, context):
-            started, outcome = time.perf_counter(), _Outcome(method)
-            try:
+            async with self._guarded(method, context):
                 await self._admit(method, request, context)
                 async with asyncio.timeout(self.call_timeout_s):
                     async for message in behaviour(request, context):
                         yield message
-                return
-            except BaseException as error:  # noqa: BLE001
-                status = outcome.classify(error, self.call_timeout_s)
-                if status is None:
-                    raise
-            finally:
-                self._observe(method, outcome.code, started)
-            await _refuse(context, status)
 
         return handle
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, method: str, context):
+        """Around one call: count it in the metrics however it ends, and turn an error the caller
+        should see into its status (cancellations and aborts pass through)."""
+        started, outcome, status = time.perf_counter(), _Outcome(method), None
+        try:
+            yield
+        except BaseException as error:  # noqa: BLE001 - every outcome is classified, then re-raised or sent
+            status = outcome.classify(error, self.call_timeout_s)
+            if status is None:
+                raise
+        finally:
+            self._observe(method, outcome.code, started)
+        if status is not None:
+            await _refuse(context, status)
 
     async def _admit(self, method: str, request, context) -> None:
         """Set the caller for this call, or raise: malformed request, unknown caller, wrong role."""
