@@ -85,17 +85,22 @@ def test_authenticator_without_tls_is_the_local_operator_unless_a_token_says_oth
 def test_lockout_counts_per_subject_and_per_client_and_expires():
     now = [0.0]
     limiter = FailureLimiter(Limits(per_subject=2, per_client=3, window_s=10, lockout_s=60), clock=lambda: now[0])
-    assert not limiter.failed("t", "door", "ana")
-    assert limiter.failed("t", "door", "ana")
+
+    def fail(client: str, subject: str) -> bool:
+        limiter.begin("t", client, subject)
+        return limiter.end("t", client, subject, matched=False)
+
+    assert not fail("door", "ana")
+    assert fail("door", "ana")
     with pytest.raises(LockedOut, match="this subject"):
-        limiter.check("t", "door", "ana")
-    limiter.check("t", "door", "bob")  # other subjects still open
-    assert limiter.failed("t", "door", "bob")  # third failure of this client
+        limiter.begin("t", "door", "ana")
+    assert fail("door", "bob")  # other subjects still open; the third failure of this client
     with pytest.raises(LockedOut, match="this client"):
-        limiter.check("t", "door")
-    limiter.check("t", "door-2", "ana")  # another client is not affected
+        limiter.begin("t", "door")
+    limiter.begin("t", "door-2", "ana")  # another client is not affected
+    limiter.end("t", "door-2", "ana", matched=None)
     now[0] = 61.0
-    limiter.check("t", "door", "ana")
+    limiter.begin("t", "door", "ana")
 
 
 def test_token_rows_written_in_the_database_do_not_authenticate(store):

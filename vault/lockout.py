@@ -49,11 +49,6 @@ class FailureLimiter:
             keys.append(("subject", tenant, client, subject))
         return keys
 
-    def check(self, tenant: str, client: str, subject: str | None = None) -> None:
-        now = self.clock()
-        with self._lock:
-            self._refuse_if_locked(tenant, client, subject, now)
-
     def begin(self, tenant: str, client: str, subject: str | None = None) -> None:
         """Admit a try, or raise LockedOut; every admitted try must end with `end`."""
         now = self.clock()
