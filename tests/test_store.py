@@ -315,3 +315,29 @@ def test_listener_wakes_on_a_change_from_another_connection(backend):
 def test_database_file_is_private(tmp_path):
     open_store(f"sqlite:///{tmp_path / 'vault.db'}", AUDIT_KEY).close()
     assert (tmp_path / "vault.db").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.postgres
+def test_cut_connections_are_replaced_and_a_lost_store_answers_unavailable():
+    """Issue 16: after the server cut the vault's connections (pg_terminate_backend), the next call
+    works; a store that cannot be reached raises StoreUnavailable (gRPC UNAVAILABLE, retryable)."""
+    import psycopg
+
+    from benchmarks.postgres_scratch import scratch_schema
+    from vault.exceptions import StoreUnavailable
+
+    admin_url = postgres_admin_url()
+    with scratch_schema(admin_url, prefix="vault_test") as url:
+        store = open_store(url + "&application_name=vault_cut_test", AUDIT_KEY)
+        try:
+            store.insert(row("a1"), AuditEntry("Enroll", "t", "op"))
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE application_name = 'vault_cut_test'").fetchone()[0]
+            assert cut >= 1
+            assert store.get("t", "a1").template_id == "a1"  # a fresh connection, no error
+            store._pool.close()  # the store is gone for this process
+            with pytest.raises(StoreUnavailable, match="retry"):
+                store.get("t", "a1")
+        finally:
+            store.close()

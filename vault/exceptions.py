@@ -54,6 +54,13 @@ class Overloaded(VaultError):
     reason = "overloaded"
 
 
+class StoreUnavailable(VaultError):
+    """The template store cannot be reached (database down, connections cut): retry shortly."""
+
+    status = "UNAVAILABLE"
+    reason = "store-unavailable"
+
+
 class Unauthenticated(VaultError):
     status = "UNAUTHENTICATED"
 

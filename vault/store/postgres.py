@@ -13,8 +13,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from vault.exceptions import StoreUnavailable
 from vault.store.sql import SqlStore
 
 CHANNEL = "vault_changes"
@@ -32,8 +33,10 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, audit_key: bytes, min_connections: int = 1, max_connections: int = 8):
         super().__init__(audit_key)
         self.url = url
+        # check: a pooled connection the server cut (restart, pg_terminate_backend) is replaced on
+        # checkout instead of failing the next call.
         self._pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=False,
-                                    name="vault-store")
+                                    name="vault-store", check=ConnectionPool.check_connection, timeout=10)
         self._pool.open(wait=True, timeout=30)
         try:
             self._migrate()
@@ -45,8 +48,11 @@ class PostgresStore(SqlStore):
     def _transaction(self):
         # Binary results: sealed templates arrive as bytes, not hex text to decode (start-up reads
         # every live row).
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
-            yield cur
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+                yield cur
+        except (psycopg.OperationalError, PoolTimeout) as error:  # retryable: UNAVAILABLE, not INTERNAL
+            raise StoreUnavailable("the template store cannot be reached; retry shortly") from error
 
     def _lock_audit(self, cur) -> None:
         cur.execute(AUDIT_LOCK)
