@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vault.audit import AuditEntry
+from vault.cohort import CohortShifts
 from vault.auth import AUDITOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
@@ -116,6 +117,9 @@ class Vault:
     allow_face_embeddings: bool = False
     auditor_score_bands: bool = False
     protector: Protector = field(default_factory=Protector)
+
+    def __post_init__(self):
+        self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
 
     # -- enrolment ------------------------------------------------------------------------------
     async def enroll(self, caller: Identity, subject_id: str, modality: int, finger: int, samples: list[Sample],
@@ -331,11 +335,11 @@ class Vault:
         profile = PROFILES.get(row.profile)
         if profile is None or profile.retired:
             raise FailedPrecondition(f"template {row.template_id} uses retired profile {row.profile}: re-enrol")
+        key = self.keys.tenant_key(row.tenant, row.key_version)
         if code is None:
-            key = self.keys.tenant_key(row.tenant, row.key_version)
             code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
-                       row.subject_id, row.finger, code, row.sample_count)
+                       row.subject_id, row.finger, code, row.sample_count, self.cohort_shifts.shift(key, profile))
 
     # -- shared steps -----------------------------------------------------------------------------
     async def _features(self, modality: int, samples: list[Sample], require_single_face: bool):

@@ -98,9 +98,11 @@ class Gallery:
     .keeps_sample_codes). A template kept as several codes holds one row per code and scores the
     probe's best agreement with any of them. Rows are removed by moving the last row into the hole."""
 
-    def __init__(self, profile: ProtectionProfile, key_version: int):
+    def __init__(self, profile: ProtectionProfile, key_version: int, threshold_shift: float = 0.0):
+        """`threshold_shift`: this key's move of every threshold (vault.cohort), 0 for one for all keys."""
         self.profile = profile
         self.key_version = key_version
+        self.threshold_shift = threshold_shift
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._fused = np.zeros(16, dtype=bool)  # the row's template was enrolled from several samples
@@ -209,7 +211,8 @@ class Gallery:
             single, fused = self.profile.threshold_for(1), self.profile.threshold_for(2)
         else:
             single, fused = (self.profile.identify_threshold(k, per_comparison_fmr) for k in (1, 2))
-        return np.where(self._fused[rows], np.float32(fused), np.float32(single))
+        shift = self.threshold_shift
+        return np.where(self._fused[rows], np.float32(fused + shift), np.float32(single + shift))
 
     def count(self, finger: int = 0) -> int:
         """Comparisons a search for `finger` (0: any) makes: rows, not templates."""
@@ -254,14 +257,15 @@ class MatchIndex:
             return list(self._groups.get((tenant, modality), {}).values())
 
     def add(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
-            template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1) -> None:
+            template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1,
+            threshold_shift: float = 0.0) -> None:
         with self._lock:
             if template_id in self._removed:
                 return
             group = self._groups.setdefault((tenant, modality), {})
             gallery = group.get((profile.name, key_version))
             if gallery is None:
-                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version)
+                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
             gallery.add(template_id, subject_id, finger, code, sample_count)
 
     def remove(self, tenant: str, modality: int, template_id: str) -> bool:

@@ -1,0 +1,108 @@
+"""A per-key operating point for faces (vault.cohort): fit the impostor cohort model, set its
+reference, and measure the false-match rate of each of several fresh keys on held-out identities,
+at one threshold for all keys and at each key's own.
+
+    uv run python -m benchmarks.face_per_key [--keys 10] [--reference-keys 20] [--report FILE]
+
+Fit (LFW's first 290 identities, the half face-iom-v2's threshold was calibrated on): the mean and
+covariance of the unit dlib embeddings (vault/models/face-cohort-v1.npz; a statistical summary of
+many people, from which no person's embedding can be read), and the cohort quantile's average over
+--reference-keys fresh keys (ProtectionProfile.cohort_reference). Held out: LFW's other 290
+identities, all pairs of one-photo templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import data, features
+from benchmarks.scores import fresh_key
+from vault import cohort
+from vault.matching import agreement
+from vault.profiles import CURRENT, FACE
+from vault.protection import Protector
+
+MODEL = "face-cohort-v1"
+
+
+def fit_model(vectors: np.ndarray, path: Path) -> None:
+    mean = vectors.mean(axis=0)
+    covariance = np.cov(vectors.T) + 1e-6 * np.eye(vectors.shape[1])
+    np.savez(path, mean=mean.astype(np.float64), cholesky=np.linalg.cholesky(covariance))
+
+
+def impostor_scores(protector, key, profile, vectors, owners) -> np.ndarray:
+    codes = protector.protect_many(key, profile, vectors)
+    return np.concatenate([agreement(codes[a], codes[a + 1:], profile.hash_count)[owners[a + 1:] != owners[a]]
+                           for a in range(len(codes) - 1)])
+
+
+def genuine_scores(protector, key, profile, vectors, owners) -> np.ndarray:
+    codes = protector.protect_many(key, profile, vectors)
+    return np.concatenate([agreement(codes[a], codes[a + 1:], profile.hash_count)[owners[a + 1:] == owners[a]]
+                           for a in range(len(codes) - 1)])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, default=10, help="fresh keys measured on held-out identities")
+    parser.add_argument("--reference-keys", type=int, default=20, help="fresh keys averaged for the reference")
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args(argv)
+    started, lines = time.perf_counter(), []
+
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    feats = features.load(data.lfw(), progress=False)
+    subjects = np.array([s.subject for s in feats.dataset.samples])
+    names = sorted(set(subjects))
+    calibration = np.isin(subjects, names[:len(names) // 2]) & feats.ok
+    held = ~np.isin(subjects, names[:len(names) // 2]) & feats.ok
+    fit_model(feats.vectors[calibration], cohort.MODELS / f"{MODEL}.npz")
+    cohort.cohort_vectors.cache_clear()
+    profile = dataclasses.replace(CURRENT[FACE], cohort=MODEL, cohort_reference=0.0)
+    reference = float(np.mean([cohort.cohort_quantile(Protector(), fresh_key(), profile)
+                               for _ in range(args.reference_keys)]))
+    in_force = CURRENT[FACE].cohort_reference if CURRENT[FACE].cohort == MODEL else reference
+    profile = dataclasses.replace(profile, cohort_reference=in_force)
+    out(f"Face per-key operating point ({profile.name}, threshold {profile.threshold:.4f}); cohort model fitted on "
+        f"LFW's first {len(names) // 2} identities; this run's cohort_reference={reference:.6f} (mean of "
+        f"{args.reference_keys} keys), in force {in_force:.6f}")
+    out()
+    out(f"Held out: LFW's other {len(names) - len(names) // 2} identities, all pairs, one photo enrolled; "
+        f"{args.keys} fresh keys")
+    out()
+    out("| key | shift | false match: one threshold | false match: the key's own | genuine accept: one | own |")
+    out("|---|---|---|---|---|---|")
+    fmr_one, fmr_own, gar_one, gar_own = [], [], [], []
+    for k in range(args.keys):
+        protector, key = Protector(), fresh_key()
+        shift = cohort.CohortShifts(protector).shift(key, profile)
+        imp = impostor_scores(protector, key, profile, feats.vectors[held], subjects[held])
+        gen = genuine_scores(protector, key, profile, feats.vectors[held], subjects[held])
+        fmr_one.append(np.mean(imp >= profile.threshold))
+        fmr_own.append(np.mean(imp >= profile.threshold + shift))
+        gar_one.append(np.mean(gen >= profile.threshold))
+        gar_own.append(np.mean(gen >= profile.threshold + shift))
+        out(f"| {k + 1} | {shift:+.4f} | {fmr_one[-1]:.2e} | {fmr_own[-1]:.2e} | {gar_one[-1]:.3f} | {gar_own[-1]:.3f} |")
+    out()
+    for label, fmr, gar in (("one threshold", fmr_one, gar_one), ("each key's own", fmr_own, gar_own)):
+        out(f"- {label}: false-match rate {min(fmr):.2e} to {max(fmr):.2e} (max/min {max(fmr) / min(fmr):.2f}, "
+            f"max / stated {max(fmr) / profile.operating_fmr:.2f}); genuine accept {min(gar):.3f} to {max(gar):.3f}")
+    out()
+    out(f"Paste into vault/profiles.py: cohort=\"{MODEL}\", cohort_reference={reference:.6f}  "
+        f"({time.perf_counter() - started:.0f} s)")
+    if args.report:
+        args.report.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
