@@ -48,7 +48,7 @@ def test_each_role_gets_only_its_methods():
     assert allowed[PANEL] == {"Verify", "Identify"}
     assert allowed[ENROLLER] == {"Enroll", "Reissue", "ListTemplates"}
     assert allowed[AUDITOR] == {"Revoke", "ListTemplates", "ReadAudit", "VerifyAudit", "KeyStatus"}
-    assert allowed[ADMIN] == {"CreateToken", "ListTokens", "RevokeToken", "RotateKey", "KeyStatus"}
+    assert allowed[ADMIN] == {"CreateToken", "ListTokens", "RevokeToken", "RotateKey", "DestroyKeyVersion", "KeyStatus"}
     with pytest.raises(PermissionDenied):
         policy.authorize(Identity("t", frozenset({PANEL}), "p"), "NoSuchMethod")
     with pytest.raises(PermissionDenied):
@@ -287,6 +287,23 @@ def test_lockout_and_overload_are_told_apart_by_a_trailer(store):
             await stub.Verify(request)
         assert locked.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert ("vault-reason", "locked-out") in tuple(locked.value.trailing_metadata())
+        await channel.close()
+        await server.stop(None)
+
+    run(main())
+
+
+def test_an_old_key_version_is_destroyed_through_the_admin_service(store):
+    async def main():
+        server, channel, metrics, tokens = await serve(store)
+        admin = vault_pb2_grpc.AdminStub(channel)
+        assert (await admin.RotateKey(pb.RotateKeyRequest())).key_version == 2
+        assert (await admin.DestroyKeyVersion(pb.DestroyKeyVersionRequest(key_version=1))).shredded_templates == 0
+        status = await admin.KeyStatus(pb.KeyStatusRequest())
+        assert [v.key_version for v in status.versions] == [2]
+        with pytest.raises(grpc.aio.AioRpcError) as current:
+            await admin.DestroyKeyVersion(pb.DestroyKeyVersionRequest(key_version=2))
+        assert current.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         await channel.close()
         await server.stop(None)
 

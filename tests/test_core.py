@@ -248,6 +248,31 @@ def test_key_rotation_keeps_old_templates_matching_until_reenrolled(vault):
     assert [r.subject_id for r in run(vault.list_templates(AUDITOR, only_old_key_versions=True))] == ["ana"]
 
 
+def test_destroying_an_old_key_version_shreds_its_revoked_templates(vault):
+    """Issue 14, finding 4: after rotation and re-enrolment, the old key version can be destroyed;
+    a revoked template sealed under it then opens for nobody, keys and a backup in hand or not."""
+    from vault.core import row_identity
+    from vault.exceptions import FailedPrecondition as Refused
+    from vault.exceptions import KeyStoreError as Missing
+
+    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    root = Identity("default", frozenset({"admin"}), "root")
+    old = enroll(vault, "ana")
+    backup = vault.store.get("default", old.template_id)  # a backup taken before anything below
+    run(admin.rotate_key(root))
+    with pytest.raises(Refused, match="1 live templates use key version 1"):
+        run(admin.destroy_key_version(root, 1))
+    run(vault.reissue(ENROLLER, old.template_id, [photo("ana", 4)], "key rotation"))
+    with pytest.raises(Refused, match="current key version"):
+        run(admin.destroy_key_version(root, 2))
+    assert run(admin.destroy_key_version(root, 1)) == 1
+    assert vault.keys.versions("default") == [2]
+    with pytest.raises(Missing):  # the backup's row: its key version no longer exists anywhere
+        vault.protector.unseal(vault.keys.tenant_key("default", 1), row_identity(backup), CURRENT[FACE],
+                               backup.salt, backup.sealed)
+    assert [r.entry.rpc for r in vault.store.audit_records("default")][-1] == "DestroyKeyVersion"
+
+
 def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
     admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
     enroll(vault, "ana")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from vault.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
 from vault.auth import ROLES, Identity, check_name
 from vault.core import Vault, check_id
-from vault.exceptions import InvalidArgument
+from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.identification import Capacity
 from vault.store import LIVE
 from vault.tokens import TokenInfo, TokenRegistry
@@ -62,6 +62,23 @@ class Administration:
         await asyncio.to_thread(store.record, AuditEntry(
             "RotateKey", caller.tenant, caller.name, decision="rotated", detail=f"key_version={key.version}"))
         return key.version
+
+    async def destroy_key_version(self, caller: Identity, version: int) -> int:
+        """Destroy an old key version no live template uses (crypto-shredding): the number of
+        revoked templates sealed under it, which nothing can open any more."""
+        if version == self.vault.keys.current_version(caller.tenant):
+            raise FailedPrecondition("the current key version cannot be destroyed: rotate first")
+        rows = await asyncio.to_thread(self.vault.store.list, caller.tenant, None, True)
+        live = sum(r.key_version == version and r.status == LIVE for r in rows)
+        if live:
+            raise FailedPrecondition(f"{live} live templates use key version {version}: re-enrol or revoke them first "
+                                     "(KeyStatus lists their subjects)")
+        await asyncio.to_thread(self.vault.keys.destroy, caller.tenant, version)
+        shredded = sum(r.key_version == version for r in rows)
+        await asyncio.to_thread(self.vault.store.record, AuditEntry(
+            "DestroyKeyVersion", caller.tenant, caller.name, decision="destroyed",
+            detail=f"key_version={version} templates={shredded}"))
+        return shredded
 
     async def key_status(self, caller: Identity) -> KeyStatus:
         keys = self.vault.keys

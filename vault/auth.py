@@ -40,6 +40,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ListTokens": frozenset({ADMIN}),
     "RevokeToken": frozenset({ADMIN}),
     "RotateKey": frozenset({ADMIN}),
+    "DestroyKeyVersion": frozenset({ADMIN}),
     "KeyStatus": frozenset({ADMIN, AUDITOR}),
 }
 

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--id", default="")
 
     key = client("key", "tenant key versions (admin)")
-    key.add_argument("action", choices=["rotate", "status"])
+    key.add_argument("action", choices=["rotate", "status", "destroy"],
+                     help="rotate: start a new version; status: versions and who is on old ones; destroy: "
+                          "delete an old version no live template uses (crypto-shredding)")
+    key.add_argument("--version", type=int, default=0, help="the key version to destroy")
 
     audit = client("audit", "the audit trail (auditor); `audit verify --state-dir` checks a store offline")
     audit.add_argument("action", choices=["read", "verify"])
@@ -374,6 +377,13 @@ def cmd_key(args) -> int:
     pb, stub = _pb(), _stub(args, "Admin")
     if args.action == "rotate":
         print(f"new key version {stub.RotateKey(pb.RotateKeyRequest()).key_version}")
+        return 0
+    if args.action == "destroy":
+        if not args.version:
+            print("vault: key destroy needs --version N (an old version no live template uses)", file=sys.stderr)
+            return 2
+        shredded = stub.DestroyKeyVersion(pb.DestroyKeyVersionRequest(key_version=args.version)).shredded_templates
+        print(f"key version {args.version} destroyed; {shredded} revoked templates under it can never be opened")
         return 0
     status = stub.KeyStatus(pb.KeyStatusRequest())
     print(f"current key version {status.current_key_version}")

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from vault.exceptions import KeyStoreError, NotFound
+from vault.exceptions import FailedPrecondition, KeyStoreError, NotFound
 
 FORMAT = 1
 # argon2id parameters for the passphrase that seals the key file (RFC 9106 second recommendation).
@@ -68,6 +68,7 @@ class KeyStore(Protocol):
     def current_version(self, tenant: str) -> int: ...  # 0 for a tenant with no keys yet
     def ensure_tenant(self, tenant: str) -> TenantKey: ...
     def rotate(self, tenant: str) -> TenantKey: ...
+    def destroy(self, tenant: str, version: int) -> None: ...
     def audit_key(self) -> bytes: ...
     def token_key(self) -> bytes: ...  # MACs API token rows (vault.tokens)
     def tenants(self) -> list[str]: ...
@@ -137,6 +138,18 @@ class LocalKeyFile:
 
         self._update(add_version)
         return self.tenant_key(tenant)
+
+    def destroy(self, tenant: str, version: int) -> None:
+        """Delete an old key version from the file (its secrets exist nowhere else)."""
+        def remove(data):
+            entry = data["tenants"].get(tenant)
+            if entry is None or str(version) not in entry["versions"]:
+                raise NotFound("no such key version")
+            if int(entry["current"]) == version:
+                raise FailedPrecondition("the current key version cannot be destroyed: rotate first")
+            del entry["versions"][str(version)]
+
+        self._update(remove)
 
     def audit_key(self) -> bytes:
         return _unb64(self._current()["audit"])

@@ -87,6 +87,10 @@ class AdminServicer(vault_pb2_grpc.AdminServicer):
     async def RotateKey(self, request, context):
         return pb.RotateKeyResponse(key_version=await self.administration.rotate_key(caller()))
 
+    async def DestroyKeyVersion(self, request, context):
+        shredded = await self.administration.destroy_key_version(caller(), request.key_version)
+        return pb.DestroyKeyVersionResponse(shredded_templates=shredded)
+
     async def KeyStatus(self, request, context):
         status = await self.administration.key_status(caller())
         return pb.KeyStatusResponse(
