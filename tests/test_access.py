@@ -308,3 +308,32 @@ def test_an_old_key_version_is_destroyed_through_the_admin_service(store):
         await server.stop(None)
 
     run(main())
+
+
+def test_every_call_leaves_one_access_line_without_subject_ids(store, caplog):
+    import json
+    import logging
+
+    from vault.logs import JsonFormatter
+
+    async def main():
+        server, channel, metrics, tokens = await serve(store)
+        panel, _ = tokens.create("acme", PANEL, "door", AuditEntry("CreateToken", "acme", "admin"))
+        stub = vault_pb2_grpc.VaultStub(channel)
+        verdict = await stub.Verify(pb.VerifyRequest(subject_id="ana-secret-id", modality=pb.FACE, probe=face("x", 1)),
+                                    metadata=bearer(panel))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Enroll(pb.EnrollRequest(subject_id="ana-secret-id", modality=pb.FACE, samples=[face("a", 1)]),
+                              metadata=bearer(panel))
+        await channel.close()
+        await server.stop(None)
+        return verdict
+
+    with caplog.at_level(logging.INFO, logger="vault.rpc"):
+        verdict = run(main())
+    access = [json.loads(JsonFormatter().format(r)) for r in caplog.records if hasattr(r, "rpc")]
+    assert [(a["rpc"], a["status"], a["tenant"], a["role"]) for a in access] == [
+        ("Verify", "OK", "acme", PANEL), ("Enroll", "PERMISSION_DENIED", "acme", PANEL)]
+    assert access[0]["decision_id"] == verdict.decision_id and access[0]["latency_ms"] >= 0
+    assert access[0]["caller"].startswith("token:")
+    assert "ana-secret-id" not in caplog.text and "ana-secret-id" not in json.dumps(access)

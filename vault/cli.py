@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--metrics-listen", default=os.environ.get("VAULT_METRICS_LISTEN"),
                        help="host:port for the Prometheus /metrics endpoint (off by default)")
     serve.add_argument("--call-timeout", type=float, default=30.0, help="server-side deadline of one RPC, seconds")
+    serve.add_argument("--log-level", default=os.environ.get("VAULT_LOG_LEVEL", "INFO"),
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="env VAULT_LOG_LEVEL (default: %(default)s)")
+    serve.add_argument("--log-format", default=os.environ.get("VAULT_LOG_FORMAT", "text"), choices=["text", "json"],
+                       help="json: one object a line with rpc, status, latency_ms, tenant, caller, role and "
+                            "decision_id for every call (env VAULT_LOG_FORMAT; default: %(default)s)")
     serve.add_argument("--identify-fpir", type=float, default=0.01,
                        help="false-positive identification rate Identify holds at any gallery size "
                             "(share of people not enrolled who get a candidate; default 0.01)")
@@ -171,7 +175,9 @@ def run_serve(args) -> int:
     if not (0 < args.identify_fpir < 1 and 0 < args.identify_max_fnir <= 1):
         print("vault: --identify-fpir must be in (0, 1) and --identify-max-fnir in (0, 1]", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from vault.logs import configure
+
+    configure(args.log_level, args.log_format)
     limits = Limits(args.max_failures_per_subject, args.max_failures_per_client, args.failure_window, args.lockout)
     hsm = None
     if args.hsm_module:

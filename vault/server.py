@@ -141,6 +141,7 @@ class VaultServer:
         await self.server.start()
         if self.settings.metrics_listen:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
+            log.info("Prometheus metrics on http://%s/metrics", self.settings.metrics_listen.rsplit(":", 1)[0] + f":{self.metrics_port}")
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",

@@ -64,9 +64,11 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, behaviour):
         async def handle(request, context):
-            async with self._guarded(method, context):
+            async with self._guarded(method, context) as outcome:
                 await self._admit(method, request, context)
-                return await asyncio.wait_for(behaviour(request, context), self.call_timeout_s)
+                response = await asyncio.wait_for(behaviour(request, context), self.call_timeout_s)
+                outcome.decision_id = getattr(response, "decision_id", "")
+                return response
 
         return handle
 
@@ -86,13 +88,13 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         should see into its status (cancellations and aborts pass through)."""
         started, outcome, status = time.perf_counter(), _Outcome(method), None
         try:
-            yield
+            yield outcome
         except BaseException as error:  # noqa: BLE001 - every outcome is classified, then re-raised or sent
             status = outcome.classify(error, self.call_timeout_s)
             if status is None:
                 raise
         finally:
-            self._observe(method, outcome.code, started)
+            self._observe(outcome, started)
         if status is not None:
             await _refuse(context, status)
 
@@ -111,6 +113,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             self.policy.authorize(identity, method)
         except (Unauthenticated, PermissionDenied) as denial:
             await self._audit_denial(method, identity, denial)
+            denial.identity = identity
             raise
         _CALLER.set(identity)
 
@@ -122,12 +125,16 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         except Exception:  # the denial stands even if the store is down
             log.exception("could not audit a denied %s", method)
 
-    def _observe(self, method: str, code: str, started: float) -> None:
+    def _observe(self, outcome: "_Outcome", started: float) -> None:
+        """The call's access log line and metrics."""
         elapsed = time.perf_counter() - started
-        if code == "OK":
-            log.info("%s ok %.1f ms", method, 1000 * elapsed)
+        caller = _CALLER.get(None) or outcome.denied
+        access = {"rpc": outcome.method, "status": outcome.code, "latency_ms": round(1000 * elapsed, 1),
+                  "tenant": caller.tenant if caller else "", "caller": caller.name if caller else "",
+                  "role": caller.role if caller else "", "decision_id": outcome.decision_id}
+        log.info("%s %s %.1f ms", outcome.method, outcome.code, 1000 * elapsed, extra=access)
         if self.metrics is not None:
-            self.metrics.observe(method, code, elapsed)
+            self.metrics.observe(outcome.method, outcome.code, elapsed)
 
 
 class _Outcome:
@@ -137,6 +144,8 @@ class _Outcome:
     def __init__(self, method: str):
         self.method = method
         self.code = "OK"
+        self.decision_id = ""
+        self.denied: Identity | None = None  # a caller refused for their role
 
     def classify(self, error: BaseException, timeout_s: float | None):
         if isinstance(error, TimeoutError):
@@ -145,6 +154,7 @@ class _Outcome:
             return grpc.StatusCode.DEADLINE_EXCEEDED, f"the request took longer than {timeout_s:g} s"
         if isinstance(error, VaultError):
             self.code = error.status
+            self.denied = getattr(error, "identity", None)
             log.info("%s %s: %s", self.method, self.code, error.message)
             return grpc.StatusCode[error.status], error.message, error.reason
         if isinstance(error, asyncio.CancelledError):
