@@ -14,16 +14,24 @@ import grpc
 from vault.exceptions import VaultError
 
 DEFAULT_SERVER = os.environ.get("VAULT_SERVER", "127.0.0.1:50051")
+EXIT_CODES = """exit codes: 0 done; 1 a call failed (its gRPC status is printed) or a file is unreadable;
+2 bad usage, or the server refused to start; 3 verify: NO_MATCH; 4 audit verify: the chain is broken
+
+Settings come from flags, else environment variables (VAULT_*, named in each command's --help), else
+defaults. Client commands: VAULT_SERVER, VAULT_TLS_DIR, VAULT_IDENTITY, VAULT_TOKEN."""
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".bmp", ".iso"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vault", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vault", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the vault server (embedded SQLite + local key file by default)")
-    serve.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")))
-    serve.add_argument("--listen", default=os.environ.get("VAULT_LISTEN", "127.0.0.1:50051"))
+    serve.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")),
+                       help="folder of the embedded SQLite store (env VAULT_STATE_DIR; default: %(default)s)")
+    serve.add_argument("--listen", default=os.environ.get("VAULT_LISTEN", "127.0.0.1:50051"),
+                       help="host:port of the gRPC server (env VAULT_LISTEN; default: %(default)s)")
     serve.add_argument("--store", default=os.environ.get("VAULT_STORE", ""), help="sqlite:///path or postgresql://...")
     serve.add_argument("--key-file", type=Path, default=os.environ.get("VAULT_KEY_FILE"),
                        help="the key file (env VAULT_KEY_FILE; default: STATE_DIR/keys.json, development only: "
@@ -40,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-pending", type=int, default=None, help="samples queued before RESOURCE_EXHAUSTED")
     serve.add_argument("--allow-face-embeddings", action="store_true",
                        help="accept pre-computed 128-D face embeddings from panels")
-    serve.add_argument("--port-file", type=Path, default=None)
+    serve.add_argument("--port-file", type=Path, default=None, help="write the bound port here once serving (tests, scripts)")
     serve.add_argument("--plaintext", action="store_true", help="no TLS: loopback development only")
     serve.add_argument("--tls-dir", type=Path, default=None, help="folder with ca.crt, server.crt, server.key")
     serve.add_argument("--auditor-score-bands", action="store_true",
                        help="auditors may Verify and get the score's decile (panels never get scores)")
-    serve.add_argument("--max-failures-per-subject", type=int, default=5)
-    serve.add_argument("--max-failures-per-client", type=int, default=50)
+    serve.add_argument("--max-failures-per-subject", type=int, default=5,
+                       help="failed verifications of one person by one client before a lockout (default: %(default)s)")
+    serve.add_argument("--max-failures-per-client", type=int, default=50,
+                       help="failed verifications and empty identifications of one client before a lockout "
+                            "(default: %(default)s)")
     serve.add_argument("--failure-window", type=float, default=300.0, help="seconds")
     serve.add_argument("--lockout", type=float, default=300.0, help="seconds")
     serve.add_argument("--metrics-listen", default=os.environ.get("VAULT_METRICS_LISTEN"),
@@ -67,18 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     pki = commands.add_parser("pki", help="a local CA and certificates for development and small sites")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True)
     pki_init = pki_commands.add_parser("init", help="create a CA and a server certificate")
-    pki_init.add_argument("--dir", type=Path, default=Path(".vault/pki"))
+    pki_init.add_argument("--dir", type=Path, default=Path(".vault/pki"), help="folder for the CA and certificates (default: %(default)s)")
     pki_init.add_argument("--host", action="append", default=None, help="server name or IP (repeatable)")
     pki_issue = pki_commands.add_parser("issue", help="issue a client certificate for a tenant and role")
-    pki_issue.add_argument("--dir", type=Path, default=Path(".vault/pki"))
-    pki_issue.add_argument("--tenant", required=True)
-    pki_issue.add_argument("--role", required=True, choices=["panel", "enroller", "auditor", "admin"])
-    pki_issue.add_argument("--days", type=int, default=397)
-    pki_issue.add_argument("name")
+    pki_issue.add_argument("--dir", type=Path, default=Path(".vault/pki"), help="the CA's folder (default: %(default)s)")
+    pki_issue.add_argument("--tenant", required=True, help="the tenant the certificate acts for")
+    pki_issue.add_argument("--role", required=True, choices=["panel", "enroller", "auditor", "admin"], help="its role")
+    pki_issue.add_argument("--days", type=int, default=397, help="validity (default: %(default)s)")
+    pki_issue.add_argument("name", help="file name of the certificate and key (NAME.crt, NAME.key)")
 
     def client(name: str, help: str):
         command = commands.add_parser(name, help=help)
-        command.add_argument("--server", default=DEFAULT_SERVER)
+        command.add_argument("--server", default=DEFAULT_SERVER, help="host:port of the vault (env VAULT_SERVER; default: %(default)s)")
         command.add_argument("--tls-dir", type=Path, default=os.environ.get("VAULT_TLS_DIR"),
                              help="folder with ca.crt and <identity>.crt/.key")
         command.add_argument("--identity", default=os.environ.get("VAULT_IDENTITY"), help="client certificate name")
@@ -87,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     token = client("token", "API tokens of your tenant (admin)")
     token.add_argument("action", choices=["create", "list", "revoke"])
-    token.add_argument("--role", choices=["panel", "enroller", "auditor", "admin"])
-    token.add_argument("--name", default="")
-    token.add_argument("--id", default="")
+    token.add_argument("--role", choices=["panel", "enroller", "auditor", "admin"], help="create: the token's role")
+    token.add_argument("--name", default="", help="create: a name for the token (e.g. the door)")
+    token.add_argument("--id", default="", help="revoke: the token id (from list)")
 
     key = client("key", "tenant key versions (admin)")
     key.add_argument("action", choices=["rotate", "status", "destroy"],
@@ -99,54 +110,54 @@ def main(argv: list[str] | None = None) -> int:
 
     audit = client("audit", "the audit trail (auditor); `audit verify --state-dir` checks a store offline")
     audit.add_argument("action", choices=["read", "verify"])
-    audit.add_argument("--after", type=int, default=0)
-    audit.add_argument("--limit", type=int, default=1000)
+    audit.add_argument("--after", type=int, default=0, help="read: records after this seq (default: %(default)s)")
+    audit.add_argument("--limit", type=int, default=1000, help="read: at most this many (default: %(default)s)")
     audit.add_argument("--state-dir", type=Path, default=None, help="verify offline: read the store and key file")
 
     def modality_args(command):
-        command.add_argument("--modality", choices=["face", "fingerprint"], default="face")
+        command.add_argument("--modality", choices=["face", "fingerprint"], default="face", help="default: %(default)s")
         command.add_argument("--finger", type=int, default=0, help="ISO/IEC 19794-2 finger code 0-10")
         command.add_argument("--single-face", action="store_true", help="fail if several faces are found")
 
     enroll = client("enroll", "enrol one subject from one or more sample files")
-    enroll.add_argument("--subject", required=True)
+    enroll.add_argument("--subject", required=True, help="the person's id in your system")
     modality_args(enroll)
-    enroll.add_argument("files", nargs="+", type=Path)
+    enroll.add_argument("files", nargs="+", type=Path, help="images or ISO/IEC 19794-2 records of one person (up to 10)")
 
     bulk = client("enroll-folder", "enrol every subject of a folder (one subfolder or file prefix per subject)")
     modality_args(bulk)
-    bulk.add_argument("folder", type=Path)
+    bulk.add_argument("folder", type=Path, help="one sub-folder per person, named by their id")
     bulk.add_argument("--samples", type=int, default=1, help="samples per subject (the first N files)")
     bulk.add_argument("--limit", type=int, default=0, help="enrol at most this many subjects")
-    bulk.add_argument("--parallel", type=int, default=4)
+    bulk.add_argument("--parallel", type=int, default=4, help="concurrent enrolments (default: %(default)s)")
 
     verify = client("verify", "1:1 verification of a probe against a subject or template")
     claim = verify.add_mutually_exclusive_group(required=True)
-    claim.add_argument("--subject")
-    claim.add_argument("--template")
+    claim.add_argument("--subject", help="the claimed person")
+    claim.add_argument("--template", help="the claimed template id")
     modality_args(verify)
-    verify.add_argument("file", type=Path)
+    verify.add_argument("file", type=Path, help="the probe image or record")
 
     identify = client("identify", "1:N identification of a probe")
     modality_args(identify)
-    identify.add_argument("--max", type=int, default=5)
-    identify.add_argument("file", type=Path)
+    identify.add_argument("--max", type=int, default=5, help="candidates at most (default: %(default)s)")
+    identify.add_argument("file", type=Path, help="the probe image or record")
 
     revoke = client("revoke", "revoke a template, or every live template of a subject")
     target = revoke.add_mutually_exclusive_group(required=True)
-    target.add_argument("--subject")
-    target.add_argument("--template")
-    revoke.add_argument("--reason", default="")
+    target.add_argument("--subject", help="revoke every live template of this person")
+    target.add_argument("--template", help="revoke this template")
+    revoke.add_argument("--reason", default="", help="recorded in the template and the audit trail")
 
     reissue = client("reissue", "replace a template with one from new samples under a fresh salt")
-    reissue.add_argument("--template", required=True)
-    reissue.add_argument("--reason", default="")
-    reissue.add_argument("--single-face", action="store_true")
-    reissue.add_argument("files", nargs="+", type=Path)
+    reissue.add_argument("--template", required=True, help="the live template to replace")
+    reissue.add_argument("--reason", default="", help="recorded in the audit trail")
+    reissue.add_argument("--single-face", action="store_true", help="refuse images with more than one face")
+    reissue.add_argument("files", nargs="+", type=Path, help="new samples of the same person")
 
     client("health", "exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK)")
     listing = client("list", "template metadata (never template bytes)")
-    listing.add_argument("--subject", default="")
+    listing.add_argument("--subject", default="", help="one person's templates only")
     listing.add_argument("--all", action="store_true", help="include revoked templates")
 
     args = parser.parse_args(argv)
