@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 
 from tests.conftest import data_path, read
 from vault.extraction import IMAGE, extract
 from vault.features import fuse
-from vault.keys import LocalKeyFile
 from benchmarks.leak_drill import windows
+from vault.keys import LocalKeyFile
 from vault.profiles import CURRENT, FACE
 from vault.protection import Protector
 from vault.v1 import vault_pb2 as pb
@@ -135,3 +137,28 @@ def test_a_killed_extraction_worker_is_replaced(server_factory):
             outcomes.append(error.code())
     assert set(outcomes) <= {pb.MATCH, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert outcomes[-1] == pb.MATCH
+
+
+def test_a_sample_past_the_time_limit_ends_its_worker_and_the_server_goes_on(server_factory):
+    """Issue 14, finding 5: the kernel ends a worker stuck on one sample (here: LEADER on a 448x478
+    print, ~0.7 s, against a 0.3 s limit); the call gets a retryable RESOURCE_EXHAUSTED and the
+    server serves the next call on a fresh pool."""
+    from tests.conftest import descendants
+
+    server = server_factory("time-limit", "--workers", "1", "--sample-time-limit", "0.3")
+    stub = server.stub()
+    slow = pb.Sample(image=read("fingerprint", "fvc2000", "db3_b", "101_1.tif"))
+    with pytest.raises(grpc.RpcError) as stopped:
+        stub.Enroll(pb.EnrollRequest(subject_id="p1", modality=pb.FINGERPRINT, samples=[slow]), timeout=60)
+    assert stopped.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "time limit" in stopped.value.details()
+    assert ("vault-reason", "overloaded") in tuple(stopped.value.trailing_metadata())
+    for _ in range(20):  # the new pool warms up
+        try:
+            stub.Enroll(pb.EnrollRequest(subject_id="s1", modality=pb.FACE, samples=[pb.Sample(image=orl("s1", 1))]))
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.5)
+    else:
+        raise AssertionError("the server did not recover")
+    assert len(descendants(server.process.pid)) <= 3  # one worker and the resource tracker, no strays

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="label of the AES key in the token, made on first use (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores)")
     serve.add_argument("--max-pending", type=int, default=None, help="samples queued before RESOURCE_EXHAUSTED")
+    serve.add_argument("--sample-time-limit", type=float, default=15.0,
+                       help="seconds one sample may take in a worker before the worker is killed (default: %(default)s)")
     serve.add_argument("--allow-face-embeddings", action="store_true",
                        help="accept pre-computed 128-D face embeddings from panels")
     serve.add_argument("--port-file", type=Path, default=None, help="write the bound port here once serving (tests, scripts)")
@@ -200,7 +202,7 @@ def run_serve(args) -> int:
             return 2
         hsm = HsmConfig(args.hsm_module, args.hsm_token, pin, args.hsm_key_label)
     settings = Settings(state_dir=args.state_dir, listen=args.listen, store_url=args.store, key_file=args.key_file,
-                        workers=args.workers, max_pending=args.max_pending,
+                        workers=args.workers, max_pending=args.max_pending, sample_time_limit_s=args.sample_time_limit,
                         allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
                         plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
                         limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout,

@@ -3,6 +3,11 @@
 dlib and LEADER (onnxruntime) take 0.1-1 s a sample and hold a core, so they run in separate processes, one per
 core. The queue is bounded: when `max_pending` samples are already waiting or running, a new
 request fails at once with RESOURCE_EXHAUSTED instead of queueing without bound.
+
+Each sample also has a hard time limit: the worker arms a SIGALRM timer whose default action is to
+end the process, so a sample that keeps dlib or onnxruntime busy in native code (where no Python
+check can run) is stopped by the kernel. The pool is then rebuilt and the calls in flight get a
+retryable RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 import warnings
@@ -26,8 +32,21 @@ from vault.profiles import FACE, FINGERPRINT
 IMAGE, ISO_19794_2 = "image", "iso_19794_2"
 
 
-def extract(modality: int, kind: str, payload: bytes, require_single_face: bool) -> tuple[np.ndarray, SampleReport]:
-    """Unit feature vector and report for one sample. Runs in a worker process."""
+def extract(modality: int, kind: str, payload: bytes, require_single_face: bool,
+            time_limit_s: float = 0.0) -> tuple[np.ndarray, SampleReport]:
+    """Unit feature vector and report for one sample. Runs in a worker process, which the kernel
+    ends if the sample takes longer than `time_limit_s` (0: no limit)."""
+    if time_limit_s > 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate this worker
+        signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+    try:
+        return _extract(modality, kind, payload, require_single_face)
+    finally:
+        if time_limit_s > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool) -> tuple[np.ndarray, SampleReport]:
     from vault import images
 
     if modality == FACE:
@@ -91,9 +110,10 @@ def _warm_up(server_pid: int) -> None:
 
 
 class Extractor:
-    def __init__(self, workers: int | None = None, max_pending: int | None = None):
+    def __init__(self, workers: int | None = None, max_pending: int | None = None, sample_time_limit_s: float = 15.0):
         self.workers = workers or len(os.sched_getaffinity(0))
         self.max_pending = max_pending or 8 * self.workers
+        self.sample_time_limit_s = sample_time_limit_s
         self._pending = 0
         self._pool = self._new_pool()
 
@@ -121,7 +141,8 @@ class Extractor:
         pool = self._pool
         try:
             futures = [
-                asyncio.wrap_future(pool.submit(extract, modality, kind, payload, require_single_face))
+                asyncio.wrap_future(pool.submit(extract, modality, kind, payload, require_single_face,
+                                                self.sample_time_limit_s))
                 for kind, payload in samples
             ]
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -137,7 +158,8 @@ class Extractor:
                 if self._pool is pool:
                     self._pool = self._new_pool()
                     pool.shutdown(wait=False, cancel_futures=True)
-                raise Overloaded("an extraction worker failed and was restarted; retry") from None
+                raise Overloaded("an extraction worker failed or ran past the per-sample time limit "
+                                 f"({self.sample_time_limit_s:g} s) and was restarted; retry") from None
             if isinstance(result, BaseException):
                 raise result
         return results

@@ -18,7 +18,7 @@ FACE_FORMATS = frozenset({"JPEG", "PNG", "PPM"})  # PPM covers binary PGM (ORL f
 FINGERPRINT_FORMATS = frozenset({"TIFF", "PNG", "BMP", "PPM"})
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_FACE_PIXELS = 4096 * 4096
-MAX_FINGERPRINT_PIXELS = 2048 * 2048
+MAX_FINGERPRINT_PIXELS = 1024 * 1024  # a single-finger capture at 500 ppi; LEADER takes ~4 s at this size
 MIN_SIDE = 32
 MAX_ASPECT = 4  # no face or fingerprint capture is a strip; a 32x2048 image took 15 s to be refused
 

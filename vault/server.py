@@ -52,6 +52,7 @@ class Settings:
     auditor_score_bands: bool = False
     limits: Limits = field(default_factory=Limits)
     workers: int | None = None
+    sample_time_limit_s: float = 15.0  # an extraction worker running one sample longer is killed
     max_pending: int | None = None
     allow_face_embeddings: bool = False
     shutdown_grace_s: float = 10.0
@@ -93,7 +94,7 @@ class VaultServer:
         self.store = open_store(settings.store_url or f"sqlite:///{state / 'vault.db'}", self.keys.audit_key())
         # The audit chain's head, kept with the keys and out of the database (vault.audit.AuditAnchor).
         self.store.anchor = AuditAnchor(anchor_path(key_file))
-        self.extractor = Extractor(settings.workers, settings.max_pending)
+        self.extractor = Extractor(settings.workers, settings.max_pending, settings.sample_time_limit_s)
         self.index = MatchIndex()
         self.tokens = TokenRegistry(self.store, self.keys.token_key())
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
