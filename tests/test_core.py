@@ -277,12 +277,18 @@ def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
     admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
     enroll(vault, "ana")
     run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 1), subject_id="ana", modality=FACE))
+    enroll(vault, "bob")
     own = run(admin.read_audit(AUDITOR))
-    assert [r.entry.rpc for r in own] == ["Enroll"]
-    assert len(run(admin.read_audit(AUDITOR, after_seq=own[0].seq))) == 0
-    assert run(admin.verify_audit(AUDITOR)) == (1, [])  # this tenant's records only
+    assert [(n, r.entry.rpc) for n, r in own] == [(1, "Enroll"), (2, "Enroll")]  # the tenant's own numbers
+    assert [n for n, _ in run(admin.read_audit(AUDITOR, after=1))] == [2]
+    assert run(admin.verify_audit(AUDITOR)) == (2, [])  # this tenant's records only
     with pytest.raises(InvalidArgument):
         run(admin.read_audit(AUDITOR, limit=10_001))
+    # A break in another tenant's records is reported without its numbers.
+    with vault.store._transaction() as cur:
+        cur.execute("UPDATE audit SET decision = 'forged' WHERE tenant = 'other'")
+    count, problems = run(admin.verify_audit(AUDITOR))
+    assert count == 2 and [(p.seq, "outside this tenant" in p.problem) for p in problems] == [(0, True)]
 
 
 def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
@@ -298,4 +304,4 @@ def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
     with vault.store._transaction() as cur:
         cur.execute("DELETE FROM audit WHERE seq > 1")
     count, problems = run(admin.verify_audit(AUDITOR))
-    assert [(p.seq, "tail was deleted" in p.problem) for p in problems] == [(3, True)]
+    assert [(p.seq, "newest records of the chain were deleted" in p.problem) for p in problems] == [(0, True)]

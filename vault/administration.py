@@ -90,27 +90,29 @@ class Administration:
                          self.vault.identify_capacity(caller.tenant))
 
     # -- audit ----------------------------------------------------------------------------------------
-    async def read_audit(self, caller: Identity, after_seq: int = 0, limit: int = 0) -> list[AuditRecord]:
-        """The tenant's audit records after `after_seq`, oldest first, at most `limit` (default 1000)."""
+    async def read_audit(self, caller: Identity, after: int = 0, limit: int = 0) -> list[tuple[int, AuditRecord]]:
+        """The tenant's audit records after its `after`-th, oldest first, at most `limit` (default
+        1000), each with its number in the tenant's own trail (1, 2, ...): the chain's global
+        sequence numbers would tell one tenant how busy the others are."""
         limit = limit or 1000
-        if not 1 <= limit <= MAX_AUDIT_BATCH or after_seq < 0:
+        if not 1 <= limit <= MAX_AUDIT_BATCH or after < 0:
             raise InvalidArgument(f"limit must be 1-{MAX_AUDIT_BATCH}, after_seq >= 0")
-
-        def read():
-            records = []
-            for record in self.vault.store.audit_records(caller.tenant, after_seq):
-                records.append(record)
-                if len(records) == limit:
-                    break
-            return records
-
-        return await asyncio.to_thread(read)
+        records = await asyncio.to_thread(self.vault.store.tenant_audit, caller.tenant, after, limit)
+        return [(after + i + 1, record) for i, record in enumerate(records)]
 
     async def verify_audit(self, caller: Identity) -> tuple[int, list[ChainProblem]]:
         """Check the whole audit chain, against this server's anchor where it has one: (the
-        caller's tenant's records, problems found). The count is the tenant's own, so it tells
-        nothing of other tenants' activity."""
+        caller's tenant's records, problems found). Problems in the tenant's own records carry their
+        number in its trail; a break elsewhere is reported without numbers or details, which are the
+        operator's (`vault audit verify --state-dir`)."""
         records = await asyncio.to_thread(lambda: list(self.vault.store.audit_records()))
         anchor = self.vault.store.anchor.head() if self.vault.store.anchor is not None else None
         problems = verify_chain(self.vault.keys.audit_key(), records, anchor)
-        return sum(r.entry.tenant == caller.tenant for r in records), problems
+        own = {r.seq: n for n, r in enumerate((r for r in records if r.entry.tenant == caller.tenant), start=1)}
+        shown = [ChainProblem(own[p.seq], p.problem) for p in problems if p.seq in own]
+        if any(p.seq == anchor[0] and p.seq not in own for p in problems) if anchor else False:
+            shown.append(ChainProblem(0, "the newest records of the chain were deleted: the anchor outside the "
+                                         "database holds a later one"))
+        if len(shown) < len(problems):
+            shown.append(ChainProblem(0, "the chain is broken outside this tenant's records; the operator can see where"))
+        return len(own), shown

@@ -109,9 +109,9 @@ class AuditServicer(vault_pb2_grpc.AuditServicer):
         self.administration = administration
 
     async def ReadAudit(self, request, context):
-        for record in await self.administration.read_audit(caller(), request.after_seq, request.limit):
+        for number, record in await self.administration.read_audit(caller(), request.after_seq, request.limit):
             e = record.entry
-            yield pb.AuditRecord(seq=record.seq, at=timestamp(e.at), actor=e.actor, rpc=e.rpc, subject_id=e.subject_id,
+            yield pb.AuditRecord(seq=number, at=timestamp(e.at), actor=e.actor, rpc=e.rpc, subject_id=e.subject_id,
                                  template_id=e.template_id, decision=e.decision, decision_id=e.decision_id,
                                  detail=e.detail)
 

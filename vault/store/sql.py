@@ -248,6 +248,14 @@ class SqlStore:
             return self._execute(cur, "DELETE FROM changes WHERE at < ? AND id < (SELECT max(id) FROM changes)",
                                  (time.time() - older_than_s,)).rowcount
 
+    def tenant_audit(self, tenant: str, skip: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """A tenant's records in chain order, after its first `skip` ones: its own numbering,
+        which says nothing of other tenants' activity."""
+        with self._transaction() as cur:
+            rows = self._execute(cur, f"SELECT {AUDIT_COLUMNS} FROM audit WHERE tenant = ? ORDER BY seq LIMIT ? OFFSET ?",
+                                 (tenant, limit, skip)).fetchall()
+        return [audit_from(v) for v in rows]
+
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]:
         query = f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?"
         params: list = [after_seq]
