@@ -6,8 +6,8 @@ limit is locked out for a while (RESOURCE_EXHAUSTED, reason `locked-out`), with 
 
 A try counts from the moment it is admitted (`begin`), not only once it has failed, so concurrent
 tries cannot slip past the limit: a try is admitted only while failures plus tries in flight stay
-below it. Counters live in the memory of each replica: with R replicas behind a balancer an
-attacker gets at most R times the limit.
+below it. `FailureLimiter` keeps the counts in memory (one process); `StoreFailureLimiter`, which
+the server uses, keeps them in the template store, so all replicas of one store share them.
 """
 
 from __future__ import annotations
@@ -118,3 +118,34 @@ class FailureLimiter:
     def succeeded(self, tenant: str, client: str, subject: str) -> None:
         with self._lock:
             self._failures.pop(("subject", tenant, client, subject), None)
+
+
+class StoreFailureLimiter:
+    """The same limits kept in the template store (vault.store: attempts, lockouts), so every
+    replica of one store counts the same attempts: with R replicas an attacker gets the limit, not
+    R times it. Each attempt costs two small writes, serialised with the store's other writes."""
+
+    def __init__(self, store, limits: Limits = Limits(), clock=time.time):
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self._open: dict[tuple, list[str]] = {}  # (tenant, client, subject) -> attempt ids, oldest first
+        self._lock = threading.Lock()
+
+    def begin(self, tenant: str, client: str, subject: str | None = None) -> None:
+        attempt_id, refusal = self.store.begin_attempt(tenant, client, subject or "", self.limits, self.clock())
+        if attempt_id is None:
+            raise LockedOut(refusal)
+        with self._lock:
+            self._open.setdefault((tenant, client, subject or ""), []).append(attempt_id)
+
+    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | None = False) -> bool:
+        key = (tenant, client, subject or "")
+        with self._lock:
+            attempts = self._open.get(key)
+            attempt_id = attempts.pop(0) if attempts else None
+            if attempts == []:
+                del self._open[key]
+        if attempt_id is None:
+            return False
+        return self.store.end_attempt(attempt_id, tenant, client, subject or "", matched, self.limits, self.clock())

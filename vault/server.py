@@ -23,7 +23,7 @@ from vault.exceptions import VaultError
 from vault.extraction import Extractor
 from vault.hsm import HsmConfig, Pkcs11Sealer
 from vault.keys import LocalKeyFile, passphrase_from_environment
-from vault.lockout import FailureLimiter, Limits
+from vault.lockout import Limits, StoreFailureLimiter
 from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.profiles import PROFILES
@@ -98,7 +98,7 @@ class VaultServer:
         self.index = MatchIndex()
         self.tokens = TokenRegistry(self.store, self.keys.token_key())
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
-        self.vault = Vault(self.store, self.keys, self.extractor, self.index, FailureLimiter(settings.limits),
+        self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
                            settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands)
         self.administration = Administration(self.vault, self.tokens)
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.

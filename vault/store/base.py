@@ -91,6 +91,10 @@ class TemplateStore(Protocol):
     def changes_after(self, cursor: int, limit: int = 1000) -> list[Change]: ...
     def change_listener(self) -> ChangeListener: ...
     def prune_changes(self, older_than_s: float) -> int: ...
+    # lockout (vault.lockout.StoreFailureLimiter)
+    def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]: ...
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | None, limits,
+                    now: float) -> bool: ...
     # audit
     def record(self, audit: AuditEntry) -> None: ...
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]: ...
@@ -166,6 +170,26 @@ MIGRATIONS: list[str] = [
         tenant       TEXT NOT NULL,
         template_id  TEXT NOT NULL,
         kind         TEXT NOT NULL
+    );
+    """,
+    # 4: failed and in-flight verification attempts and lockouts (vault.lockout.StoreFailureLimiter),
+    # shared by every replica of one store. subject '' is a client-wide entry.
+    """
+    CREATE TABLE attempts (
+        attempt_id   TEXT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        client       TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        at           DOUBLE PRECISION NOT NULL,
+        state        TEXT NOT NULL
+    );
+    CREATE INDEX attempts_client ON attempts (tenant, client, at);
+    CREATE TABLE lockouts (
+        tenant       TEXT NOT NULL,
+        client       TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        until        DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant, client, subject)
     );
     """,
 ]

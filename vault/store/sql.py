@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -13,6 +14,7 @@ from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, REMOVE, REVO
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
+OPEN_ATTEMPT_S = 120.0  # an attempt still open after this (a replica died mid-call) no longer counts
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
 TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at"
 QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
@@ -172,6 +174,79 @@ class SqlStore:
                 return False
             self._append_audit(cur, audit)
         return True
+
+    # -- lockout: attempts shared by every replica of this store ---------------------------------
+    # An attempt row is 'open' while its call runs, then 'failed' (counts for the client and the
+    # subject) or 'cleared' (a failure that counts for the client only: its subject was matched
+    # since, or locked out); a match or a call without decision leaves no row.
+    def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]:
+        """Admit a verification attempt (attempt id, "") or refuse it (None, why). Serialised with
+        every other writer of the store (the audit lock), so replicas cannot admit past a limit
+        together; attempts in flight count, so concurrent ones cannot either."""
+        with self._audit_lock, self._transaction() as cur:
+            self._lock_audit(cur)
+            for scope, limit in self._scopes(subject, limits):
+                found = self._execute(cur, "SELECT until FROM lockouts WHERE tenant = ? AND client = ? AND subject = ?",
+                                      (tenant, client, scope)).fetchone()
+                what = "this subject from this client" if scope else "this client"
+                if found and found[0] > now:
+                    return None, f"too many failed attempts for {what}; locked for {int(found[0] - now) + 1} s more"
+                if self._count(cur, tenant, client, scope, now, limits, with_open=True) >= limit:
+                    return None, f"too many attempts in flight or failed for {what}; retry later"
+            attempt_id = uuid.uuid4().hex
+            self._execute(cur, "INSERT INTO attempts (attempt_id, tenant, client, subject, at, state) "
+                               "VALUES (?, ?, ?, ?, ?, 'open')", (attempt_id, tenant, client, subject, now))
+            return attempt_id, ""
+
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | None, limits,
+                    now: float) -> bool:
+        """Close an attempt: a failure counts (True when it locks the client or the subject out), a
+        match clears the subject's failures, None (no decision) leaves no trace."""
+        with self._audit_lock, self._transaction() as cur:
+            self._lock_audit(cur)
+            self._execute(cur, "DELETE FROM attempts WHERE tenant = ? AND client = ? AND at < ?",
+                          (tenant, client, now - max(limits.window_s, OPEN_ATTEMPT_S)))
+            if matched is None or matched:
+                self._execute(cur, "DELETE FROM attempts WHERE attempt_id = ?", (attempt_id,))
+                if matched and subject:
+                    self._clear_subject(cur, tenant, client, subject)
+                return False
+            self._execute(cur, "UPDATE attempts SET state = 'failed', at = ? WHERE attempt_id = ?", (now, attempt_id))
+            locked = False
+            for scope, limit in self._scopes(subject, limits):
+                if self._count(cur, tenant, client, scope, now, limits, with_open=False) >= limit:
+                    self._execute(cur, "DELETE FROM lockouts WHERE tenant = ? AND client = ? AND subject = ?",
+                                  (tenant, client, scope))
+                    self._execute(cur, "INSERT INTO lockouts (tenant, client, subject, until) VALUES (?, ?, ?, ?)",
+                                  (tenant, client, scope, now + limits.lockout_s))
+                    if scope:
+                        self._clear_subject(cur, tenant, client, scope)
+                    else:
+                        self._execute(cur, "DELETE FROM attempts WHERE tenant = ? AND client = ? AND state != 'open'",
+                                      (tenant, client))
+                    locked = True
+            return locked
+
+    @staticmethod
+    def _scopes(subject: str, limits) -> list[tuple[str, int]]:
+        return [("", limits.per_client)] + ([(subject, limits.per_subject)] if subject else [])
+
+    def _count(self, cur, tenant: str, client: str, scope: str, now: float, limits, with_open: bool) -> int:
+        counted = "'failed'" if scope else "'failed', 'cleared'"
+        query = f"SELECT count(*) FROM attempts WHERE tenant = ? AND client = ? AND ((state IN ({counted}) AND at > ?)"
+        params: list = [tenant, client, now - limits.window_s]
+        if with_open:
+            query += " OR (state = 'open' AND at > ?)"
+            params.append(now - OPEN_ATTEMPT_S)
+        query += ")"
+        if scope:
+            query += " AND subject = ?"
+            params.append(scope)
+        return self._execute(cur, query, params).fetchone()[0]
+
+    def _clear_subject(self, cur, tenant: str, client: str, subject: str) -> None:
+        self._execute(cur, "UPDATE attempts SET state = 'cleared' WHERE tenant = ? AND client = ? AND subject = ? "
+                           "AND state = 'failed'", (tenant, client, subject))
 
     # -- reads ----------------------------------------------------------------------------------
     def get(self, tenant: str, template_id: str) -> TemplateRow | None:
