@@ -36,16 +36,16 @@ def fit_model(vectors: np.ndarray, path: Path) -> None:
     np.savez(path, mean=mean.astype(np.float64), cholesky=np.linalg.cholesky(covariance))
 
 
-def impostor_scores(protector, key, profile, vectors, owners) -> np.ndarray:
+def pair_scores(protector, key, profile, vectors, owners) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) scores of all pairs of one-photo templates under one key."""
     codes = protector.protect_many(key, profile, vectors)
-    return np.concatenate([agreement(codes[a], codes[a + 1:], profile.hash_count)[owners[a + 1:] != owners[a]]
-                           for a in range(len(codes) - 1)])
-
-
-def genuine_scores(protector, key, profile, vectors, owners) -> np.ndarray:
-    codes = protector.protect_many(key, profile, vectors)
-    return np.concatenate([agreement(codes[a], codes[a + 1:], profile.hash_count)[owners[a + 1:] == owners[a]]
-                           for a in range(len(codes) - 1)])
+    genuine, impostor = [], []
+    for a in range(len(codes) - 1):
+        scores = agreement(codes[a], codes[a + 1:], profile.hash_count)
+        same = owners[a + 1:] == owners[a]
+        genuine.append(scores[same])
+        impostor.append(scores[~same])
+    return np.concatenate(genuine), np.concatenate(impostor)
 
 
 def main(argv=None) -> int:
@@ -85,8 +85,7 @@ def main(argv=None) -> int:
     for k in range(args.keys):
         protector, key = Protector(), fresh_key()
         shift = cohort.CohortShifts(protector).shift(key, profile)
-        imp = impostor_scores(protector, key, profile, feats.vectors[held], subjects[held])
-        gen = genuine_scores(protector, key, profile, feats.vectors[held], subjects[held])
+        gen, imp = pair_scores(protector, key, profile, feats.vectors[held], subjects[held])
         fmr_one.append(np.mean(imp >= profile.threshold))
         fmr_own.append(np.mean(imp >= profile.threshold + shift))
         gar_one.append(np.mean(gen >= profile.threshold))
