@@ -30,6 +30,11 @@ def test_metrics_on_known_distributions():
     same = linkage(rng.normal(0, 1, 5000), rng.normal(0, 1, 50000))
     apart = linkage(rng.normal(6, 1, 5000), rng.normal(0, 1, 50000))
     assert same.d_sys < 0.1 and apart.d_sys > 0.95
+    # Fully separated lattice scores (IoM agreement k / m), as a key holder sees a reissue: the
+    # float integral used to land a few ulps above 1 (a failed fresh-clone run).
+    for _ in range(300):
+        separated = linkage(rng.integers(3000, 4096, 280) / 4096, rng.integers(0, 2000, 2880) / 4096)
+        assert 0.0 <= separated.d_sys <= 1.0
 
 
 @pytest.fixture(scope="module")
