@@ -128,13 +128,13 @@ class Vault:
         modality = check_modality(modality)
         finger = check_finger(modality, finger)
         vectors, reports = await self._features(modality, samples, require_single_face)
-        row, code = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
+        row, code, key = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
         audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
                            f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
 
         def commit():
             self.store.insert(row, audit)
-            self._index_row(row, code)
+            self._index_row(row, code, key)
 
         await committed(commit)
         return Enrolment(row.template_id, row.profile, row.key_version, reports)
@@ -147,7 +147,7 @@ class Vault:
         if old is None or old.status != LIVE:
             raise NotFound("no live template with that template_id")
         vectors, reports = await self._features(old.modality, samples, require_single_face)
-        row, code = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
+        row, code, key = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
         audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
                            "reissued", reason)
 
@@ -155,7 +155,7 @@ class Vault:
             if not self.store.reissue(old_id, row, reason, audit):
                 return False
             self.index.remove(caller.tenant, old.modality, old_id)
-            self._index_row(row, code)
+            self._index_row(row, code, key)
             return True
 
         if not await committed(commit):
@@ -300,6 +300,7 @@ class Vault:
         """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
         authentication (edited, swapped, sealed under other keys) is logged and never matches."""
         loaded = refused = retired = 0
+        keys: dict[tuple[str, int], TenantKey] = {}  # one key-store lookup per key version, not per row
         rows = self.store.live_rows()
         if self.store.prefetch_reads:
             rows = prefetched(rows)
@@ -309,7 +310,10 @@ class Vault:
                 retired += 1
                 continue
             try:
-                self._index_row(row)
+                group = (row.tenant, row.key_version)
+                if group not in keys:
+                    keys[group] = self.keys.tenant_key(*group)
+                self._index_row(row, key=keys[group])
                 loaded += 1
             except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
                 refused += 1
@@ -331,11 +335,13 @@ class Vault:
         else:
             self.index.remove(row.tenant, row.modality, row.template_id)
 
-    def _index_row(self, row: TemplateRow, code=None) -> None:
+    def _index_row(self, row: TemplateRow, code=None, key: TenantKey | None = None) -> None:
+        """Add a row to the index: its code as just made, or unsealed under `key` (its tenant key
+        version, looked up here when the caller has not)."""
         profile = PROFILES.get(row.profile)
         if profile is None or profile.retired:
             raise FailedPrecondition(f"template {row.template_id} uses retired profile {row.profile}: re-enrol")
-        key = self.keys.tenant_key(row.tenant, row.key_version)
+        key = key or self.keys.tenant_key(row.tenant, row.key_version)
         if code is None:
             code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
@@ -371,7 +377,7 @@ class Vault:
 
     def _new_template(self, tenant: str, subject_id: str, modality: int, finger: int, vectors):
         """Protect and seal the samples' vectors under the tenant's current key, fused or kept apart
-        as the current profile says: (row, code(s) for the index)."""
+        as the current profile says: (row, code(s) for the index, the key)."""
         key = self.keys.ensure_tenant(tenant)
         profile = CURRENT[modality]
         if profile.keeps_sample_codes:
@@ -383,7 +389,7 @@ class Vault:
         salt, sealed = self.protector.seal(key, identity, code)
         row = TemplateRow(identity.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
                           salt, sealed, len(vectors), time.time())
-        return row, code
+        return row, code, key
 
     def _probe_codes(self, tenant: str, vector):
         """The probe's code per gallery (profile, key version), made on first use: Identify and Verify
