@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import data, features
 from benchmarks.scores import fresh_key
+from benchmarks.transcript import Transcript
 from vault import cohort
 from vault.matching import agreement
 from vault.profiles import CURRENT, FACE
@@ -54,11 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-keys", type=int, default=20, help="fresh keys averaged for the reference")
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args(argv)
-    started, lines = time.perf_counter(), []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    out = Transcript()
 
     feats = features.load(data.lfw(), progress=False)
     subjects = np.array([s.subject for s in feats.dataset.samples])
@@ -97,9 +93,8 @@ def main(argv=None) -> int:
             f"max / stated {max(fmr) / profile.operating_fmr:.2f}); genuine accept {min(gar):.3f} to {max(gar):.3f}")
     out()
     out(f"Paste into vault/profiles.py: cohort=\"{MODEL}\", cohort_reference={reference:.6f}  "
-        f"({time.perf_counter() - started:.0f} s)")
-    if args.report:
-        args.report.write_text("\n".join(lines) + "\n")
+        f"({out.elapsed:.0f} s)")
+    out.save(args.report, timed=False)
     return 0
 
 

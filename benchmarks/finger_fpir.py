@@ -17,7 +17,6 @@ rule, not generalisation.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from benchmarks.fingerprint_baseline import FINGERS, IMPRESSIONS, MinutiaeCache
 from benchmarks.fingerprint_mcc import features
 from benchmarks.fingerprint_operating_point import REAL
 from benchmarks.scores import fresh_key
+from benchmarks.transcript import Transcript
 from vault.features import fingerprint as fp
 from vault.matching import MatchIndex
 from vault.profiles import CURRENT, FINGERPRINT
@@ -41,11 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fpir", type=float, default=0.01)
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args(argv)
-    started, lines = time.perf_counter(), []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    out = Transcript()
 
     cache = MinutiaeCache(enabled=True)
     vectors, ok = [], []
@@ -95,9 +91,7 @@ def main(argv=None) -> int:
             out(f"| {size} | {touches} | {strangers_hit / max(strangers, 1):.4f} | {genuine_missed / max(genuine, 1):.3f} | "
                 f"{strangers:,} |")
     out()
-    out(f"({time.perf_counter() - started:.0f} s)")
-    if args.report:
-        args.report.write_text("\n".join(lines) + "\n")
+    out.save(args.report)
     return 0
 
 

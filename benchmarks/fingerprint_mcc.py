@@ -48,6 +48,7 @@ from benchmarks.fingerprint_baseline import (
 )
 from benchmarks.fit_fingerprint_model import fit, training_records
 from benchmarks.scores import fresh_key, one_to_many_ns
+from benchmarks.transcript import Transcript
 from vault.exceptions import PoorSample
 from vault.features import fingerprint as fp
 from vault.features import fuse
@@ -214,11 +215,7 @@ def main(argv=None) -> int:
     profile = bench_profile(args.hash_count, args.hash_width)
     protector, key = Protector(), fresh_key()
     seconds: list[float] = []
-    lines = []
-
-    def out(line=""):
-        print(line, flush=True)
-        lines.append(line)
+    out = Transcript()
 
     out(f"EER % all-pairs / FVC-45, protected: mean of {args.keys} keys; FEATURE_DIM={fp.FEATURE_DIM}, profile m={profile.hash_count} "
         f"q={profile.hash_width} ({profile.hash_count * profile.planes} bits); model {fp.MODEL_VERSION}")
@@ -239,8 +236,7 @@ def main(argv=None) -> int:
     ns, size = one_to_many_ns(protector.protect_many(key, profile, vec), profile.hash_count)
     out(f"1:N compare: {ns:.0f} ns a pair over {size} packed codes "
         f"({profile.template_bytes} B each); keyed projection: {profile.projection}")
-    if args.report:
-        args.report.write_text("\n".join(lines) + "\n")
+    out.save(args.report, timed=False)
     return 0
 
 

@@ -39,7 +39,6 @@ all 6 real sets and FVC2000 DB4 (printed at the end; paste into vault/profiles.p
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,7 @@ from benchmarks.fingerprint_baseline import FINGERS, IMPRESSIONS, MinutiaeCache,
 from benchmarks.fingerprint_mcc import features
 from benchmarks.fit_fingerprint_model import fit
 from benchmarks.scores import fresh_key, threshold_at_fmr
+from benchmarks.transcript import Transcript
 from vault.features import fingerprint as fp
 from vault.features import fuse
 from vault.iso19794 import parse_iso19794_2
@@ -181,12 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keys", type=int, default=5)
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    lines: list[str] = []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    out = Transcript()
 
     cache = MinutiaeCache(enabled=True)
     image_sets = REAL + [SYNTHETIC_CALIBRATION, SYNTHETIC_ATTACK]
@@ -284,9 +279,7 @@ def main(argv=None) -> int:
             out(f"- {label} probes, fingers enrolled with {what}: {100 * np.mean(best >= t[kind]):.1f}% of "
                 f"the {best.shape[1]} probes match someone (mean of {args.keys} keys; 60 fingers)")
     out()
-    out(f"({time.perf_counter() - started:.0f} s)")
-    if args.report:
-        args.report.write_text("\n".join(lines) + "\n")
+    out.save(args.report)
     return 0
 
 

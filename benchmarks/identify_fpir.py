@@ -26,13 +26,13 @@ prediction for 5,000 and 50,000 templates.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import data, features
 from benchmarks.scores import fresh_key
+from benchmarks.transcript import Transcript
 from vault.features import fuse
 from vault.identification import ScoreModel, capacity, per_comparison_fmr
 from vault.matching import Gallery, agreement
@@ -165,13 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-key", type=int, default=10, help="fresh keys for the per-key Verify spread")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    lines: list[str] = []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    out = Transcript()
 
     face = CURRENT[FACE]
     lfw = features.load(data.lfw(), progress=False)
@@ -241,9 +236,7 @@ def main(argv=None) -> int:
         "fitted range, the population looks like the fitting data (LFW news photos; FVC sensors), and one "
         "template per person.")
     out()
-    out(f"({time.perf_counter() - started:.0f} s)")
-    if args.report:
-        args.report.write_text("\n".join(lines) + "\n")
+    out.save(args.report)
     return 0
 
 
