@@ -104,12 +104,9 @@ class FailureLimiter:
         now, locked = self.clock(), False
         with self._lock:
             for key in self._keys(tenant, client, subject):
-                limit = self.limits.per_subject if key[0] == "subject" else self.limits.per_client
-                window = self._failures.setdefault(key, deque())
+                window = self._window(key, now)
                 window.append(now)
-                while window and window[0] < now - self.limits.window_s:
-                    window.popleft()
-                if len(window) >= limit:
+                if len(window) >= self._limit(key):
                     self._locked_until[key] = now + self.limits.lockout_s
                     window.clear()
                     locked = True

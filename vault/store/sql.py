@@ -24,11 +24,11 @@ class SqlStore:
     placeholder = "?"
     prefetch_reads = False
 
-    def __init__(self, audit_key: bytes, anchor=None):
+    def __init__(self, audit_key: bytes):
         self._audit_key = audit_key
         self._audit_lock = threading.Lock()
         self._appended: AuditRecord | None = None
-        self.anchor = anchor  # vault.audit.AuditAnchor: the chain's head, kept outside the database
+        self.anchor = None  # vault.audit.AuditAnchor, set by the server: the chain's head, outside the database
 
     # -- backend hooks --------------------------------------------------------------------------
     @contextmanager
