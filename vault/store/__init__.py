@@ -9,8 +9,9 @@ from vault.store.base import LIVE, REVOKED, TemplateRow, TemplateStore
 __all__ = ["LIVE", "REVOKED", "TemplateRow", "TemplateStore", "open_store"]
 
 
-def open_store(url: str, audit_key: bytes) -> TemplateStore:
-    """`sqlite:///path/to/vault.db` or a path (embedded); `postgresql://...` (scale-out)."""
+def open_store(url: str, audit_key: bytes | None = None) -> TemplateStore:
+    """`sqlite:///path/to/vault.db` or a path (embedded); `postgresql://...` (scale-out). Without
+    the audit key the store cannot append audit records (backup and restore need none)."""
     if url.startswith(("postgresql://", "postgres://")):
         from vault.store.postgres import PostgresStore
 

@@ -30,7 +30,7 @@ class PostgresStore(SqlStore):
 
     placeholder = "%s"
 
-    def __init__(self, url: str, audit_key: bytes, min_connections: int = 1, max_connections: int = 8):
+    def __init__(self, url: str, audit_key: bytes | None, min_connections: int = 1, max_connections: int = 8):
         super().__init__(audit_key)
         self.url = url
         # check: a pooled connection the server cut (restart, pg_terminate_backend) is replaced on
@@ -53,6 +53,12 @@ class PostgresStore(SqlStore):
                 yield cur
         except (psycopg.OperationalError, PoolTimeout) as error:  # retryable: UNAVAILABLE, not INTERNAL
             raise StoreUnavailable("the template store cannot be reached; retry shortly") from error
+
+    @contextmanager
+    def _snapshot(self):
+        with self._transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot for every read
+            yield cur
 
     def _lock_audit(self, cur) -> None:
         cur.execute(AUDIT_LOCK)

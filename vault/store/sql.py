@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
+from vault.exceptions import FailedPrecondition
 from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS, Change,
                               TemplateRow, TokenRow, audit_from, audit_values, row_from, row_values)
 
@@ -17,6 +18,9 @@ AUDIT_MARKS = ", ".join(["?"] * 11)
 OPEN_ATTEMPT_S = 120.0  # an attempt still open after this (a replica died mid-call) no longer counts
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
 TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at"
+# What a backup holds: table -> (columns, order). Never keys; sealed codes only open with the key store.
+BACKUP_TABLES = {"templates": (TEMPLATE_COLUMNS, "template_id"), "tokens": (TOKEN_COLUMNS, "token_id"),
+                 "audit": (AUDIT_COLUMNS, "seq")}
 QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
 
 
@@ -24,7 +28,7 @@ class SqlStore:
     placeholder = "?"
     prefetch_reads = False
 
-    def __init__(self, audit_key: bytes):
+    def __init__(self, audit_key: bytes | None):
         self._audit_key = audit_key
         self._audit_lock = threading.Lock()
         self._appended: AuditRecord | None = None
@@ -34,6 +38,12 @@ class SqlStore:
     @contextmanager
     def _transaction(self):  # yields a cursor; commits on success, rolls back on error
         raise NotImplementedError
+
+    @contextmanager
+    def _snapshot(self):
+        """A read-only transaction whose reads all see one committed state (for backups)."""
+        with self._transaction() as cur:
+            yield cur
 
     def _lock_audit(self, cur) -> None:
         """Serialise audit appends across processes (the chain needs one writer at a time)."""
@@ -85,6 +95,8 @@ class SqlStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def _append_audit(self, cur, entry: AuditEntry) -> AuditRecord:
+        if self._audit_key is None:
+            raise RuntimeError("store opened without the audit key cannot append audit records")
         self._lock_audit(cur)
         last = self._execute(cur, "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, previous = (last[0] + 1, bytes(last[1])) if last else (1, GENESIS)
@@ -340,6 +352,33 @@ class SqlStore:
         with self._transaction() as cur:
             rows = self._execute(cur, query + " ORDER BY seq", params).fetchall()
         return (audit_from(v) for v in rows)
+
+    # -- backup and restore (vault.backup) ------------------------------------------------------
+    def export_rows(self) -> Iterator[tuple[str, tuple]]:
+        """(table, column values) of every row a backup holds, from one consistent snapshot taken
+        while the vault keeps serving: sealed templates, token MACs, the audit chain. Not the
+        change feed nor lockout state, which a restored vault starts afresh."""
+        with self._snapshot() as cur:
+            for table, (columns, order) in BACKUP_TABLES.items():
+                self._execute(cur, f"SELECT {columns} FROM {table} ORDER BY {order}")
+                while batch := cur.fetchmany(1000):
+                    for values in batch:
+                        yield table, tuple(bytes(v) if isinstance(v, memoryview) else v for v in values)
+
+    def import_rows(self, rows: Iterator[tuple[str, tuple]]) -> dict[str, int]:
+        """Load exported rows into this store, all or nothing; refused unless the store holds no
+        template, token or audit record (a restore never merges into or overwrites a vault)."""
+        counts = dict.fromkeys(BACKUP_TABLES, 0)
+        with self._audited() as cur:
+            for table in BACKUP_TABLES:
+                if self._execute(cur, f"SELECT count(*) FROM {table}").fetchone()[0]:
+                    raise FailedPrecondition(f"the target store already holds {table}: restore only into an empty store")
+            for table, values in rows:
+                columns = BACKUP_TABLES[table][0]
+                marks = ", ".join(["?"] * len(values))
+                self._execute(cur, f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
+                counts[table] += 1
+        return counts
 
 
 class SleepListener:

@@ -12,7 +12,7 @@ from vault.store.sql import SqlStore
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: str | os.PathLike, audit_key: bytes):
+    def __init__(self, path: str | os.PathLike, audit_key: bytes | None):
         super().__init__(audit_key)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -38,6 +38,19 @@ class SqliteStore(SqlStore):
             else:
                 cur.execute("COMMIT")
             finally:
+                cur.close()
+
+    @contextmanager
+    def _snapshot(self):
+        # A deferred transaction takes no write lock: in WAL mode its reads see the state as of
+        # its first read, while the server goes on writing.
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN DEFERRED")
+            try:
+                yield cur
+            finally:
+                cur.execute("ROLLBACK")
                 cur.close()
 
     def close(self) -> None:
