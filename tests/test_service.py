@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import data_path, read
 from vault.profiles import CURRENT, FACE
-from vault.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2 as pb
 
 ORL_SUBJECTS = [f"s{i}" for i in range(1, 11)]
 
@@ -48,10 +48,20 @@ def test_health_and_reflection(vault_server):
     health = health_pb2_grpc.HealthStub(vault_server.channel)
     for service in ("", "vault.v1.Vault"):
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
-    reflection = reflection_pb2_grpc.ServerReflectionStub(vault_server.channel)
-    answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
-    names = {s.name for s in answer.list_services_response.service}
-    assert {"vault.v1.Vault", "grpc.health.v1.Health"} <= names
+    for health_of in ("vault.v1.Admin", "vault.v1.Audit"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=health_of)).status == health_pb2.HealthCheckResponse.SERVING
+    # Reflection v1alpha through its stub, and v1 (the same messages under the v1 service name).
+    v1alpha = reflection_pb2_grpc.ServerReflectionStub(vault_server.channel).ServerReflectionInfo
+    v1 = vault_server.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    for version in (v1alpha, v1):
+        listed = next(version(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"vault.v1.Vault", "vault.v1.Admin", "vault.v1.Audit", "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection"} <= names
+        described = next(version(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="vault.v1.Vault")])))
+        assert described.file_descriptor_response.file_descriptor_proto
 
 
 def test_genuine_verify_matches(vault_server, enrolled):
