@@ -18,9 +18,11 @@ RUN python3 -m pip install --no-cache-dir uv==0.9.* \
 WORKDIR /app
 
 # Dependencies first: a code change does not reinstall them.
-COPY pyproject.toml uv.lock README.md build_protos.py ./
-RUN uv sync --locked --no-dev --no-install-project --no-cache
+COPY pyproject.toml uv.lock README.md ./
+COPY clients/python/pyproject.toml clients/python/README.md ./clients/python/
+RUN uv sync --locked --no-dev --no-install-workspace --no-cache
 COPY protos ./protos
+COPY clients/python ./clients/python
 COPY vault ./vault
 RUN uv sync --locked --no-dev --no-cache && chown -R vault:vault /app
 

@@ -37,8 +37,8 @@ from vault.profiles import CURRENT, FACE, PROFILES
 from vault.protection import Protector
 from vault.server import Settings, VaultServer
 from vault.store import open_store
-from vault.v1 import vault_pb2 as pb
-from vault.v1 import vault_pb2_grpc
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
 
 
 @dataclass

@@ -64,8 +64,8 @@ def rss_bytes(pid: int) -> int:
 def client(port: int, probes: list[tuple[str, bytes]], duration: float, deadline: float, seed: int, results):
     import grpc
 
-    from vault.v1 import vault_pb2 as pb
-    from vault.v1 import vault_pb2_grpc
+    from vault_client.v1 import vault_pb2 as pb
+    from vault_client.v1 import vault_pb2_grpc
 
     stub = vault_pb2_grpc.VaultStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     rng = random.Random(seed)
@@ -104,8 +104,8 @@ def main() -> None:
     import grpc
     from tqdm import tqdm
 
-    from vault.v1 import vault_pb2 as pb
-    from vault.v1 import vault_pb2_grpc
+    from vault_client.v1 import vault_pb2 as pb
+    from vault_client.v1 import vault_pb2_grpc
 
     folder = Path(tempfile.mkdtemp(prefix="vault-load-"))
     workers = args.workers or len(os.sched_getaffinity(0))

@@ -116,7 +116,7 @@ class ServerProcess:
         return self
 
     def stub(self):
-        from vault.v1 import vault_pb2_grpc
+        from vault_client.v1 import vault_pb2_grpc
 
         return vault_pb2_grpc.VaultStub(self.channel)
 
@@ -138,6 +138,13 @@ class ServerProcess:
                 self.process.wait()
         code, self.process = self.process.returncode, None
         return code
+
+
+def start_tls_server(pki_folder: Path, tmp_path: Path, name: str, *extra: str) -> ServerProcess:
+    """A mutual-TLS server with the certificates of `vault pki` in pki_folder."""
+    state = tmp_path / name
+    deterministic_key_file(state / "keys.json")
+    return ServerProcess(state, "--tls-dir", str(pki_folder), *extra).start()
 
 
 @pytest.fixture
@@ -173,7 +180,7 @@ def vault_server(tmp_path_factory):
 # (`uv run pytest -m "not e2e"`); e2e tests start `vault serve` processes with real extraction
 # workers, or run whole tools (benchmark report, leak drill, fuzzers) on the shared data.
 E2E_FIXTURES = {"vault_server", "server_factory"}
-E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security"}
+E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_client"}
 
 
 def pytest_collection_modifyitems(config, items):

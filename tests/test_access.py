@@ -24,8 +24,8 @@ from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.server import SERVICE_NAMES
 from vault.store import open_store
 from vault.tokens import TokenRegistry
-from vault.v1 import vault_pb2 as pb
-from vault.v1 import vault_pb2_grpc
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
 
 
 def run(coroutine):

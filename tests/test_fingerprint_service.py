@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import read
 from vault.features.fingerprint import MIN_MINUTIAE
 from vault.profiles import CURRENT, FINGERPRINT
-from vault.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2 as pb
 
 FINGERS = [str(f) for f in range(101, 107)]  # 6 fingers: LEADER takes ~0.6 s an image
 

@@ -15,7 +15,7 @@ from tests.conftest import alive, data_path, descendants, read
 from vault.audit import verify_chain
 from vault.keys import LocalKeyFile
 from vault.store import LIVE, REVOKED, open_store
-from vault.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2 as pb
 
 
 def orl(subject: int, image: int) -> pb.Sample:

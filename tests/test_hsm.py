@@ -53,7 +53,7 @@ def test_a_tls_server_runs_on_hsm_held_keys(softhsm, tmp_path, monkeypatch):
     from tests.conftest import ServerProcess, read
     from tests.test_security import Client
     from vault import pki
-    from vault.v1 import vault_pb2 as pb
+    from vault_client.v1 import vault_pb2 as pb
 
     folder = tmp_path / "pki"
     pki.init_ca(folder)

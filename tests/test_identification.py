@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import read
 from vault.identification import ScoreModel, capacity, per_comparison_fmr
 from vault.profiles import CURRENT, FACE, FINGERPRINT
-from vault.v1 import vault_pb2 as pb
-from vault.v1 import vault_pb2_grpc
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
 
 GENUINE = tuple(0.70 + 0.01 * i for i in range(21))  # 0.70 .. 0.90 at probabilities 0 .. 1
 

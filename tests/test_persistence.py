@@ -18,7 +18,7 @@ from benchmarks.leak_drill import windows
 from vault.keys import LocalKeyFile
 from vault.profiles import CURRENT, FACE
 from vault.protection import Protector
-from vault.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2 as pb
 
 
 def orl(subject: str, image: int) -> bytes:

@@ -149,7 +149,7 @@ def embedding(*parts: str) -> list[float]:
 @pytest.mark.postgres
 def test_two_replicas_on_one_database_see_each_others_changes(server_factory, tmp_path):
     from benchmarks.postgres_scratch import scratch_schema
-    from vault.v1 import vault_pb2 as pb
+    from vault_client.v1 import vault_pb2 as pb
 
     alice = [embedding("face", "orl", "s1", f"{i}.pgm") for i in (1, 3, 5)]
     bob = [embedding("face", "orl", "s5", f"{i}.pgm") for i in (1, 2, 4, 6)]

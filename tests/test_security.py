@@ -11,10 +11,10 @@ import sys
 import grpc
 import pytest
 
-from tests.conftest import ROOT, TEST_PASSPHRASE, ServerProcess, deterministic_key_file, read
+from tests.conftest import ROOT, TEST_PASSPHRASE, read, start_tls_server
 from vault import pki
-from vault.v1 import vault_pb2 as pb
-from vault.v1 import vault_pb2_grpc
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
 
 TENANTS = ("acme", "globex")
 ROLES = ("panel", "enroller", "auditor", "admin")
@@ -33,12 +33,6 @@ def pki_dir(tmp_path_factory):
         for role in ROLES:
             pki.issue(folder, f"{tenant}-{role}", tenant=tenant, role=role)
     return folder
-
-
-def start_tls_server(folder, tmp_path, name, *extra) -> ServerProcess:
-    state = tmp_path / name
-    deterministic_key_file(state / "keys.json")
-    return ServerProcess(state, "--tls-dir", str(folder), *extra).start()
 
 
 @pytest.fixture(scope="module")

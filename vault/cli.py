@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from vault.exceptions import VaultError
+from vault_client.errors import VaultCallError
 
 DEFAULT_SERVER = os.environ.get("VAULT_SERVER", "127.0.0.1:50051")
 EXIT_CODES = """exit codes: 0 done; 1 a call failed (its gRPC status is printed) or a file is unreadable;
@@ -88,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     pki_issue.add_argument("--role", required=True, choices=["panel", "enroller", "auditor", "admin"], help="its role")
     pki_issue.add_argument("--days", type=int, default=397, help="validity (default: %(default)s)")
     pki_issue.add_argument("name", help="file name of the certificate and key (NAME.crt, NAME.key)")
+
+    def store_args(command):
+        command.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")),
+                             help="the embedded store's folder (vault.db) (env VAULT_STATE_DIR; default: %(default)s)")
+        command.add_argument("--store", default=os.environ.get("VAULT_STORE", ""),
+                             help="sqlite:///path or postgresql://... instead of --state-dir (env VAULT_STORE)")
+
+    backup = commands.add_parser("backup", help="write an archive of the store while it serves: sealed template "
+                                                "rows, token HMACs and the audit chain, never key material")
+    store_args(backup)
+    backup.add_argument("archive", type=Path, help="the archive to write (gzip; e.g. vault-2026-11-27.backup)")
+    restore = commands.add_parser("restore", help="load an archive into an empty store, SQLite or PostgreSQL "
+                                                  "(also the way to move a vault between backends)")
+    store_args(restore)
+    restore.add_argument("archive", type=Path, help="an archive written by `vault backup`")
 
     def client(name: str, help: str):
         command = commands.add_parser(name, help=help)
@@ -167,10 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args)
     if args.command == "pki":
         return run_pki(args)
+    if args.command in ("backup", "restore"):
+        return run_backup(args)
     try:
         return CLIENT_COMMANDS[args.command](args)
-    except grpc.RpcError as error:
+    except grpc.RpcError as error:  # health: a plain gRPC call
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    except VaultCallError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
@@ -215,6 +236,33 @@ def run_serve(args) -> int:
     return 0
 
 
+def run_backup(args) -> int:
+    from vault.backup import CONTENTS, restore_backup, write_backup
+    from vault.store import open_store
+
+    url = args.store or f"sqlite:///{args.state_dir / 'vault.db'}"
+    if not args.store and args.command == "backup" and not (args.state_dir / "vault.db").exists():
+        print(f"error: no store in {args.state_dir} (give --state-dir or --store)", file=sys.stderr)
+        return 1
+    try:
+        store = open_store(url)
+        try:
+            if args.command == "backup":
+                summary = write_backup(store, args.archive)
+            else:
+                summary = restore_backup(args.archive, store)
+        finally:
+            store.close()
+    except (VaultError, OSError) as error:
+        print(f"error: {getattr(error, 'message', None) or error}", file=sys.stderr)
+        return 1
+    counts = summary.counts
+    done = f"wrote {summary.path}" if args.command == "backup" else f"restored {summary.path} into the store"
+    print(f"{done}: {counts['templates']} templates, {counts['tokens']} tokens, {counts['audit']} audit records")
+    print(f"it holds {CONTENTS}")
+    return 0
+
+
 def run_pki(args) -> int:
     from vault import pki
 
@@ -232,57 +280,33 @@ def run_pki(args) -> int:
     return 0
 
 
-# -- client side --------------------------------------------------------------------------------
-class _Stub:
-    """A stub whose calls carry the token, if any."""
+# -- client side: the vault_client package, the one every panel and HR system uses ---------------
+def client_settings(args):
+    from vault_client import Settings, TlsIdentity
 
-    def __init__(self, stub, metadata):
-        self._stub, self._metadata = stub, metadata
-
-    def __getattr__(self, name):
-        method = getattr(self._stub, name)
-        return lambda request, **kw: method(request, metadata=self._metadata, **kw)
-
-
-def channel(args) -> grpc.Channel:
+    tls = None
     if args.tls_dir:
-        tls = Path(args.tls_dir)
         if not args.identity:
             raise VaultError("--identity NAME is needed with --tls-dir (the client certificate NAME.crt)")
-        credentials = grpc.ssl_channel_credentials((tls / "ca.crt").read_bytes(), (tls / f"{args.identity}.key").read_bytes(),
-                                                   (tls / f"{args.identity}.crt").read_bytes())
-        return grpc.secure_channel(args.server, credentials)
-    return grpc.insecure_channel(args.server)
+        tls = TlsIdentity.from_dir(args.tls_dir, args.identity)
+    return Settings(args.server, tls=tls, token=args.token or None)
 
 
-def _stub(args, service: str = "Vault"):
-    from vault.v1 import vault_pb2_grpc
+def _client(args):
+    from vault_client import VaultClient
 
-    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    return _Stub(getattr(vault_pb2_grpc, f"{service}Stub")(channel(args)), metadata)
+    return VaultClient(client_settings(args))
 
 
 def _pb():
-    from vault.v1 import vault_pb2
+    from vault_client import pb
 
-    return vault_pb2
-
-
-def _sample(path: Path):
-    data = path.read_bytes()
-    if path.suffix.lower() == ".iso" or data[:4] == b"FMR\x00":
-        return _pb().Sample(iso_19794_2=data)
-    return _pb().Sample(image=data)
-
-
-def _modality(args) -> int:
-    return _pb().FACE if args.modality == "face" else _pb().FINGERPRINT
+    return pb
 
 
 def cmd_enroll(args) -> int:
-    response = _stub(args).Enroll(_pb().EnrollRequest(
-        subject_id=args.subject, modality=_modality(args), finger=args.finger,
-        samples=[_sample(p) for p in args.files], require_single_face=args.single_face))
+    response = _client(args).enroll(args.subject, args.files, modality=args.modality, finger=args.finger,
+                                    require_single_face=args.single_face)
     print(f"enrolled {args.subject}: template {response.template_id} ({response.profile}, key v{response.key_version})")
     return 0
 
@@ -299,22 +323,21 @@ def subjects_in(folder: Path) -> dict[str, list[Path]]:
 
 def cmd_enroll_folder(args) -> int:
     from tqdm import tqdm
+    from vault_client.errors import VaultCallError
 
-    stub, pb = _stub(args), _pb()
+    vault = _client(args)
     subjects = list(subjects_in(args.folder).items())
     if args.limit:
         subjects = subjects[: args.limit]
 
     def enrol(item):
         subject, files = item
-        request = pb.EnrollRequest(subject_id=subject, modality=_modality(args), finger=args.finger,
-                                   samples=[_sample(p) for p in files[: args.samples]],
-                                   require_single_face=args.single_face)
         try:
-            stub.Enroll(request)
+            vault.enroll(subject, files[: args.samples], modality=args.modality, finger=args.finger,
+                         require_single_face=args.single_face)
             return subject, None
-        except grpc.RpcError as error:
-            return subject, f"{error.code().name}: {error.details()}"
+        except VaultCallError as error:
+            return subject, str(error)
 
     failures = []
     with ThreadPoolExecutor(args.parallel) as pool:
@@ -329,18 +352,15 @@ def cmd_enroll_folder(args) -> int:
 
 def cmd_verify(args) -> int:
     pb = _pb()
-    claim = {"subject_id": args.subject} if args.subject else {"template_id": args.template}
-    response = _stub(args).Verify(pb.VerifyRequest(**claim, modality=_modality(args), finger=args.finger,
-                                                   probe=_sample(args.file), require_single_face=args.single_face))
+    response = _client(args).verify(args.file, subject_id=args.subject or "", template_id=args.template or "",
+                                    modality=args.modality, finger=args.finger, require_single_face=args.single_face)
     print(f"{pb.Decision.Name(response.decision)} (decision {response.decision_id})")
     return 0 if response.decision == pb.MATCH else 3
 
 
 def cmd_identify(args) -> int:
-    pb = _pb()
-    response = _stub(args).Identify(pb.IdentifyRequest(modality=_modality(args), finger=args.finger,
-                                                       probe=_sample(args.file), max_candidates=args.max,
-                                                       require_single_face=args.single_face))
+    response = _client(args).identify(args.file, modality=args.modality, finger=args.finger,
+                                      max_candidates=args.max, require_single_face=args.single_face)
     if not response.candidates:
         print(f"no candidate (decision {response.decision_id})")
         return 3
@@ -350,25 +370,22 @@ def cmd_identify(args) -> int:
 
 
 def cmd_revoke(args) -> int:
-    target = {"subject_id": args.subject} if args.subject else {"template_id": args.template}
-    response = _stub(args).Revoke(_pb().RevokeRequest(**target, reason=args.reason))
-    for template_id in response.revoked_template_ids:
+    for template_id in _client(args).revoke(template_id=args.template or "", subject_id=args.subject or "",
+                                            reason=args.reason):
         print(f"revoked {template_id}")
     return 0
 
 
 def cmd_reissue(args) -> int:
-    response = _stub(args).Reissue(_pb().ReissueRequest(template_id=args.template, reason=args.reason,
-                                                        samples=[_sample(p) for p in args.files],
-                                                        require_single_face=args.single_face))
+    response = _client(args).reissue(args.template, args.files, reason=args.reason,
+                                     require_single_face=args.single_face)
     print(f"reissued {response.revoked_template_id} as {response.template_id}")
     return 0
 
 
 def cmd_list(args) -> int:
     pb = _pb()
-    response = _stub(args).ListTemplates(pb.ListTemplatesRequest(subject_id=args.subject, include_revoked=args.all))
-    for t in response.templates:
+    for t in _client(args).list_templates(args.subject, include_revoked=args.all):
         print(f"{t.template_id}  {t.subject_id:<24} {pb.Modality.Name(t.modality):<11} "
               f"{pb.TemplateStatus.Name(t.status):<7} {t.profile} key v{t.key_version} "
               f"created {t.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}"
@@ -377,34 +394,34 @@ def cmd_list(args) -> int:
 
 
 def cmd_token(args) -> int:
-    pb, stub = _pb(), _stub(args, "Admin")
+    vault = _client(args)
     if args.action == "create":
-        response = stub.CreateToken(pb.CreateTokenRequest(role=args.role or "", name=args.name))
+        response = vault.create_token(args.role or "", args.name)
         print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}); shown once:")
         print(response.token)
     elif args.action == "list":
-        for t in stub.ListTokens(pb.ListTokensRequest()).tokens:
+        for t in vault.list_tokens():
             state = "revoked" if t.HasField("revoked_at") else "live"
             print(f"{t.token_id}  {t.role:<9} {t.name:<20} {state}")
     else:
-        stub.RevokeToken(pb.RevokeTokenRequest(token_id=args.id))
+        vault.revoke_token(args.id)
         print(f"revoked token {args.id}")
     return 0
 
 
 def cmd_key(args) -> int:
-    pb, stub = _pb(), _stub(args, "Admin")
+    pb, vault = _pb(), _client(args)
     if args.action == "rotate":
-        print(f"new key version {stub.RotateKey(pb.RotateKeyRequest()).key_version}")
+        print(f"new key version {vault.rotate_key()}")
         return 0
     if args.action == "destroy":
         if not args.version:
             print("vault: key destroy needs --version N (an old version no live template uses)", file=sys.stderr)
             return 2
-        shredded = stub.DestroyKeyVersion(pb.DestroyKeyVersionRequest(key_version=args.version)).shredded_templates
+        shredded = vault.destroy_key_version(args.version)
         print(f"key version {args.version} destroyed; {shredded} revoked templates under it can never be opened")
         return 0
-    status = stub.KeyStatus(pb.KeyStatusRequest())
+    status = vault.key_status()
     print(f"current key version {status.current_key_version}")
     for v in status.versions:
         print(f"  v{v.key_version}: {v.live_templates} live templates")
@@ -418,16 +435,15 @@ def cmd_key(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    pb = _pb()
     if args.action == "verify" and args.state_dir:
         return audit_verify_offline(args.state_dir)
-    stub = _stub(args, "Audit")
+    vault = _client(args)
     if args.action == "read":
-        for r in stub.ReadAudit(pb.ReadAuditRequest(after_seq=args.after, limit=args.limit)):
+        for r in vault.read_audit(args.after, args.limit):
             print(f"{r.seq:>6} {r.at.ToDatetime():%Y-%m-%d %H:%M:%S} {r.actor:<24} {r.rpc:<12} {r.decision:<12} "
                   f"subject={r.subject_id} template={r.template_id} {r.detail}")
         return 0
-    result = stub.VerifyAudit(pb.VerifyAuditRequest())
+    result = vault.verify_audit()
     return _report_chain(result.records, [(p.seq, p.problem) for p in result.problems])
 
 
@@ -456,7 +472,10 @@ def _report_chain(count: int, problems) -> int:
 def cmd_health(args) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    status = health_pb2_grpc.HealthStub(channel(args)).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    from vault_client.connection import open_channel
+
+    with open_channel(client_settings(args)) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
     print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from vault.administration import Administration
 from vault.audit import AuditAnchor, anchor_path
@@ -30,9 +29,10 @@ from vault.profiles import PROFILES
 from vault.replication import IndexSync
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
+from vault.rpc.reflection import enable_reflection
 from vault.store import open_store
 from vault.tokens import TokenRegistry
-from vault.v1 import vault_pb2, vault_pb2_grpc
+from vault_client.v1 import vault_pb2, vault_pb2_grpc
 
 log = logging.getLogger("vault.server")
 
@@ -83,7 +83,8 @@ class VaultServer:
             if not is_loopback(settings.listen):
                 raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
         state = Path(settings.state_dir)
-        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not (settings.store_url and settings.key_file):  # else nothing of this server lives there
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_file = Path(settings.key_file or state / "keys.json")
         sealer = Pkcs11Sealer(settings.hsm) if settings.hsm is not None else None
         self.keys = LocalKeyFile(key_file, settings.key_passphrase, sealer=sealer)
@@ -127,8 +128,7 @@ class VaultServer:
         vault_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.administration), self.server)
         vault_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.administration), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                             reflection.SERVICE_NAME), self.server)
+        enable_reflection(self.server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         if self.settings.tls_dir is not None:
             tls = Path(self.settings.tls_dir)
             credentials = grpc.ssl_server_credentials(

@@ -12,8 +12,8 @@ from vault.core import Sample, Vault
 from vault.features import SampleReport
 from vault.rpc.interceptor import caller
 from vault.tokens import TokenInfo
-from vault.v1 import vault_pb2 as pb
-from vault.v1 import vault_pb2_grpc
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
 
 
 class VaultServicer(vault_pb2_grpc.VaultServicer):

@@ -1,0 +1,149 @@
+"""VaultClient: one typed method per RPC of the vault API.
+
+Requests and answers are the API's own messages (vault_client.v1.vault_pb2), so every field is
+typed and documented in the proto. Every failed call raises a vault_client.errors exception.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Union
+
+import grpc
+
+from vault_client.connection import Settings, open_channel
+from vault_client.errors import from_rpc_error
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
+
+__all__ = ["VaultClient", "SampleLike", "sample"]
+
+SampleLike = Union[pb.Sample, bytes, Path]
+_MODALITIES = {"face": pb.FACE, "fingerprint": pb.FINGERPRINT}
+_ISO_19794_2 = b"FMR\x00"
+
+
+def sample(data: SampleLike) -> pb.Sample:
+    """A Sample from image bytes, an ISO/IEC 19794-2 record (told by its "FMR" header) or a file."""
+    if isinstance(data, pb.Sample):
+        return data
+    if isinstance(data, Path):
+        data = data.read_bytes()
+    if data[:4] == _ISO_19794_2:
+        return pb.Sample(iso_19794_2=data)
+    return pb.Sample(image=data)
+
+
+def _modality(modality: Union[str, int]) -> int:
+    return _MODALITIES[modality] if isinstance(modality, str) else modality
+
+
+class VaultClient:
+    """A connection to one vault. Thread-safe; use one per process and close it (or use `with`)."""
+
+    def __init__(self, settings: Optional[Settings] = None, *, channel: Optional[grpc.Channel] = None):
+        self.settings = settings or Settings.from_environment()
+        self._channel = channel or open_channel(self.settings)
+        self._vault = vault_pb2_grpc.VaultStub(self._channel)
+        self._admin = vault_pb2_grpc.AdminStub(self._channel)
+        self._audit = vault_pb2_grpc.AuditStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {self.settings.token}"),) if self.settings.token else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "VaultClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: Optional[float] = None):
+        try:
+            return method(request, timeout=timeout or self.settings.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    # -- Vault: panels, HR systems --------------------------------------------------------------
+    def enroll(self, subject_id: str, samples: Iterable[SampleLike], *, modality: Union[str, int] = "face",
+               finger: int = 0, require_single_face: bool = False) -> pb.EnrollResponse:
+        """Enrol one person from one or more samples of one modality (and finger)."""
+        request = pb.EnrollRequest(subject_id=subject_id, modality=_modality(modality), finger=finger,
+                                   samples=[sample(s) for s in samples], require_single_face=require_single_face)
+        return self._call(self._vault.Enroll, request, self.settings.enroll_timeout_s)
+
+    def verify(self, probe: SampleLike, *, subject_id: str = "", template_id: str = "",
+               modality: Union[str, int] = "face", finger: int = 0,
+               require_single_face: bool = False) -> pb.VerifyResponse:
+        """1:1: does the probe belong to the claimed subject (or template)? `.decision == pb.MATCH`."""
+        if bool(subject_id) == bool(template_id):
+            raise ValueError("verify needs exactly one of subject_id or template_id")
+        claim = {"subject_id": subject_id} if subject_id else {"template_id": template_id}
+        request = pb.VerifyRequest(**claim, modality=_modality(modality), finger=finger, probe=sample(probe),
+                                   require_single_face=require_single_face)
+        return self._call(self._vault.Verify, request)
+
+    def identify(self, probe: SampleLike, *, modality: Union[str, int] = "face", finger: int = 0,
+                 max_candidates: int = 5, require_single_face: bool = False) -> pb.IdentifyResponse:
+        """1:N: the enrolled people the probe matches, best first (empty for a stranger)."""
+        request = pb.IdentifyRequest(modality=_modality(modality), finger=finger, probe=sample(probe),
+                                     max_candidates=max_candidates, require_single_face=require_single_face)
+        return self._call(self._vault.Identify, request)
+
+    def revoke(self, *, template_id: str = "", subject_id: str = "", reason: str = "") -> List[str]:
+        """Revoke one template, or every live template of a subject; returns the revoked ids."""
+        if bool(subject_id) == bool(template_id):
+            raise ValueError("revoke needs exactly one of subject_id or template_id")
+        target = {"subject_id": subject_id} if subject_id else {"template_id": template_id}
+        return list(self._call(self._vault.Revoke, pb.RevokeRequest(**target, reason=reason)).revoked_template_ids)
+
+    def reissue(self, template_id: str, samples: Iterable[SampleLike], *, reason: str = "",
+                require_single_face: bool = False) -> pb.ReissueResponse:
+        """Replace a template with one from new samples under a fresh salt (the old one is revoked)."""
+        request = pb.ReissueRequest(template_id=template_id, samples=[sample(s) for s in samples], reason=reason,
+                                    require_single_face=require_single_face)
+        return self._call(self._vault.Reissue, request, self.settings.enroll_timeout_s)
+
+    def list_templates(self, subject_id: str = "", *, include_revoked: bool = False,
+                       only_old_key_versions: bool = False) -> List[pb.TemplateInfo]:
+        """Template metadata (never template bytes)."""
+        request = pb.ListTemplatesRequest(subject_id=subject_id, include_revoked=include_revoked,
+                                          only_old_key_versions=only_old_key_versions)
+        return list(self._call(self._vault.ListTemplates, request).templates)
+
+    # -- Admin ------------------------------------------------------------------------------------
+    def create_token(self, role: str, name: str = "") -> pb.CreateTokenResponse:
+        """A new API token of the caller's tenant; `.token` is shown this once."""
+        return self._call(self._admin.CreateToken, pb.CreateTokenRequest(role=role, name=name))
+
+    def list_tokens(self) -> List[pb.TokenInfo]:
+        return list(self._call(self._admin.ListTokens, pb.ListTokensRequest()).tokens)
+
+    def revoke_token(self, token_id: str) -> None:
+        self._call(self._admin.RevokeToken, pb.RevokeTokenRequest(token_id=token_id))
+
+    def rotate_key(self) -> int:
+        """Start a new key version; returns its number."""
+        return self._call(self._admin.RotateKey, pb.RotateKeyRequest()).key_version
+
+    def key_status(self) -> pb.KeyStatusResponse:
+        """Key versions, who is on an old one, and whether Identify holds its FPIR at this gallery size."""
+        return self._call(self._admin.KeyStatus, pb.KeyStatusRequest())
+
+    def destroy_key_version(self, key_version: int) -> int:
+        """Crypto-shred an old key version no live template uses; returns the templates shredded."""
+        request = pb.DestroyKeyVersionRequest(key_version=key_version)
+        return self._call(self._admin.DestroyKeyVersion, request).shredded_templates
+
+    # -- Audit ------------------------------------------------------------------------------------
+    def read_audit(self, after_seq: int = 0, limit: int = 1000) -> Iterator[pb.AuditRecord]:
+        """The tenant's audit records after `after_seq`, oldest first."""
+        try:
+            yield from self._audit.ReadAudit(pb.ReadAuditRequest(after_seq=after_seq, limit=limit),
+                                             timeout=self.settings.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def verify_audit(self) -> pb.VerifyAuditResponse:
+        """Check the tenant's hash chain and the server's anchor of its head."""
+        return self._call(self._audit.VerifyAudit, pb.VerifyAuditRequest())

@@ -1,0 +1,89 @@
+"""How a client reaches the vault: target, TLS identity, API token, deadlines and retries."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import grpc
+
+__all__ = ["TlsIdentity", "Settings", "RETRY_POLICY", "open_channel"]
+
+# Calls the channel retries by itself, on UNAVAILABLE only (the server or its store was not
+# reached, so nothing happened). Never RESOURCE_EXHAUSTED: that is a lockout or a full queue, and
+# retrying a lockout only extends it. Never the calls that create something (Enroll, Reissue,
+# CreateToken, RotateKey, DestroyKeyVersion): a retry after a lost answer would do it twice.
+_RETRIED = {
+    "vault.v1.Vault": ["Verify", "Identify", "Revoke", "ListTemplates"],
+    "vault.v1.Admin": ["ListTokens", "RevokeToken", "KeyStatus"],
+    "vault.v1.Audit": ["ReadAudit", "VerifyAudit"],
+}
+RETRY_POLICY = {
+    "methodConfig": [{
+        "name": [{"service": service, "method": method} for service, methods in _RETRIED.items() for method in methods],
+        "retryPolicy": {
+            "maxAttempts": 4,
+            "initialBackoff": "0.2s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+}
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """The client's certificate and key (they name its tenant and role) and the site CA."""
+
+    ca_certificate: bytes
+    certificate: bytes
+    private_key: bytes
+
+    @classmethod
+    def from_dir(cls, folder: "str | Path", name: str) -> "TlsIdentity":
+        """Read ca.crt, NAME.crt and NAME.key from a folder (the layout `vault pki issue` writes)."""
+        folder = Path(folder)
+        return cls((folder / "ca.crt").read_bytes(), (folder / f"{name}.crt").read_bytes(),
+                   (folder / f"{name}.key").read_bytes())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how to connect. `from_environment` reads the variables the `vault` CLI uses."""
+
+    target: str = "127.0.0.1:50051"
+    tls: Optional[TlsIdentity] = None  # None: plaintext, for loopback development only
+    token: Optional[str] = None
+    timeout_s: float = 10.0  # deadline of every call but enrolment
+    enroll_timeout_s: float = 60.0  # Enroll and Reissue extract several samples
+
+    @classmethod
+    def from_environment(cls, **overrides) -> "Settings":
+        """VAULT_SERVER, VAULT_TLS_DIR + VAULT_IDENTITY, VAULT_TOKEN or VAULT_TOKEN_FILE; keyword
+        arguments win over the environment."""
+        env = os.environ
+        values = {"target": env.get("VAULT_SERVER", cls.target)}
+        if env.get("VAULT_TLS_DIR"):
+            if not env.get("VAULT_IDENTITY"):
+                raise ValueError("VAULT_TLS_DIR needs VAULT_IDENTITY (the client certificate's name)")
+            values["tls"] = TlsIdentity.from_dir(env["VAULT_TLS_DIR"], env["VAULT_IDENTITY"])
+        if env.get("VAULT_TOKEN_FILE"):
+            values["token"] = Path(env["VAULT_TOKEN_FILE"]).read_text().strip()
+        elif env.get("VAULT_TOKEN"):
+            values["token"] = env["VAULT_TOKEN"]
+        values.update(overrides)
+        return cls(**values)
+
+
+def open_channel(settings: Settings) -> grpc.Channel:
+    """A channel with the retry policy; TLS with the client certificate when one is given."""
+    options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_POLICY))]
+    if settings.tls is None:
+        return grpc.insecure_channel(settings.target, options=options)
+    credentials = grpc.ssl_channel_credentials(settings.tls.ca_certificate, settings.tls.private_key,
+                                               settings.tls.certificate)
+    return grpc.secure_channel(settings.target, credentials, options=options)
