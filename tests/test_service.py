@@ -229,3 +229,27 @@ def test_identify_max_candidates_bounds(vault_server):
     code, _ = status_of(lambda: vault_server.stub().Identify(pb.IdentifyRequest(
         modality=pb.FACE, probe=orl("s1", 2), max_candidates=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_cli_walk_through(vault_server, enrolled, capsys, monkeypatch):
+    """The README's client commands against the server: exit codes 0, 3 and 1 mean what --help says."""
+    from vault.cli import main
+
+    monkeypatch.setenv("VAULT_SERVER", f"127.0.0.1:{vault_server.port}")
+    photo = lambda subject, image: str(data_path("face", "orl", subject, f"{image}.pgm"))  # noqa: E731
+    assert main(["enroll", "--subject", "cli-person", photo("s12", 1), photo("s12", 3)]) == 0
+    assert "enrolled cli-person: template" in capsys.readouterr().out
+    assert main(["verify", "--subject", "cli-person", photo("s12", 5)]) == 0
+    assert capsys.readouterr().out.startswith("MATCH (decision ")
+    assert main(["verify", "--subject", "cli-person", photo("s13", 5)]) == 3
+    assert capsys.readouterr().out.startswith("NO_MATCH")
+    assert main(["identify", photo("s12", 6)]) == 0
+    assert "cli-person" in capsys.readouterr().out
+    assert main(["list", "--subject", "cli-person"]) == 0
+    listed = capsys.readouterr().out
+    assert "cli-person" in listed and " LIVE " in listed
+    assert main(["revoke", "--subject", "cli-person", "--reason", "test"]) == 0
+    assert "revoked " in capsys.readouterr().out
+    assert main(["enroll", "--subject", "x", __file__]) == 1  # not an image: INVALID_ARGUMENT, exit 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    assert main(["health"]) == 0

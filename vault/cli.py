@@ -1,313 +1,320 @@
-"""The `vault` command: `vault serve`, and client commands that talk gRPC to a running vault."""
+"""The `vault` command: `vault serve`, operator commands (pki, backup, restore), and client commands
+that talk gRPC to a running vault through the vault_client package.
+
+Every setting is read, first found wins: the command-line flag, its VAULT_* environment variable
+(shown in --help), the settings file (--config / VAULT_CONFIG, TOML), the default (shown in --help).
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import sys
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import click
 import grpc
 
 from vault.exceptions import VaultError
 from vault_client.errors import VaultCallError
 
-DEFAULT_SERVER = os.environ.get("VAULT_SERVER", "127.0.0.1:50051")
-EXIT_CODES = """exit codes: 0 done; 1 a call failed (its gRPC status is printed) or a file is unreadable;
-2 bad usage, or the server refused to start; 3 verify: NO_MATCH; 4 audit verify: the chain is broken
+EXIT_CODES = """\b
+Exit codes:
+  0  done
+  1  a call failed (its gRPC status is printed), or a file is unreadable
+  2  bad usage or settings, or the server refused to start
+  3  verify: NO_MATCH; identify: no candidate
+  4  audit verify: the chain is broken
 
-Settings come from flags, else environment variables (VAULT_*, named in each command's --help), else
-defaults. Client commands: VAULT_SERVER, VAULT_TLS_DIR, VAULT_IDENTITY, VAULT_TOKEN."""
+\b
+Settings file (--config FILE, TOML): a [serve] table for `vault serve`, a [client] table for every
+client command, tables named after other commands for theirs; keys are option names, e.g.
+  [serve]
+  listen = "0.0.0.0:50051"
+  max-failures-per-subject = 5
+Secrets are never options: key passphrase from VAULT_KEY_PASSPHRASE_FILE (or VAULT_KEY_PASSPHRASE),
+HSM PIN from VAULT_HSM_PIN_FILE (or VAULT_HSM_PIN), tokens from --token-file / VAULT_TOKEN_FILE."""
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".bmp", ".iso"}
+ROLES = ["panel", "enroller", "auditor", "admin"]
+CLIENT_SECTION = "client"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vault", description=__doc__, epilog=EXIT_CODES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+def setting(*names: str, env: str | None = None, **kwargs):
+    """An option that is a setting: named environment variable, default and variable in --help."""
+    kwargs.setdefault("show_default", True)
+    return click.option(*names, envvar=env, show_envvar=env is not None, **kwargs)
 
-    serve = commands.add_parser("serve", help="run the vault server (embedded SQLite + local key file by default)")
-    serve.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")),
-                       help="folder of the embedded SQLite store (env VAULT_STATE_DIR; default: %(default)s)")
-    serve.add_argument("--listen", default=os.environ.get("VAULT_LISTEN", "127.0.0.1:50051"),
-                       help="host:port of the gRPC server (env VAULT_LISTEN; default: %(default)s)")
-    serve.add_argument("--store", default=os.environ.get("VAULT_STORE", ""), help="sqlite:///path or postgresql://...")
-    serve.add_argument("--key-file", type=Path, default=os.environ.get("VAULT_KEY_FILE"),
-                       help="the key file (env VAULT_KEY_FILE; default: STATE_DIR/keys.json, development only: "
-                            "keep keys off the data's volume)")
-    serve.add_argument("--hsm-module", type=Path, default=os.environ.get("VAULT_HSM_MODULE"),
-                       help="PKCS#11 library sealing the key file with a key that never leaves the token "
-                            "(env VAULT_HSM_MODULE; e.g. /usr/lib/softhsm/libsofthsm2.so); PIN from "
-                            "VAULT_HSM_PIN_FILE or VAULT_HSM_PIN")
-    serve.add_argument("--hsm-token", default=os.environ.get("VAULT_HSM_TOKEN", "vault"),
-                       help="PKCS#11 token label (env VAULT_HSM_TOKEN; default: %(default)s)")
-    serve.add_argument("--hsm-key-label", default=os.environ.get("VAULT_HSM_KEY_LABEL", "vault-key-file"),
-                       help="label of the AES key in the token, made on first use (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores)")
-    serve.add_argument("--max-pending", type=int, default=None, help="samples queued before RESOURCE_EXHAUSTED")
-    serve.add_argument("--sample-time-limit", type=float, default=15.0,
-                       help="seconds one sample may take in a worker before the worker is killed (default: %(default)s)")
-    serve.add_argument("--allow-face-embeddings", action="store_true",
-                       help="accept pre-computed 128-D face embeddings from panels")
-    serve.add_argument("--port-file", type=Path, default=None, help="write the bound port here once serving (tests, scripts)")
-    serve.add_argument("--plaintext", action="store_true", help="no TLS: loopback development only")
-    serve.add_argument("--tls-dir", type=Path, default=None, help="folder with ca.crt, server.crt, server.key")
-    serve.add_argument("--auditor-score-bands", action="store_true",
-                       help="auditors may Verify and get the score's decile (panels never get scores)")
-    serve.add_argument("--max-failures-per-subject", type=int, default=5,
-                       help="failed verifications of one person by one client before a lockout (default: %(default)s)")
-    serve.add_argument("--max-failures-per-client", type=int, default=50,
-                       help="failed verifications and empty identifications of one client before a lockout "
-                            "(default: %(default)s)")
-    serve.add_argument("--failure-window", type=float, default=300.0, help="seconds")
-    serve.add_argument("--lockout", type=float, default=300.0, help="seconds")
-    serve.add_argument("--metrics-listen", default=os.environ.get("VAULT_METRICS_LISTEN"),
-                       help="host:port for the Prometheus /metrics endpoint (off by default)")
-    serve.add_argument("--call-timeout", type=float, default=30.0, help="server-side deadline of one RPC, seconds")
-    serve.add_argument("--log-level", default=os.environ.get("VAULT_LOG_LEVEL", "INFO"),
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="env VAULT_LOG_LEVEL (default: %(default)s)")
-    serve.add_argument("--log-format", default=os.environ.get("VAULT_LOG_FORMAT", "text"), choices=["text", "json"],
-                       help="json: one object a line with rpc, status, latency_ms, tenant, caller, role and "
-                            "decision_id for every call (env VAULT_LOG_FORMAT; default: %(default)s)")
-    serve.add_argument("--identify-fpir", type=float, default=0.01,
-                       help="false-positive identification rate Identify holds at any gallery size "
-                            "(share of people not enrolled who get a candidate; default 0.01)")
-    serve.add_argument("--identify-max-fnir", type=float, default=0.2,
-                       help="expected false-negative identification rate above which KeyStatus, a metric and "
-                            "the log say the gallery is too large for the FPIR target (default 0.2)")
 
-    pki = commands.add_parser("pki", help="a local CA and certificates for development and small sites")
-    pki_commands = pki.add_subparsers(dest="pki_command", required=True)
-    pki_init = pki_commands.add_parser("init", help="create a CA and a server certificate")
-    pki_init.add_argument("--dir", type=Path, default=Path(".vault/pki"), help="folder for the CA and certificates (default: %(default)s)")
-    pki_init.add_argument("--host", action="append", default=None, help="server name or IP (repeatable)")
-    pki_issue = pki_commands.add_parser("issue", help="issue a client certificate for a tenant and role")
-    pki_issue.add_argument("--dir", type=Path, default=Path(".vault/pki"), help="the CA's folder (default: %(default)s)")
-    pki_issue.add_argument("--tenant", required=True, help="the tenant the certificate acts for")
-    pki_issue.add_argument("--role", required=True, choices=["panel", "enroller", "auditor", "admin"], help="its role")
-    pki_issue.add_argument("--days", type=int, default=397, help="validity (default: %(default)s)")
-    pki_issue.add_argument("name", help="file name of the certificate and key (NAME.crt, NAME.key)")
-
-    def store_args(command):
-        command.add_argument("--state-dir", type=Path, default=Path(os.environ.get("VAULT_STATE_DIR", ".vault")),
-                             help="the embedded store's folder (vault.db) (env VAULT_STATE_DIR; default: %(default)s)")
-        command.add_argument("--store", default=os.environ.get("VAULT_STORE", ""),
-                             help="sqlite:///path or postgresql://... instead of --state-dir (env VAULT_STORE)")
-
-    backup = commands.add_parser("backup", help="write an archive of the store while it serves: sealed template "
-                                                "rows, token HMACs and the audit chain, never key material")
-    store_args(backup)
-    backup.add_argument("archive", type=Path, help="the archive to write (gzip; e.g. vault-2026-11-27.backup)")
-    restore = commands.add_parser("restore", help="load an archive into an empty store, SQLite or PostgreSQL "
-                                                  "(also the way to move a vault between backends)")
-    store_args(restore)
-    restore.add_argument("archive", type=Path, help="an archive written by `vault backup`")
-
-    def client(name: str, help: str):
-        command = commands.add_parser(name, help=help)
-        command.add_argument("--server", default=DEFAULT_SERVER, help="host:port of the vault (env VAULT_SERVER; default: %(default)s)")
-        command.add_argument("--tls-dir", type=Path, default=os.environ.get("VAULT_TLS_DIR"),
-                             help="folder with ca.crt and <identity>.crt/.key")
-        command.add_argument("--identity", default=os.environ.get("VAULT_IDENTITY"), help="client certificate name")
-        command.add_argument("--token", default=os.environ.get("VAULT_TOKEN"), help="API token (or VAULT_TOKEN)")
-        return command
-
-    token = client("token", "API tokens of your tenant (admin)")
-    token.add_argument("action", choices=["create", "list", "revoke"])
-    token.add_argument("--role", choices=["panel", "enroller", "auditor", "admin"], help="create: the token's role")
-    token.add_argument("--name", default="", help="create: a name for the token (e.g. the door)")
-    token.add_argument("--id", default="", help="revoke: the token id (from list)")
-
-    key = client("key", "tenant key versions (admin)")
-    key.add_argument("action", choices=["rotate", "status", "destroy"],
-                     help="rotate: start a new version; status: versions and who is on old ones; destroy: "
-                          "delete an old version no live template uses (crypto-shredding)")
-    key.add_argument("--version", type=int, default=0, help="the key version to destroy")
-
-    audit = client("audit", "the audit trail (auditor); `audit verify --state-dir` checks a store offline")
-    audit.add_argument("action", choices=["read", "verify"])
-    audit.add_argument("--after", type=int, default=0, help="read: records after this seq (default: %(default)s)")
-    audit.add_argument("--limit", type=int, default=1000, help="read: at most this many (default: %(default)s)")
-    audit.add_argument("--state-dir", type=Path, default=None, help="verify offline: read the store and key file")
-
-    def modality_args(command):
-        command.add_argument("--modality", choices=["face", "fingerprint"], default="face", help="default: %(default)s")
-        command.add_argument("--finger", type=int, default=0, help="ISO/IEC 19794-2 finger code 0-10")
-        command.add_argument("--single-face", action="store_true", help="fail if several faces are found")
-
-    enroll = client("enroll", "enrol one subject from one or more sample files")
-    enroll.add_argument("--subject", required=True, help="the person's id in your system")
-    modality_args(enroll)
-    enroll.add_argument("files", nargs="+", type=Path, help="images or ISO/IEC 19794-2 records of one person (up to 10)")
-
-    bulk = client("enroll-folder", "enrol every subject of a folder (one subfolder or file prefix per subject)")
-    modality_args(bulk)
-    bulk.add_argument("folder", type=Path, help="one sub-folder per person, named by their id")
-    bulk.add_argument("--samples", type=int, default=1, help="samples per subject (the first N files)")
-    bulk.add_argument("--limit", type=int, default=0, help="enrol at most this many subjects")
-    bulk.add_argument("--parallel", type=int, default=4, help="concurrent enrolments (default: %(default)s)")
-
-    verify = client("verify", "1:1 verification of a probe against a subject or template")
-    claim = verify.add_mutually_exclusive_group(required=True)
-    claim.add_argument("--subject", help="the claimed person")
-    claim.add_argument("--template", help="the claimed template id")
-    modality_args(verify)
-    verify.add_argument("file", type=Path, help="the probe image or record")
-
-    identify = client("identify", "1:N identification of a probe")
-    modality_args(identify)
-    identify.add_argument("--max", type=int, default=5, help="candidates at most (default: %(default)s)")
-    identify.add_argument("file", type=Path, help="the probe image or record")
-
-    revoke = client("revoke", "revoke a template, or every live template of a subject")
-    target = revoke.add_mutually_exclusive_group(required=True)
-    target.add_argument("--subject", help="revoke every live template of this person")
-    target.add_argument("--template", help="revoke this template")
-    revoke.add_argument("--reason", default="", help="recorded in the template and the audit trail")
-
-    reissue = client("reissue", "replace a template with one from new samples under a fresh salt")
-    reissue.add_argument("--template", required=True, help="the live template to replace")
-    reissue.add_argument("--reason", default="", help="recorded in the audit trail")
-    reissue.add_argument("--single-face", action="store_true", help="refuse images with more than one face")
-    reissue.add_argument("files", nargs="+", type=Path, help="new samples of the same person")
-
-    client("health", "exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK)")
-    listing = client("list", "template metadata (never template bytes)")
-    listing.add_argument("--subject", default="", help="one person's templates only")
-    listing.add_argument("--all", action="store_true", help="include revoked templates")
-
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return run_serve(args)
-    if args.command == "pki":
-        return run_pki(args)
-    if args.command in ("backup", "restore"):
-        return run_backup(args)
+# -- the settings file ------------------------------------------------------------------------------
+def load_settings_file(ctx: click.Context, _param, path: Path | None) -> Path | None:
+    """Read the TOML settings file into Click's default_map (below flags and environment variables,
+    above built-in defaults). Unknown tables or keys are refused by name."""
+    if path is None:
+        return None
     try:
-        return CLIENT_COMMANDS[args.command](args)
-    except grpc.RpcError as error:  # health: a plain gRPC call
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 1
-    except VaultCallError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
-        return 1
-    except VaultError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1
+        tables = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"cannot read {path}: {error}") from None
+    group: click.Group = ctx.command
+    defaults: dict[str, dict] = {}
+    for table, values in tables.items():
+        targets = CLIENT_COMMANDS if table == CLIENT_SECTION else [table]
+        if not isinstance(values, dict) or any(t not in group.commands for t in targets):
+            raise click.BadParameter(f"{path}: unknown table [{table}]")
+        for target in targets:
+            command = group.commands[target]
+            known = {p.name for p in command.params if isinstance(p, click.Option)}
+            for key, value in values.items():
+                name = key.replace("-", "_")
+                if name not in known:
+                    raise click.BadParameter(f"{path}: [{table}] has no setting {key!r} (see vault {target} --help)")
+                defaults.setdefault(target, {})[name] = value
+    ctx.default_map = defaults
+    return path
 
 
-def run_serve(args) -> int:
-    from vault.lockout import Limits
-    from vault.server import Settings, serve
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@setting("--config", env="VAULT_CONFIG", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+         is_eager=True, expose_value=False, callback=load_settings_file,
+         help="settings file (TOML); flags and environment variables win over it")
+def cli():
+    """vault: cancellable face and fingerprint templates behind gRPC."""
+
+
+# -- the server -------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODES)
+@setting("--state-dir", env="VAULT_STATE_DIR", type=click.Path(path_type=Path), default=Path(".vault"),
+         help="folder of the embedded SQLite store (and of the key file unless --key-file)")
+@setting("--listen", env="VAULT_LISTEN", default="127.0.0.1:50051", help="host:port of the gRPC server")
+@setting("--store", env="VAULT_STORE", default="", show_default="STATE_DIR/vault.db", help="sqlite:///path or postgresql://...")
+@setting("--key-file", env="VAULT_KEY_FILE", type=click.Path(path_type=Path), default=None,
+         help="the key file (default: STATE_DIR/keys.json, development only: keep keys off the data's volume)")
+@setting("--hsm-module", env="VAULT_HSM_MODULE", type=click.Path(path_type=Path), default=None,
+         help="PKCS#11 library sealing the key file with a key that never leaves the token "
+              "(e.g. /usr/lib/softhsm/libsofthsm2.so); PIN from VAULT_HSM_PIN_FILE or VAULT_HSM_PIN")
+@setting("--hsm-token", env="VAULT_HSM_TOKEN", default="vault", help="PKCS#11 token label")
+@setting("--hsm-key-label", env="VAULT_HSM_KEY_LABEL", default="vault-key-file",
+         help="label of the AES key in the token, made on first use")
+@setting("--workers", env="VAULT_WORKERS", type=click.IntRange(min=1), default=None,
+         help="extraction processes (default: one per core)")
+@setting("--max-pending", env="VAULT_MAX_PENDING", type=click.IntRange(min=1), default=None,
+         help="samples queued before RESOURCE_EXHAUSTED (default: 8 per worker)")
+@setting("--sample-time-limit", env="VAULT_SAMPLE_TIME_LIMIT", type=click.FloatRange(min=0.1), default=15.0,
+         help="seconds one sample may take in a worker before the worker is killed")
+@setting("--allow-face-embeddings", env="VAULT_ALLOW_FACE_EMBEDDINGS", is_flag=True,
+         help="accept pre-computed 128-D face embeddings from panels")
+@setting("--port-file", env="VAULT_PORT_FILE", type=click.Path(path_type=Path), default=None,
+         help="write the bound port here once serving (tests, scripts)")
+@setting("--plaintext", env="VAULT_PLAINTEXT", is_flag=True, help="no TLS: loopback development only")
+@setting("--tls-dir", env="VAULT_TLS_DIR", type=click.Path(path_type=Path), default=None,
+         help="folder with ca.crt, server.crt, server.key (from `vault pki init`)")
+@setting("--auditor-score-bands", env="VAULT_AUDITOR_SCORE_BANDS", is_flag=True,
+         help="auditors may Verify and get the score's decile (panels never get scores)")
+@setting("--max-failures-per-subject", env="VAULT_MAX_FAILURES_PER_SUBJECT", type=click.IntRange(min=1), default=5,
+         help="failed verifications of one person by one client before a lockout")
+@setting("--max-failures-per-client", env="VAULT_MAX_FAILURES_PER_CLIENT", type=click.IntRange(min=1), default=50,
+         help="failed verifications and empty identifications of one client before a lockout")
+@setting("--failure-window", env="VAULT_FAILURE_WINDOW", type=click.FloatRange(min=1), default=300.0,
+         help="seconds over which failures count")
+@setting("--lockout", env="VAULT_LOCKOUT", type=click.FloatRange(min=1), default=300.0, help="seconds a lockout lasts")
+@setting("--metrics-listen", env="VAULT_METRICS_LISTEN", default=None,
+         help="host:port for the Prometheus /metrics endpoint (off unless given; keep it on loopback)")
+@setting("--call-timeout", env="VAULT_CALL_TIMEOUT", type=click.FloatRange(min=0.1), default=30.0,
+         help="server-side deadline of one RPC, seconds")
+@setting("--log-level", env="VAULT_LOG_LEVEL", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
+         help="lowest level logged")
+@setting("--log-format", env="VAULT_LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
+         help="json: one object a line, with rpc, status, latency_ms, tenant, caller, role and decision_id for every call")
+@setting("--identify-fpir", env="VAULT_IDENTIFY_FPIR", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+         default=0.01, help="false-positive identification rate Identify holds at any gallery size "
+                            "(share of people not enrolled who get a candidate)")
+@setting("--identify-max-fnir", env="VAULT_IDENTIFY_MAX_FNIR", type=click.FloatRange(0, 1, min_open=True), default=0.2,
+         help="expected false-negative identification rate above which KeyStatus, a metric and the log say "
+              "the gallery is too large for the FPIR target")
+def serve(**options) -> int:
+    """Run the vault server (embedded SQLite and a local key file by default)."""
     from vault.core import IdentifyPolicy
-
-    if not (0 < args.identify_fpir < 1 and 0 < args.identify_max_fnir <= 1):
-        print("vault: --identify-fpir must be in (0, 1) and --identify-max-fnir in (0, 1]", file=sys.stderr)
-        return 2
+    from vault.lockout import Limits
     from vault.logs import configure
+    from vault.server import Settings
+    from vault.server import serve as run_server
 
-    configure(args.log_level, args.log_format)
-    limits = Limits(args.max_failures_per_subject, args.max_failures_per_client, args.failure_window, args.lockout)
+    configure(options["log_level"], options["log_format"])
+    limits = Limits(options["max_failures_per_subject"], options["max_failures_per_client"],
+                    options["failure_window"], options["lockout"])
     hsm = None
-    if args.hsm_module:
+    if options["hsm_module"]:
         from vault.hsm import HsmConfig, pin_from_environment
 
         pin = pin_from_environment()
         if not pin:
-            print("vault: --hsm-module needs the token's PIN in VAULT_HSM_PIN_FILE (or VAULT_HSM_PIN)", file=sys.stderr)
-            return 2
-        hsm = HsmConfig(args.hsm_module, args.hsm_token, pin, args.hsm_key_label)
-    settings = Settings(state_dir=args.state_dir, listen=args.listen, store_url=args.store, key_file=args.key_file,
-                        workers=args.workers, max_pending=args.max_pending, sample_time_limit_s=args.sample_time_limit,
-                        allow_face_embeddings=args.allow_face_embeddings, port_file=args.port_file,
-                        plaintext=args.plaintext, tls_dir=args.tls_dir, auditor_score_bands=args.auditor_score_bands,
-                        limits=limits, metrics_listen=args.metrics_listen, call_timeout_s=args.call_timeout,
-                        identification=IdentifyPolicy(args.identify_fpir, args.identify_max_fnir), hsm=hsm)
+            raise click.UsageError("--hsm-module needs the token's PIN in VAULT_HSM_PIN_FILE (or VAULT_HSM_PIN)")
+        hsm = HsmConfig(options["hsm_module"], options["hsm_token"], pin, options["hsm_key_label"])
+    settings = Settings(
+        state_dir=options["state_dir"], listen=options["listen"], store_url=options["store"],
+        key_file=options["key_file"], workers=options["workers"], max_pending=options["max_pending"],
+        sample_time_limit_s=options["sample_time_limit"], allow_face_embeddings=options["allow_face_embeddings"],
+        port_file=options["port_file"], plaintext=options["plaintext"], tls_dir=options["tls_dir"],
+        auditor_score_bands=options["auditor_score_bands"], limits=limits, metrics_listen=options["metrics_listen"],
+        call_timeout_s=options["call_timeout"], hsm=hsm,
+        identification=IdentifyPolicy(options["identify_fpir"], options["identify_max_fnir"]))
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(run_server(settings))
     except VaultError as error:
         print(f"vault: {error.message}", file=sys.stderr)
         return 2
     return 0
 
 
-def run_backup(args) -> int:
+# -- operator commands ------------------------------------------------------------------------------
+@cli.group()
+def pki():
+    """A local CA and certificates for development and small sites."""
+
+
+@pki.command("init")
+@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path(".vault/pki"),
+         help="folder for the CA and certificates")
+@setting("--host", multiple=True, default=["localhost", "127.0.0.1"], help="server name or IP (repeatable)")
+def pki_init(folder: Path, host: tuple[str, ...]) -> int:
+    """Create a CA and a server certificate."""
+    from vault import pki as authority
+
+    authority.init_ca(folder)
+    authority.issue(folder, "server", server_hosts=list(host))
+    print(f"CA and server certificate in {folder} (ca.crt, server.crt, server.key)")
+    return 0
+
+
+@pki.command("issue")
+@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path(".vault/pki"), help="the CA's folder")
+@click.option("--tenant", required=True, help="the tenant the certificate acts for")
+@click.option("--role", required=True, type=click.Choice(ROLES), help="its role")
+@setting("--days", type=click.IntRange(min=1), default=397, help="validity")
+@click.argument("name")
+def pki_issue(folder: Path, tenant: str, role: str, days: int, name: str) -> int:
+    """Issue a client certificate NAME.crt / NAME.key for a tenant and role."""
+    from vault import pki as authority
+
+    path = authority.issue(folder, name, tenant=tenant, role=role, days=days)
+    print(f"{path} and {path.with_suffix('.key')}: {role} of tenant {tenant}")
+    return 0
+
+
+def store_options(command):
+    command = setting("--store", env="VAULT_STORE", default="", show_default="STATE_DIR/vault.db",
+                      help="sqlite:///path or postgresql://...")(command)
+    return setting("--state-dir", env="VAULT_STATE_DIR", type=click.Path(path_type=Path), default=Path(".vault"),
+                   help="the embedded store's folder (vault.db)")(command)
+
+
+@cli.command()
+@store_options
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+def backup(state_dir: Path, store: str, archive: Path) -> int:
+    """Write ARCHIVE while the vault serves: sealed template rows, token HMACs and the audit chain,
+    never key material (back up the key store apart)."""
+    if not store and not (state_dir / "vault.db").exists():
+        raise click.UsageError(f"no store in {state_dir} (give --state-dir or --store)")
+    return _backup_or_restore("backup", store or f"sqlite:///{state_dir / 'vault.db'}", archive)
+
+
+@cli.command()
+@store_options
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore(state_dir: Path, store: str, archive: Path) -> int:
+    """Load ARCHIVE (from `vault backup`) into an empty store, SQLite or PostgreSQL: also the way to
+    move a vault between backends."""
+    return _backup_or_restore("restore", store or f"sqlite:///{state_dir / 'vault.db'}", archive)
+
+
+def _backup_or_restore(action: str, url: str, archive: Path) -> int:
     from vault.backup import CONTENTS, restore_backup, write_backup
     from vault.store import open_store
 
-    url = args.store or f"sqlite:///{args.state_dir / 'vault.db'}"
-    if not args.store and args.command == "backup" and not (args.state_dir / "vault.db").exists():
-        print(f"error: no store in {args.state_dir} (give --state-dir or --store)", file=sys.stderr)
-        return 1
+    store = open_store(url)
     try:
-        store = open_store(url)
-        try:
-            if args.command == "backup":
-                summary = write_backup(store, args.archive)
-            else:
-                summary = restore_backup(args.archive, store)
-        finally:
-            store.close()
-    except (VaultError, OSError) as error:
-        print(f"error: {getattr(error, 'message', None) or error}", file=sys.stderr)
-        return 1
+        summary = write_backup(store, archive) if action == "backup" else restore_backup(archive, store)
+    finally:
+        store.close()
     counts = summary.counts
-    done = f"wrote {summary.path}" if args.command == "backup" else f"restored {summary.path} into the store"
+    done = f"wrote {summary.path}" if action == "backup" else f"restored {summary.path} into the store"
     print(f"{done}: {counts['templates']} templates, {counts['tokens']} tokens, {counts['audit']} audit records")
     print(f"it holds {CONTENTS}")
     return 0
 
 
-def run_pki(args) -> int:
-    from vault import pki
+# -- client commands: the vault_client package, the one every panel and HR system uses ---------------
+def client_command(name: str, **kwargs):
+    """A command that calls a running vault: the connection settings every client command shares."""
 
-    try:
-        if args.pki_command == "init":
-            pki.init_ca(args.dir)
-            pki.issue(args.dir, "server", server_hosts=args.host or ["localhost", "127.0.0.1"])
-            print(f"CA and server certificate in {args.dir} (ca.crt, server.crt, server.key)")
-        else:
-            path = pki.issue(args.dir, args.name, tenant=args.tenant, role=args.role, days=args.days)
-            print(f"{path} and {path.with_suffix('.key')}: {args.role} of tenant {args.tenant}")
-    except VaultError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1
-    return 0
+    def decorate(function):
+        for option in reversed([
+            setting("--server", env="VAULT_SERVER", default="127.0.0.1:50051", help="host:port of the vault"),
+            setting("--tls-dir", env="VAULT_TLS_DIR", type=click.Path(path_type=Path), default=None,
+                    help="folder with ca.crt and IDENTITY.crt/.key (omit: plaintext, loopback only)"),
+            setting("--identity", env="VAULT_IDENTITY", default=None, help="client certificate name in --tls-dir"),
+            setting("--token", env="VAULT_TOKEN", default=None, show_default=False, help="API token"),
+            setting("--token-file", env="VAULT_TOKEN_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                    default=None, help="file holding the API token (better than --token: not in the process list)"),
+        ]):
+            function = option(function)
+        CLIENT_COMMANDS.append(name)
+        return cli.command(name, epilog=EXIT_CODES, **kwargs)(function)
+
+    return decorate
 
 
-# -- client side: the vault_client package, the one every panel and HR system uses ---------------
-def client_settings(args):
+CLIENT_COMMANDS: list[str] = []
+
+
+def connection_settings(options: dict):
+    """vault_client Settings from the connection options every client command shares (consumed
+    from `options`)."""
     from vault_client import Settings, TlsIdentity
 
+    server, tls_dir, identity = options.pop("server"), options.pop("tls_dir"), options.pop("identity")
+    token, token_file = options.pop("token"), options.pop("token_file")
     tls = None
-    if args.tls_dir:
-        if not args.identity:
-            raise VaultError("--identity NAME is needed with --tls-dir (the client certificate NAME.crt)")
-        tls = TlsIdentity.from_dir(args.tls_dir, args.identity)
-    return Settings(args.server, tls=tls, token=args.token or None)
+    if tls_dir:
+        if not identity:
+            raise click.UsageError("--identity NAME is needed with --tls-dir (the client certificate NAME.crt)")
+        tls = TlsIdentity.from_dir(tls_dir, identity)
+    if token_file:
+        token = token_file.read_text().strip()
+    return Settings(server, tls=tls, token=token or None)
 
 
-def _client(args):
+def connect(options: dict):
     from vault_client import VaultClient
 
-    return VaultClient(client_settings(args))
+    return VaultClient(connection_settings(options))
 
 
-def _pb():
-    from vault_client import pb
+def modality_options(function):
+    function = click.option("--single-face", is_flag=True, help="fail if several faces are found")(function)
+    function = setting("--finger", type=click.IntRange(0, 10), default=0, help="ISO/IEC 19794-2 finger code 0-10")(function)
+    return setting("--modality", type=click.Choice(["face", "fingerprint"]), default="face", help="the probe's kind")(function)
 
-    return pb
+
+def one_claim(subject: str | None, template: str | None) -> None:
+    if bool(subject) == bool(template):
+        raise click.UsageError("give exactly one of --subject or --template")
 
 
-def cmd_enroll(args) -> int:
-    response = _client(args).enroll(args.subject, args.files, modality=args.modality, finger=args.finger,
-                                    require_single_face=args.single_face)
-    print(f"enrolled {args.subject}: template {response.template_id} ({response.profile}, key v{response.key_version})")
+FILES = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@client_command("enroll")
+@click.option("--subject", required=True, help="the person's id in your system")
+@modality_options
+@click.argument("files", nargs=-1, required=True, type=FILES)
+def enroll(subject, modality, finger, single_face, files, **connection) -> int:
+    """Enrol one subject from FILES: images or ISO/IEC 19794-2 records of one person (up to 10)."""
+    response = connect(connection).enroll(subject, list(files), modality=modality, finger=finger,
+                                          require_single_face=single_face)
+    print(f"enrolled {subject}: template {response.template_id} ({response.profile}, key v{response.key_version})")
     return 0
 
 
@@ -321,26 +328,31 @@ def subjects_in(folder: Path) -> dict[str, list[Path]]:
     return subjects
 
 
-def cmd_enroll_folder(args) -> int:
+@client_command("enroll-folder")
+@modality_options
+@setting("--samples", type=click.IntRange(1, 10), default=1, help="samples per subject (the first N files)")
+@setting("--limit", type=click.IntRange(min=0), default=0, help="enrol at most this many subjects (0: all)")
+@setting("--parallel", type=click.IntRange(min=1), default=4, help="concurrent enrolments")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def enroll_folder(modality, finger, single_face, samples, limit, parallel, folder, **connection) -> int:
+    """Enrol every subject of FOLDER (one sub-folder per person, or a file-name prefix before '_')."""
     from tqdm import tqdm
-    from vault_client.errors import VaultCallError
 
-    vault = _client(args)
-    subjects = list(subjects_in(args.folder).items())
-    if args.limit:
-        subjects = subjects[: args.limit]
+    vault = connect(connection)
+    subjects = list(subjects_in(folder).items())
+    if limit:
+        subjects = subjects[:limit]
 
     def enrol(item):
         subject, files = item
         try:
-            vault.enroll(subject, files[: args.samples], modality=args.modality, finger=args.finger,
-                         require_single_face=args.single_face)
+            vault.enroll(subject, files[:samples], modality=modality, finger=finger, require_single_face=single_face)
             return subject, None
         except VaultCallError as error:
             return subject, str(error)
 
     failures = []
-    with ThreadPoolExecutor(args.parallel) as pool:
+    with ThreadPoolExecutor(parallel) as pool:
         for subject, problem in tqdm(pool.map(enrol, subjects), total=len(subjects), unit="subject", desc="enrol"):
             if problem:
                 failures.append((subject, problem))
@@ -350,17 +362,30 @@ def cmd_enroll_folder(args) -> int:
     return 1 if failures and len(failures) == len(subjects) else 0
 
 
-def cmd_verify(args) -> int:
-    pb = _pb()
-    response = _client(args).verify(args.file, subject_id=args.subject or "", template_id=args.template or "",
-                                    modality=args.modality, finger=args.finger, require_single_face=args.single_face)
+@client_command("verify")
+@click.option("--subject", help="the claimed person")
+@click.option("--template", help="the claimed template id")
+@modality_options
+@click.argument("file", type=FILES)
+def verify(subject, template, modality, finger, single_face, file, **connection) -> int:
+    """1:1: does the probe FILE belong to the claimed subject or template? Exit 3 on NO_MATCH."""
+    from vault_client import pb
+
+    one_claim(subject, template)
+    response = connect(connection).verify(file, subject_id=subject or "", template_id=template or "",
+                                          modality=modality, finger=finger, require_single_face=single_face)
     print(f"{pb.Decision.Name(response.decision)} (decision {response.decision_id})")
     return 0 if response.decision == pb.MATCH else 3
 
 
-def cmd_identify(args) -> int:
-    response = _client(args).identify(args.file, modality=args.modality, finger=args.finger,
-                                      max_candidates=args.max, require_single_face=args.single_face)
+@client_command("identify")
+@modality_options
+@setting("--max", "most", type=click.IntRange(1, 100), default=5, help="candidates at most")
+@click.argument("file", type=FILES)
+def identify(modality, finger, single_face, most, file, **connection) -> int:
+    """1:N: who is the probe FILE? Exit 3 when no one is."""
+    response = connect(connection).identify(file, modality=modality, finger=finger, max_candidates=most,
+                                            require_single_face=single_face)
     if not response.candidates:
         print(f"no candidate (decision {response.decision_id})")
         return 3
@@ -369,23 +394,38 @@ def cmd_identify(args) -> int:
     return 0
 
 
-def cmd_revoke(args) -> int:
-    for template_id in _client(args).revoke(template_id=args.template or "", subject_id=args.subject or "",
-                                            reason=args.reason):
+@client_command("revoke")
+@click.option("--subject", help="revoke every live template of this person")
+@click.option("--template", help="revoke this template")
+@click.option("--reason", default="", help="recorded in the template and the audit trail")
+def revoke(subject, template, reason, **connection) -> int:
+    """Revoke a template, or every live template of a subject (auditor)."""
+    one_claim(subject, template)
+    for template_id in connect(connection).revoke(template_id=template or "", subject_id=subject or "", reason=reason):
         print(f"revoked {template_id}")
     return 0
 
 
-def cmd_reissue(args) -> int:
-    response = _client(args).reissue(args.template, args.files, reason=args.reason,
-                                     require_single_face=args.single_face)
+@client_command("reissue")
+@click.option("--template", required=True, help="the live template to replace")
+@click.option("--reason", default="", help="recorded in the audit trail")
+@click.option("--single-face", is_flag=True, help="refuse images with more than one face")
+@click.argument("files", nargs=-1, required=True, type=FILES)
+def reissue(template, reason, single_face, files, **connection) -> int:
+    """Replace a template with one from new samples FILES under a fresh salt."""
+    response = connect(connection).reissue(template, list(files), reason=reason, require_single_face=single_face)
     print(f"reissued {response.revoked_template_id} as {response.template_id}")
     return 0
 
 
-def cmd_list(args) -> int:
-    pb = _pb()
-    for t in _client(args).list_templates(args.subject, include_revoked=args.all):
+@client_command("list")
+@click.option("--subject", default="", help="one person's templates only")
+@click.option("--all", "include_revoked", is_flag=True, help="include revoked templates")
+def list_templates(subject, include_revoked, **connection) -> int:
+    """Template metadata (never template bytes)."""
+    from vault_client import pb
+
+    for t in connect(connection).list_templates(subject, include_revoked=include_revoked):
         print(f"{t.template_id}  {t.subject_id:<24} {pb.Modality.Name(t.modality):<11} "
               f"{pb.TemplateStatus.Name(t.status):<7} {t.profile} key v{t.key_version} "
               f"created {t.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}"
@@ -393,33 +433,45 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_token(args) -> int:
-    vault = _client(args)
-    if args.action == "create":
-        response = vault.create_token(args.role or "", args.name)
+@client_command("token")
+@click.argument("action", type=click.Choice(["create", "list", "revoke"]))
+@click.option("--role", type=click.Choice(ROLES), help="create: the token's role")
+@click.option("--name", default="", help="create: a name for the token (e.g. the door)")
+@click.option("--id", "token_id", default="", help="revoke: the token id (from list)")
+def token(action, role, name, token_id, **connection) -> int:
+    """API tokens of your tenant (admin): create, list, revoke."""
+    vault = connect(connection)
+    if action == "create":
+        response = vault.create_token(role or "", name)
         print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}); shown once:")
         print(response.token)
-    elif args.action == "list":
+    elif action == "list":
         for t in vault.list_tokens():
             state = "revoked" if t.HasField("revoked_at") else "live"
             print(f"{t.token_id}  {t.role:<9} {t.name:<20} {state}")
     else:
-        vault.revoke_token(args.id)
-        print(f"revoked token {args.id}")
+        vault.revoke_token(token_id)
+        print(f"revoked token {token_id}")
     return 0
 
 
-def cmd_key(args) -> int:
-    pb, vault = _pb(), _client(args)
-    if args.action == "rotate":
+@client_command("key")
+@click.argument("action", type=click.Choice(["rotate", "status", "destroy"]))
+@click.option("--version", type=click.IntRange(min=1), default=None, help="destroy: the key version")
+def key(action, version, **connection) -> int:
+    """Tenant key versions (admin): rotate starts a new version; status lists versions and who is on
+    old ones; destroy deletes an old version no live template uses (crypto-shredding)."""
+    from vault_client import pb
+
+    vault = connect(connection)
+    if action == "rotate":
         print(f"new key version {vault.rotate_key()}")
         return 0
-    if args.action == "destroy":
-        if not args.version:
-            print("vault: key destroy needs --version N (an old version no live template uses)", file=sys.stderr)
-            return 2
-        shredded = vault.destroy_key_version(args.version)
-        print(f"key version {args.version} destroyed; {shredded} revoked templates under it can never be opened")
+    if action == "destroy":
+        if not version:
+            raise click.UsageError("key destroy needs --version N (an old version no live template uses)")
+        shredded = vault.destroy_key_version(version)
+        print(f"key version {version} destroyed; {shredded} revoked templates under it can never be opened")
         return 0
     status = vault.key_status()
     print(f"current key version {status.current_key_version}")
@@ -434,12 +486,19 @@ def cmd_key(args) -> int:
     return 0
 
 
-def cmd_audit(args) -> int:
-    if args.action == "verify" and args.state_dir:
-        return audit_verify_offline(args.state_dir)
-    vault = _client(args)
-    if args.action == "read":
-        for r in vault.read_audit(args.after, args.limit):
+@client_command("audit")
+@click.argument("action", type=click.Choice(["read", "verify"]))
+@setting("--after", type=click.IntRange(min=0), default=0, help="read: records after this number")
+@setting("--limit", type=click.IntRange(1, 100_000), default=1000, help="read: at most this many")
+@click.option("--state-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="verify offline: read this embedded store and its key file instead of calling a server")
+def audit(action, after, limit, state_dir, **connection) -> int:
+    """The audit trail (auditor): read records, or verify the chain."""
+    if action == "verify" and state_dir:
+        return audit_verify_offline(state_dir)
+    vault = connect(connection)
+    if action == "read":
+        for r in vault.read_audit(after, limit):
             print(f"{r.seq:>6} {r.at.ToDatetime():%Y-%m-%d %H:%M:%S} {r.actor:<24} {r.rpc:<12} {r.decision:<12} "
                   f"subject={r.subject_id} template={r.template_id} {r.detail}")
         return 0
@@ -469,22 +528,43 @@ def _report_chain(count: int, problems) -> int:
     return 4
 
 
-def cmd_health(args) -> int:
+@client_command("health")
+def health(**connection) -> int:
+    """Exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     from vault_client.connection import open_channel
 
-    with open_channel(client_settings(args)) as channel:
+    with open_channel(connection_settings(connection)) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
     print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-CLIENT_COMMANDS = {
-    "enroll": cmd_enroll, "enroll-folder": cmd_enroll_folder, "verify": cmd_verify, "identify": cmd_identify,
-    "revoke": cmd_revoke, "reissue": cmd_reissue, "list": cmd_list, "token": cmd_token, "key": cmd_key,
-    "audit": cmd_audit, "health": cmd_health,
-}
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return its exit code (see EXIT_CODES)."""
+    try:
+        code = cli.main(args=argv, prog_name="vault", standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help
+        return done.exit_code
+    except click.ClickException as error:  # bad usage or settings: 2
+        error.show()
+        return error.exit_code
+    except click.Abort:
+        return 1
+    except grpc.RpcError as error:  # health: a plain gRPC call
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    except VaultCallError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
+        return 1
+    except VaultError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    return code if isinstance(code, int) else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
