@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.data import DataSet
-from benchmarks.features import CACHE
+from benchmarks.features import CACHE, save_atomically
 
 SETTINGS = "min_quality=0.0,get_center=False,check_fingerprint=False,compute_nfiq2=False,ppi=None"
 
@@ -77,5 +77,5 @@ def scores(dataset: DataSet, progress: bool = True) -> BozorthScores:
                 compared += 1
     per_pair = (time.perf_counter() - started) / max(compared, 1)
     ok = np.array([t is not None for t in templates])
-    np.savez(cache, matrix=matrix, ok=ok, extract_seconds=np.array(seconds), compare_seconds=per_pair)
+    save_atomically(cache, matrix=matrix, ok=ok, extract_seconds=np.array(seconds), compare_seconds=per_pair)
     return BozorthScores(matrix, ok, np.array(seconds), per_pair)

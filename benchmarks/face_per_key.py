@@ -7,8 +7,11 @@ at one threshold for all keys and at each key's own.
 Fit (LFW's first 290 identities, the half face-iom-v2's threshold was calibrated on): the mean and
 covariance of the unit dlib embeddings (vault/models/face-cohort-v1.npz; a statistical summary of
 many people, from which no person's embedding can be read), and the cohort quantile's average over
---reference-keys fresh keys (ProtectionProfile.cohort_reference). Held out: LFW's other 290
-identities, all pairs of one-photo templates.
+--reference-keys fresh keys (ProtectionProfile.cohort_reference); and the threshold with its
+generalisation margin: each key's threshold at the stated FMR, less its cohort shift, on each half of
+those 290 identities (145 people each); the profile's threshold is the higher half's (mean over
+--margin-keys keys): new people may look as alike as the more alike half did. Held out: LFW's other
+290 identities, all pairs of one-photo templates.
 """
 
 from __future__ import annotations
@@ -48,10 +51,20 @@ def pair_scores(protector, key, profile, vectors, owners) -> tuple[np.ndarray, n
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
+def normalised_threshold(profile, vectors, owners, key) -> float:
+    """The threshold that holds profile.operating_fmr on these people's impostor pairs under `key`,
+    less the key's cohort shift: what the profile's threshold must be for them."""
+    protector = Protector()
+    _, impostor = pair_scores(protector, key, profile, vectors, owners)
+    shift = cohort.CohortShifts(protector).shift(key, profile)
+    return float(np.quantile(impostor, 1.0 - profile.operating_fmr)) - shift
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=10, help="fresh keys measured on held-out identities")
     parser.add_argument("--reference-keys", type=int, default=20, help="fresh keys averaged for the reference")
+    parser.add_argument("--margin-keys", type=int, default=5, help="fresh keys averaged for the threshold's margin")
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args(argv)
     out = Transcript()
@@ -68,6 +81,13 @@ def main(argv=None) -> int:
                                for _ in range(args.reference_keys)]))
     in_force = CURRENT[FACE].cohort_reference if CURRENT[FACE].cohort == MODEL else reference
     profile = dataclasses.replace(profile, cohort_reference=in_force)
+    calibration_names = np.array(names[:len(names) // 2])
+    halves = [calibration & np.isin(subjects, calibration_names[part::2]) for part in (0, 1)]
+    fitted = np.array([[normalised_threshold(profile, feats.vectors[h], subjects[h], key) for h in halves]
+                       for key in (fresh_key() for _ in range(args.margin_keys))])
+    per_half = fitted.mean(axis=0)
+    grid = profile.hash_count
+    recommended = int(np.ceil(per_half.max() * grid))
     out(f"Face per-key operating point ({profile.name}, threshold {profile.threshold:.4f}); cohort model fitted on "
         f"LFW's first {len(names) // 2} identities; this run's cohort_reference={reference:.6f} (mean of "
         f"{args.reference_keys} keys), in force {in_force:.6f}")
@@ -92,8 +112,11 @@ def main(argv=None) -> int:
         out(f"- {label}: false-match rate {min(fmr):.2e} to {max(fmr):.2e} (max/min {max(fmr) / min(fmr):.2f}, "
             f"max / stated {max(fmr) / profile.operating_fmr:.2f}); genuine accept {min(gar):.3f} to {max(gar):.3f}")
     out()
-    out(f"Paste into vault/profiles.py: cohort=\"{MODEL}\", cohort_reference={reference:.6f}  "
-        f"({out.elapsed:.0f} s)")
+    out(f"Threshold less each key's shift at FMR {profile.operating_fmr:g}, mean of {args.margin_keys} keys, on the "
+        f"calibration identities' two halves: {per_half[0]:.5f}, {per_half[1]:.5f} (in force {profile.threshold:.5f})")
+    out()
+    out(f"Paste into vault/profiles.py: threshold={recommended} / {grid}, cohort=\"{MODEL}\", "
+        f"cohort_reference={reference:.6f}  ({out.elapsed:.0f} s)")
     out.save(args.report, timed=False)
     return 0
 

@@ -93,7 +93,7 @@ def load(dataset: DataSet, workers: int | None = None, progress: bool = True, ra
         # it from the raw extraction instead of running dlib over the set a second time.
         embeddings = load(dataset, workers, progress, raw=True)
         vectors = np.stack([unit(v) for v in embeddings.vectors]) if len(embeddings.ok) else embeddings.vectors
-        np.savez(cache, vectors=vectors, ok=embeddings.ok, seconds=embeddings.seconds)
+        save_atomically(cache, vectors=vectors, ok=embeddings.ok, seconds=embeddings.seconds)
         return Features(dataset, vectors, embeddings.ok, embeddings.seconds)
     if raw:
         function, jobs = _extract_raw_face, [str(s.path) for s in dataset.samples]
@@ -114,8 +114,16 @@ def load(dataset: DataSet, workers: int | None = None, progress: bool = True, ra
         if vector is not None:
             vectors[i], ok[i] = vector, True
     seconds = np.array([t for _, t in results])
-    np.savez(cache, vectors=vectors, ok=ok, seconds=seconds)
+    save_atomically(cache, vectors=vectors, ok=ok, seconds=seconds)
     return Features(dataset, vectors, ok, seconds)
+
+
+def save_atomically(cache: Path, **arrays) -> None:
+    """Write the cache file whole or not at all: parallel test workers may read it meanwhile."""
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.part")
+    with open(partial, "wb") as out:
+        np.savez(out, **arrays)
+    os.replace(partial, cache)
 
 
 def subset(dataset: DataSet, subjects: list[str], name: str, workers: int | None = None,

@@ -170,6 +170,7 @@ def main() -> None:
         ax.plot(mem[:, 0], mem[:, 1] / 2**20)
         ax.set_xlabel("seconds")
         ax.set_ylabel("RSS MiB")
+        ax.set_ylim(0, mem[:, 1].max() / 2**20 * 1.1)  # from zero: a cut axis makes any drift look like a leak
         ax.set_title("vault server memory under load")
         fig.tight_layout()
         fig.savefig(args.out / "memory.png", dpi=100)

@@ -17,7 +17,7 @@ from benchmarks import metrics  # noqa: E402
 from benchmarks.unlinkability import Linkage  # noqa: E402
 
 _PROBIT = NormalDist().inv_cdf
-_DET_TICKS = [1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
+_DET_TICKS = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5]
 
 
 def pct(value: float, digits: int = 2) -> str:
@@ -57,19 +57,32 @@ class Report:
         return path.name
 
     def det(self, name: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
-        """DET plot (probit axes) of {label: (genuine, impostor)}; returns the Markdown image line."""
+        """DET plot (probit axes) of {label: (genuine, impostor)}; returns the Markdown image line.
+
+        An error rate of 0 cannot be drawn on a probit axis and is not 0 either: it is below 1/N for
+        N comparisons. Such points are drawn at 1/N (dotted, "< 1/N" in the legend), so a curve that
+        separates perfectly stays visible, and the axes span what the data can resolve."""
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        clip = lambda v: np.clip(v, 1e-6, 1 - 1e-6)  # noqa: E731
+        fmr_floor = min(1 / max(len(impostor), 1) for _, impostor in curves.values())
+        fnmr_floor = min(1 / max(len(genuine), 1) for genuine, _ in curves.values())
         for label, (genuine, impostor) in curves.items():
             _, fmr, fnmr = metrics.det(genuine, impostor)
-            keep = (fmr > 0) & (fnmr > 0) | (fmr > 0) & (fmr < 1)
-            ax.plot([_PROBIT(v) for v in clip(fmr[keep])], [_PROBIT(v) for v in clip(fnmr[keep])], label=label)
-        ticks = [_PROBIT(t) for t in _DET_TICKS]
-        labels = [f"{t:g}" for t in _DET_TICKS]
-        ax.set_xticks(ticks, labels)
-        ax.set_yticks(ticks, labels)
-        ax.set_xlim(_PROBIT(1e-5), _PROBIT(0.5))
-        ax.set_ylim(_PROBIT(1e-4), _PROBIT(0.5))
+            floor_x, floor_y = 1 / len(impostor), 1 / len(genuine)
+            unresolved = (fmr < floor_x) | (fnmr < floor_y)
+            inside = (fmr <= 0.5) & (fnmr <= 0.5)  # the plotted square
+            x = [_PROBIT(v) for v in np.clip(fmr[inside], floor_x, 1 - 1e-9)]
+            y = [_PROBIT(v) for v in np.clip(fnmr[inside], floor_y, 1 - 1e-9)]
+            at_floor = unresolved[inside].any()
+            (line,) = ax.plot(x, y, label=label + (" (at the edge: < 1/N)" if at_floor else ""))
+            if at_floor:
+                ax.plot(np.array(x)[unresolved[inside]], np.array(y)[unresolved[inside]], linestyle="none", marker=".",
+                        color=line.get_color())
+        low_x, low_y = 10 ** math.floor(math.log10(fmr_floor)), 10 ** math.floor(math.log10(fnmr_floor))
+        ticks = [t for t in _DET_TICKS if t >= min(low_x, low_y)]
+        ax.set_xticks([_PROBIT(t) for t in ticks if t >= low_x], [f"{t:g}" for t in ticks if t >= low_x])
+        ax.set_yticks([_PROBIT(t) for t in ticks if t >= low_y], [f"{t:g}" for t in ticks if t >= low_y])
+        ax.set_xlim(_PROBIT(low_x), _PROBIT(0.5))
+        ax.set_ylim(_PROBIT(low_y), _PROBIT(0.5))
         ax.set_xlabel("false match rate")
         ax.set_ylabel("false non-match rate")
         ax.grid(True, alpha=0.3)

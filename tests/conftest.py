@@ -91,6 +91,8 @@ class ServerProcess:
         port_file.unlink(missing_ok=True)
         command = [sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(self.state_dir),
                    "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.extra]
+        if "--workers" not in self.extra:  # one extraction worker: each loads dlib and LEADER (seconds)
+            command += ["--workers", "1"]
         env = dict(os.environ)
         if "--tls-dir" not in self.extra:
             command.append("--plaintext")
