@@ -2,7 +2,7 @@
 
 A vault is deployed in a temporary folder (mutual TLS, two tenants, real face images), people are
 enrolled in both tenants under unrelated subject ids, some templates are reissued and tokens are
-created. The attacker then takes a copy of the database files and an online backup, and we measure
+created. A backup is taken before the reissues revoke anything. The attacker then takes a copy of the database files and an online backup, and we measure
 what the copy yields: images, feature vectors, templates in the clear, credentials in the clear,
 linkage of one person's templates across tenants and across reissue, and whether the copy is of
 any use to a second vault deployment (its own key store).
@@ -36,6 +36,7 @@ from vault.keys import LocalKeyFile
 from vault.profiles import CURRENT, FACE, PROFILES
 from vault.protection import Protector
 from vault.server import Settings, VaultServer
+from vault.shredding import ledger_path, open_ledger
 from vault.store import open_store
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
@@ -56,6 +57,9 @@ class DrillReport:
     revoked_rows_erased: int = 0
     key_file_in_state_dir: bool = False
     state_dir_rows_usable: int = 0  # templates a server started on the stolen state directory can match
+    # A backup from before the revocations, opened later with the whole key store (file, passphrase, ledger):
+    revoked_rows_opened_from_old_backup: int = 0  # revoke = erase: 0
+    live_rows_opened_from_old_backup: int = 0  # the check's self-test: these do open
     unsealed_by_second_deployment: int = 0
     search_self_check: bool = False
     notes: list[str] = field(default_factory=list)
@@ -74,6 +78,8 @@ class DrillReport:
             f"revoked rows erased:                {self.revoked_rows_erased}",
             f"key file in the stolen state dir:   {'yes' if self.key_file_in_state_dir else 'no'}",
             f"templates a server on the stolen state dir can match: {self.state_dir_rows_usable}",
+            f"pre-revocation backup + the whole key store stolen later: revoked rows opened "
+            f"{self.revoked_rows_opened_from_old_backup} (live rows opened {self.live_rows_opened_from_old_backup})",
             f"templates a second deployment can unseal: {self.unsealed_by_second_deployment}",
             f"search self-check (each search finds its target in clear data): {'passed' if self.search_self_check else 'FAILED'}",
             *self.notes,
@@ -156,8 +162,16 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
             b = await airport.Enroll(pb.EnrollRequest(subject_id=f"badge-{90000 - number}", modality=pb.FACE, samples=[pb.Sample(image=second)]))
             tenant_rows[("hospital", person)] = [a.template_id]
             tenant_rows[("airport", person)] = [b.template_id]
+        # A nightly backup, online, before any revocation: it will outlive them.
+        early_backup = folder / "early-backup.db"
+        source, target = sqlite3.connect(state / "vault.db"), sqlite3.connect(early_backup)
+        source.backup(target)
+        source.close()
+        target.close()
+        for number, person in enumerate(persons):
             if number % 2 == 0:
-                r = await hospital.Reissue(pb.ReissueRequest(template_id=a.template_id, samples=[pb.Sample(image=third)], reason="drill"))
+                r = await hospital.Reissue(pb.ReissueRequest(template_id=tenant_rows[("hospital", person)][0],
+                                                             samples=[pb.Sample(image=samples[person][2])], reason="drill"))
                 tenant_rows[("hospital", person)].append(r.template_id)
         for tenant in ("hospital", "airport"):
             created = await stub(f"{tenant}-admin", "Admin").CreateToken(pb.CreateTokenRequest(role="panel", name="gate-1"))
@@ -240,6 +254,27 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     thief_store = open_store(f"sqlite:///{stolen_state / 'vault.db'}", thief_keys.audit_key())
     report.state_dir_rows_usable, _ = Vault(thief_store, thief_keys, extractor=None).load_index()
     thief_store.close()
+
+    # -- years later, the key store leaks too (key file, passphrase, shred ledger): what opens in
+    # the backup taken before the revocations? ---------------------------------------------------
+    stolen_keys = LocalKeyFile(key_file, passphrase)
+    ledger = open_ledger(ledger_path(key_file))
+    old_store = open_store(f"sqlite:///{early_backup}", stolen_keys.audit_key())
+    revoked_ids = {tenant_rows[("hospital", p)][0] for p in reissued}
+    for row in old_store.live_rows():
+        shred = ledger.secrets([row.template_id]).get(row.template_id)
+        try:
+            Protector().unseal(stolen_keys.tenant_key(row.tenant, row.key_version), row_identity(row),
+                               PROFILES[row.profile], row.salt, row.sealed, shred)
+            opened = True
+        except VaultError:
+            opened = False
+        if row.template_id in revoked_ids:
+            report.revoked_rows_opened_from_old_backup += opened
+        else:
+            report.live_rows_opened_from_old_backup += opened
+    old_store.close()
+    ledger.close()
 
     # -- the copy in a second deployment: same tenant names, its own key store -------------------
     other_keys = LocalKeyFile(folder / "second" / "keys.json")

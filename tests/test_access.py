@@ -18,7 +18,9 @@ from vault.core import Vault
 from vault.exceptions import NotFound, PermissionDenied, Unauthenticated
 from vault.keys import LocalKeyFile
 from vault.lockout import FailureLimiter, Limits, LockedOut
+from vault.matching import warm_up
 from vault.metrics import Metrics
+from vault.profiles import PROFILES
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.server import SERVICE_NAMES
@@ -170,8 +172,11 @@ class BrokenExtractor(VectorExtractor):
         raise RuntimeError("secret internal detail")
 
 
-async def serve(store, extractor=None, call_timeout_s=5.0):
-    """A real gRPC server in this process: (server, channel, metrics, token registry)."""
+async def serve(store, extractor=None, call_timeout_s=120.0):
+    """A real gRPC server in this process: (server, channel, metrics, token registry). Its kernels
+    are compiled first, as `vault serve` does, so no call pays for that; the default deadline is
+    one only a hung call reaches (a busy test machine must not fail a test that is not about time)."""
+    await asyncio.to_thread(warm_up, PROFILES.values())
     tokens = TokenRegistry(store, store.keys.token_key())
     core = Vault(store, store.keys, extractor or VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=2)))
     metrics = Metrics()

@@ -10,12 +10,14 @@ import pytest
 from conftest import deterministic_key_file
 from doubles import NO_SIGNAL, VectorExtractor, sample_bytes
 from vault.administration import Administration
+from vault.audit import AuditEntry
 from vault.auth import Identity
 from vault.core import FACE_EMBEDDING, IMAGE, ISO_19794_2, Sample, Vault
 from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample
 from vault.keys import LocalKeyFile
 from vault.lockout import Limits, LockedOut, FailureLimiter
 from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.shredding import ledger_path, open_ledger
 from vault.store import LIVE, REVOKED, open_store
 from vault.tokens import TokenRegistry
 
@@ -37,9 +39,12 @@ def photo(person: str, shot: int) -> Sample:
 def vault(tmp_path):
     keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
     store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
-    core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=3, per_client=6)))
+    shreds = open_ledger(ledger_path(keys.path))  # as the server keeps it: beside the key file
+    core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=3, per_client=6)),
+                 shreds=shreds)
     yield core
     store.close()
+    shreds.close()
 
 
 def enroll(vault, person: str, shots=(1, 2), modality: int = FACE, finger: int = 0):
@@ -102,9 +107,35 @@ def test_revoke_erases_and_a_database_edit_cannot_bring_it_back(vault):
     assert (row.salt, row.sealed) == (b"", b"")
     with vault.store._transaction() as cur:
         cur.execute("UPDATE templates SET status = ? WHERE template_id = ?", (LIVE, done.template_id))
-    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
     assert fresh.load_index() == (0, 1)
     assert not run(fresh.verify(PANEL, photo("ana", 3), template_id=done.template_id)).matched
+
+
+def test_revoke_shreds_every_copy_of_the_row_even_with_the_keys(vault, tmp_path):
+    """Issue 14, finding 4: a backup taken before a revocation holds the revoked row; with the key
+    store stolen later it still opens nothing, because the template's shred secret is gone."""
+    ana, bob = enroll(vault, "ana"), enroll(vault, "bob")
+    backup = {r.template_id: r for r in vault.store.list("default")}  # a copy of the data, before
+    run(vault.revoke(AUDITOR, "GDPR erasure request", template_id=ana.template_id))
+    copy = open_store(f"sqlite:///{tmp_path / 'restored.db'}", vault.keys.audit_key())
+    for row in backup.values():
+        copy.insert(row, AuditEntry("Enroll", "default", "restore"))
+    thief = Vault(copy, vault.keys, VectorExtractor(), shreds=vault.shreds)  # keys and ledger as they are now
+    assert thief.load_index() == (1, 1)  # bob opens; ana's old row does not
+    assert not run(thief.verify(PANEL, photo("ana", 3), template_id=ana.template_id)).matched
+    assert run(thief.verify(PANEL, photo("bob", 3), template_id=bob.template_id)).matched
+    # Without the ledger (the data and the key store only), no template sealed with a secret opens.
+    blind = Vault(copy, vault.keys, VectorExtractor(), shreds=open_ledger(tmp_path / "empty.shred.db"))
+    assert blind.load_index() == (0, 2)
+    copy.close()
+
+
+def test_a_secret_whose_template_never_committed_is_shredded_later(vault):
+    vault.shreds.put("never-committed", "default", vault.shreds.new_secret())
+    assert vault.shreds.retain(set(), older_than_s=3600) == 0  # young: another replica may be enrolling it
+    assert vault.shreds.retain(set(), older_than_s=0) == 1
+    assert vault.shreds.secrets(["never-committed"]) == {}
 
 
 def test_template_id_probes_answer_alike_whatever_exists(vault):
@@ -133,7 +164,7 @@ def test_reissue_replaces_the_template(vault):
 def test_a_restart_loads_every_live_template(vault, tmp_path):
     kept, gone = enroll(vault, "ana"), enroll(vault, "bob")
     run(vault.revoke(AUDITOR, "left", template_id=gone.template_id))
-    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
     assert fresh.load_index() == (1, 0)
     assert run(fresh.verify(PANEL, photo("ana", 3), template_id=kept.template_id)).matched
 
@@ -143,7 +174,7 @@ def test_an_edited_row_is_refused_at_load(vault):
     enroll(vault, "bob", shots=(1,))
     with vault.store._transaction() as cur:  # an attacker with write access to the database
         cur.execute("UPDATE templates SET subject_id = 'bob' WHERE template_id = ?", (done.template_id,))
-    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
     assert fresh.load_index() == (1, 1)
 
 
@@ -153,7 +184,7 @@ def test_an_edited_sample_count_is_refused_at_load(vault):
     done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 0, [photo("ana", s) for s in (1, 2, 3)]))
     with vault.store._transaction() as cur:
         cur.execute("UPDATE templates SET sample_count = 1 WHERE template_id = ?", (done.template_id,))
-    fresh = Vault(vault.store, vault.keys, VectorExtractor())
+    fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
     assert fresh.load_index() == (0, 1)
 
 

@@ -27,8 +27,22 @@ def lfw_samples(count: int) -> list[pb.Sample]:
     return [pb.Sample(image=f.read_bytes()) for f in files]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def extraction_pending(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("vault_extraction_pending ")))
+
+
 def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(server_factory):
-    server = server_factory("drain", "--workers", "1", "--max-pending", "32")
+    metrics_port = free_port()
+    server = server_factory("drain", "--workers", "1", "--max-pending", "32", "--metrics-listen", f"127.0.0.1:{metrics_port}")
     stub = server.stub()
     slow = pb.EnrollRequest(subject_id="slow", modality=pb.FACE, samples=lfw_samples(10))
     outcome = {}
@@ -41,7 +55,10 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(server_factory):
 
     caller = threading.Thread(target=enrol)
     caller.start()
-    time.sleep(0.4)  # the enrolment is now extracting in the single worker
+    deadline = time.monotonic() + 30
+    while extraction_pending(metrics_port) == 0:  # until the enrolment is extracting in the single worker
+        assert time.monotonic() < deadline, "the enrolment never reached extraction"
+        time.sleep(0.05)
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
@@ -155,11 +172,7 @@ def test_server_side_deadline(server_factory):
 
 
 def test_prometheus_metrics(server_factory, tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = server_factory("metrics", "--metrics-listen", f"127.0.0.1:{port}")
     stub = server.stub()
     stub.Enroll(pb.EnrollRequest(subject_id="secret-subject-42", modality=pb.FACE, samples=[orl(3, 1)]))

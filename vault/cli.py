@@ -90,6 +90,10 @@ def cli():
 @setting("--store", env="VAULT_STORE", default="", show_default="STATE_DIR/vault.db", help="sqlite:///path or postgresql://...")
 @setting("--key-file", env="VAULT_KEY_FILE", type=click.Path(path_type=Path), default=None,
          help="the key file (default: STATE_DIR/keys.json, development only: keep keys off the data's volume)")
+@setting("--shred-store", env="VAULT_SHRED_STORE", default="", show_default="KEY_FILE.shred.db",
+         help="where each template's shred secret lives (deleted at revocation, so no copy of a revoked row "
+              "opens again): a path or postgresql://... on the keys' side, never the data's database; replicas "
+              "share one")
 @setting("--hsm-module", env="VAULT_HSM_MODULE", type=click.Path(path_type=Path), default=None,
          help="PKCS#11 library sealing the key file with a key that never leaves the token "
               "(e.g. /usr/lib/softhsm/libsofthsm2.so); PIN from VAULT_HSM_PIN_FILE or VAULT_HSM_PIN")
@@ -157,7 +161,7 @@ def serve(**options) -> int:
         sample_time_limit_s=options["sample_time_limit"], allow_face_embeddings=options["allow_face_embeddings"],
         port_file=options["port_file"], plaintext=options["plaintext"], tls_dir=options["tls_dir"],
         auditor_score_bands=options["auditor_score_bands"], limits=limits, metrics_listen=options["metrics_listen"],
-        call_timeout_s=options["call_timeout"], hsm=hsm,
+        call_timeout_s=options["call_timeout"], hsm=hsm, shred_store=options["shred_store"],
         identification=IdentifyPolicy(options["identify_fpir"], options["identify_max_fnir"]))
     try:
         asyncio.run(run_server(settings))

@@ -25,6 +25,7 @@ from vault.audit import AuditEntry
 from vault.cohort import CohortShifts
 from vault.auth import AUDITOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
+from vault.shredding import ShredLedger
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse
 from vault.features.face import embedding_features
@@ -117,6 +118,7 @@ class Vault:
     allow_face_embeddings: bool = False
     auditor_score_bands: bool = False
     protector: Protector = field(default_factory=Protector)
+    shreds: ShredLedger | None = None  # per-template shred secrets (vault.shredding); None: rows sealed without
 
     def __post_init__(self):
         self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
@@ -128,11 +130,12 @@ class Vault:
         modality = check_modality(modality)
         finger = check_finger(modality, finger)
         vectors, reports = await self._features(modality, samples, require_single_face)
-        row, code, key = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
+        row, code, key, shred = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
         audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
                            f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
 
         def commit():
+            self._keep_secret(row, shred)
             self.store.insert(row, audit)
             self._index_row(row, code, key)
 
@@ -147,13 +150,15 @@ class Vault:
         if old is None or old.status != LIVE:
             raise NotFound("no live template with that template_id")
         vectors, reports = await self._features(old.modality, samples, require_single_face)
-        row, code, key = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
+        row, code, key, shred = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
         audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
                            "reissued", reason)
 
         def commit():
+            self._keep_secret(row, shred)
             if not self.store.reissue(old_id, row, reason, audit):
                 return False
+            self._shred([old_id])
             self.index.remove(caller.tenant, old.modality, old_id)
             self._index_row(row, code, key)
             return True
@@ -179,6 +184,7 @@ class Vault:
 
         def commit():
             revoked = self.store.revoke(caller.tenant, candidates, reason, audit) if candidates else []
+            self._shred(revoked)
             for revoked_id in revoked:
                 for modality in (FACE, FINGERPRINT):
                     self.index.remove(caller.tenant, modality, revoked_id)
@@ -301,10 +307,13 @@ class Vault:
         authentication (edited, swapped, sealed under other keys) is logged and never matches."""
         loaded = refused = retired = 0
         keys: dict[tuple[str, int], TenantKey] = {}  # one key-store lookup per key version, not per row
+        shred_secrets = self.shreds.secrets() if self.shreds is not None else {}
+        live: set[str] = set()
         rows = self.store.live_rows()
         if self.store.prefetch_reads:
             rows = prefetched(rows)
         for row in rows:
+            live.add(row.template_id)
             profile = PROFILES.get(row.profile)
             if profile is None or profile.retired:
                 retired += 1
@@ -313,13 +322,16 @@ class Vault:
                 group = (row.tenant, row.key_version)
                 if group not in keys:
                     keys[group] = self.keys.tenant_key(*group)
-                self._index_row(row, key=keys[group])
+                self._index_row(row, key=keys[group], shred_secrets=shred_secrets)
                 loaded += 1
             except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
                 refused += 1
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
         if retired:
             log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
+        if self.shreds is not None and (finished := self.shreds.retain(live)):
+            log.warning("shredded %d secrets of templates no longer live (a revocation or enrolment a crash "
+                        "interrupted)", finished)
         return loaded, refused
 
     def apply_change(self, kind: str, row: TemplateRow) -> None:
@@ -335,15 +347,20 @@ class Vault:
         else:
             self.index.remove(row.tenant, row.modality, row.template_id)
 
-    def _index_row(self, row: TemplateRow, code=None, key: TenantKey | None = None) -> None:
+    def _index_row(self, row: TemplateRow, code=None, key: TenantKey | None = None,
+                   shred_secrets: dict[str, bytes] | None = None) -> None:
         """Add a row to the index: its code as just made, or unsealed under `key` (its tenant key
-        version, looked up here when the caller has not)."""
+        version, looked up here when the caller has not) and its shred secret (from `shred_secrets`, read
+        at start-up, or from the ledger)."""
         profile = PROFILES.get(row.profile)
         if profile is None or profile.retired:
             raise FailedPrecondition(f"template {row.template_id} uses retired profile {row.profile}: re-enrol")
         key = key or self.keys.tenant_key(row.tenant, row.key_version)
         if code is None:
-            code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed)
+            if shred_secrets is None and self.shreds is not None:
+                shred_secrets = self.shreds.secrets([row.template_id])
+            shred = (shred_secrets or {}).get(row.template_id)
+            code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed, shred)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
                        row.subject_id, row.finger, code, row.sample_count, self.cohort_shifts.shift(key, profile))
 
@@ -386,10 +403,20 @@ class Vault:
             code = self.protector.protect(key, profile, fuse(vectors))
         identity = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
                                profile.sealed_sample_count(len(vectors)))
-        salt, sealed = self.protector.seal(key, identity, code)
+        shred = ShredLedger.new_secret() if self.shreds is not None else None
+        salt, sealed = self.protector.seal(key, identity, code, shred)
         row = TemplateRow(identity.template_id, tenant, subject_id, modality, finger, profile.name, key.version,
                           salt, sealed, len(vectors), time.time())
-        return row, code, key
+        return row, code, key, shred
+
+    def _keep_secret(self, row: TemplateRow, shred: bytes | None) -> None:
+        if shred is not None:
+            self.shreds.put(row.template_id, row.tenant, shred)
+
+    def _shred(self, template_ids: list[str]) -> None:
+        """Revoke = erase: the templates' shred secrets go, and with them every copy of their rows."""
+        if self.shreds is not None and template_ids:
+            self.shreds.shred(template_ids)
 
     def _probe_codes(self, tenant: str, vector):
         """The probe's code per gallery (profile, key version), made on first use: Identify and Verify

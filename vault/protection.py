@@ -6,7 +6,8 @@
   the key version and the profile, never on the template, so Identify transforms a probe once per
   (key version, profile) and compares it with every stored code of that group.
 - `seal` encrypts a code for storage with AES-256-GCM under a key derived from the tenant's storage
-  key and a fresh random 16-byte salt per template; the row's identity is the associated data, so a
+  key, a fresh random 16-byte salt per template and the template's shred secret (vault.shredding:
+  deleted at revocation, so no copy of the row opens again); the row's identity is the associated data, so a
   sealed code cannot be moved to another row, tenant, subject or key version. Two templates of the
   same person, a template and its reissue, or one person in two tenants: in the database they are
   independent random-looking blobs.
@@ -29,6 +30,7 @@ from vault.keys import TenantKey, derive
 from vault.profiles import ProtectionProfile
 
 SEAL_INFO = b"vault/seal/v1"
+SHREDDABLE_SEAL_INFO = b"vault/seal/v2"  # the row key also takes the template's shred secret
 PROJECTION_CACHE_SIZE = 16
 
 
@@ -79,22 +81,25 @@ class Protector:
         indices = iom.iom_indices(self.projection(key, profile), features, profile.hash_width)
         return iom.pack_indices(indices, profile.hash_width)
 
-    def seal(self, key: TenantKey, row: RowIdentity, code: np.ndarray) -> tuple[bytes, bytes]:
+    def seal(self, key: TenantKey, row: RowIdentity, code: np.ndarray, shred: bytes | None = None) -> tuple[bytes, bytes]:
         """(salt, nonce || ciphertext) for a packed code (planes, words), or for the codes
-        (k, planes, words) of a template that keeps its samples apart."""
+        (k, planes, words) of a template that keeps its samples apart. `shred`: the template's
+        shred secret (vault.shredding), without which the row never opens again."""
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(_row_key(key, row, salt)).encrypt(nonce, code.astype("<u8").tobytes(), row.associated_data())
+        sealed = AESGCM(_row_key(key, row, salt, shred)).encrypt(nonce, code.astype("<u8").tobytes(),
+                                                                 row.associated_data())
         return salt, nonce + sealed
 
     def unseal(self, key: TenantKey, row: RowIdentity, profile: ProtectionProfile, salt: bytes,
-               sealed: bytes) -> np.ndarray:
+               sealed: bytes, shred: bytes | None = None) -> np.ndarray:
         """The template's packed codes (k, planes, words): k = 1 unless its profile keeps
-        samples apart (ProtectionProfile.keeps_sample_codes)."""
+        samples apart (ProtectionProfile.keeps_sample_codes). `shred`: the template's shred secret,
+        None for rows sealed before shredding existed (or whose secret was shredded: they fail)."""
         if len(sealed) < 12 + 16:  # nonce and tag: an erased (revoked) or truncated row
             raise IntegrityError(f"template {row.template_id} holds no sealed code")
         try:
-            plain = AESGCM(_row_key(key, row, salt)).decrypt(sealed[:12], sealed[12:], row.associated_data())
+            plain = AESGCM(_row_key(key, row, salt, shred)).decrypt(sealed[:12], sealed[12:], row.associated_data())
         except InvalidTag:
             raise IntegrityError(f"template {row.template_id} failed authentication") from None
         if len(plain) % profile.template_bytes:
@@ -120,7 +125,9 @@ class Protector:
         return projection
 
 
-def _row_key(key: TenantKey, row: RowIdentity, salt: bytes) -> bytes:
+def _row_key(key: TenantKey, row: RowIdentity, salt: bytes, shred: bytes | None) -> bytes:
     if (key.tenant, key.version) != (row.tenant, row.key_version):
         raise IntegrityError(f"template {row.template_id} is not sealed under that key")
-    return derive(key.storage, SEAL_INFO, salt=salt)
+    if shred is None:
+        return derive(key.storage, SEAL_INFO, salt=salt)
+    return derive(key.storage + shred, SHREDDABLE_SEAL_INFO, salt=salt)

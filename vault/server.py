@@ -30,6 +30,7 @@ from vault.replication import IndexSync
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.rpc.reflection import enable_reflection
+from vault.shredding import ledger_path, open_ledger
 from vault.store import open_store
 from vault.tokens import TokenRegistry
 from vault_client.v1 import vault_pb2, vault_pb2_grpc
@@ -61,6 +62,7 @@ class Settings:
     call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
     hsm: HsmConfig | None = None  # seal the key file with a key kept in a PKCS#11 token (vault.hsm)
+    shred_store: str = ""  # per-template shred secrets (vault.shredding); default: beside the key file
 
 
 def is_loopback(listen: str) -> bool:
@@ -99,8 +101,11 @@ class VaultServer:
         self.index = MatchIndex()
         self.tokens = TokenRegistry(self.store, self.keys.token_key())
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
+        # With the keys, never with the data: a copy of the data without it opens no revoked template.
+        self.shreds = open_ledger(settings.shred_store or ledger_path(key_file))
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
-                           settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands)
+                           settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands,
+                           shreds=self.shreds)
         self.administration = Administration(self.vault, self.tokens)
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
         self.sync = IndexSync(self.store, self.vault.apply_change, interval_s=0.5,
@@ -164,6 +169,7 @@ class VaultServer:
         self.metrics.close()
         self.sync.stop()
         self.store.close()
+        self.shreds.close()
 
 
 async def serve(settings: Settings) -> None:

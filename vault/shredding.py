@@ -1,0 +1,166 @@
+"""Revoke = erase, backups included: a shred secret per template, kept on the key side.
+
+A template's row key is derived from three things: the tenant's storage key (key store), the row's
+salt (template store) and a 32-byte shred secret of its own, held in this ledger. The ledger lives
+with the keys, never with the data: beside the key file by default, or in a database of its own
+(`--shred-store postgresql://...`, shared by replicas). Revoking or reissuing a template deletes its
+secret, so the sealed row in any copy of the data (a backup from before the revocation, a stolen
+disk) can never be opened again, even by someone who later gets the key store. Back the ledger up
+with the key store, on the key store's (short) retention, not with the data.
+
+The ledger's secrets are useless without the key store, and the key store's keys are useless
+against a revoked row without the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from vault.exceptions import StoreUnavailable
+
+__all__ = ["ShredLedger", "open_ledger", "ledger_path"]
+
+SECRET_BYTES = 32
+SCHEMA = ("CREATE TABLE IF NOT EXISTS shred_secrets (template_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+          "secret BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL)")
+
+
+def ledger_path(key_file: str | os.PathLike) -> Path:
+    """The default ledger: beside the key file, on the keys' volume."""
+    return Path(f"{key_file}.shred.db")
+
+
+class ShredLedger:
+    """Shred secrets by template id, in SQLite (one host) or PostgreSQL (replicas)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._lock = threading.Lock()
+        self._postgres = url.startswith(("postgresql://", "postgres://"))
+        self._connection = None
+        self._run(lambda cur: cur.execute(SCHEMA))
+
+    def _connect(self):
+        if self._postgres:
+            import psycopg
+
+            return psycopg.connect(self.url, connect_timeout=10)
+        path = Path(self.url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        os.chmod(path, 0o600)
+        # Deleted secrets are overwritten in the file, not left in free pages; no WAL copies.
+        connection.execute("PRAGMA secure_delete=ON")
+        connection.execute("PRAGMA journal_mode=DELETE")
+        return connection
+
+    def _run(self, work):
+        """Run work(cursor) in one transaction; reconnect once if the connection was lost."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._connection is None:
+                        self._connection = self._connect()
+                    cur = self._connection.cursor()
+                    try:
+                        result = work(cur)
+                        self._connection.commit()
+                        return result
+                    except BaseException:
+                        self._connection.rollback()
+                        raise
+                    finally:
+                        cur.close()
+                except Exception as error:
+                    if not self._lost(error) or attempt == 2:
+                        raise
+                    self._connection = None
+        raise AssertionError("unreachable")
+
+    def _lost(self, error: Exception) -> bool:
+        if not self._postgres:
+            return False
+        import psycopg
+
+        if isinstance(error, psycopg.OperationalError):
+            self._connection = None
+            return True
+        return False
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self._postgres else text
+
+    # -- the ledger -------------------------------------------------------------------------------
+    @staticmethod
+    def new_secret() -> bytes:
+        return secrets.token_bytes(SECRET_BYTES)
+
+    def put(self, template_id: str, tenant: str, secret: bytes) -> None:
+        """Keep a template's secret. Written before the template commits: a crash between the two
+        leaves an orphan secret, which `retain` removes later."""
+        self._run(lambda cur: cur.execute(
+            self._sql("INSERT INTO shred_secrets (template_id, tenant, secret, created_at) VALUES (?, ?, ?, ?)"),
+            (template_id, tenant, secret, time.time())))
+
+    def secrets(self, template_ids: list[str] | None = None) -> dict[str, bytes]:
+        """{template id: secret} of these templates (all of them when None: start-up)."""
+        def read(cur):
+            if template_ids is None:
+                cur.execute("SELECT template_id, secret FROM shred_secrets")
+                return {t: bytes(s) for t, s in cur.fetchall()}
+            found = {}
+            for start in range(0, len(template_ids), 500):
+                batch = template_ids[start:start + 500]
+                cur.execute(self._sql(f"SELECT template_id, secret FROM shred_secrets WHERE template_id IN "
+                                      f"({', '.join('?' * len(batch))})"), batch)
+                found.update({t: bytes(s) for t, s in cur.fetchall()})
+            return found
+
+        try:
+            return self._run(read)
+        except Exception as error:
+            raise StoreUnavailable("the shred ledger cannot be read; retry shortly") from error
+
+    def shred(self, template_ids: list[str]) -> int:
+        """Delete these templates' secrets: their sealed rows, wherever copies are, open no more."""
+        def delete(cur):
+            count = 0
+            for template_id in template_ids:
+                cur.execute(self._sql("DELETE FROM shred_secrets WHERE template_id = ?"), (template_id,))
+                count += cur.rowcount
+            return count
+
+        return self._run(delete) if template_ids else 0
+
+    def retain(self, live_ids: set[str], older_than_s: float = 3600.0) -> int:
+        """Shred every secret older than `older_than_s` whose template is not live: revocations whose
+        shredding a crash interrupted, and enrolments that never committed. Younger secrets stay:
+        another replica may be enrolling them right now."""
+        stale = [t for t, _ in self._created_before(time.time() - older_than_s) if t not in live_ids]
+        return self.shred(stale)
+
+    def _created_before(self, moment: float) -> list[tuple[str, float]]:
+        return self._run(lambda cur: _fetch(
+            cur, self._sql("SELECT template_id, created_at FROM shred_secrets WHERE created_at < ?"), (moment,)))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+def _fetch(cur, sql: str, params) -> list:
+    cur.execute(sql, params)
+    return cur.fetchall()
+
+
+def open_ledger(url_or_path: str | os.PathLike) -> ShredLedger:
+    """A ledger at `postgresql://...`, `sqlite:///path` or a plain path."""
+    text = str(url_or_path)
+    return ShredLedger(text if text.startswith(("postgresql://", "postgres://", "sqlite:///")) else f"sqlite:///{text}")
