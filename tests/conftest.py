@@ -185,11 +185,21 @@ E2E_FIXTURES = {"vault_server", "server_factory"}
 E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_client"}
 
 
+# The longest modules first (seconds of CPU, measured): pytest-xdist hands whole modules to its
+# workers in collection order, so the short ones fill the gaps at the end instead of a long one
+# running alone at the end.
+LONGEST_FIRST = ["test_hardening", "test_persistence", "test_fingerprint_service", "test_security", "test_service",
+                 "test_fuzz", "test_leak_drill", "test_fingerprint_features", "test_backup", "test_hsm",
+                 "test_benchmarks", "test_identification", "test_replicas", "test_client"]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in E2E_MODULES \
                 or item.name.startswith(("test_atheris_parsers", "test_a_tls_server_runs_on_hsm")):
             item.add_marker(pytest.mark.e2e)
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))  # stable
 
 
 SOFTHSM_MODULE = Path(os.environ.get("VAULT_TEST_SOFTHSM", "/usr/lib/softhsm/libsofthsm2.so"))
