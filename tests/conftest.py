@@ -181,7 +181,7 @@ def vault_server(tmp_path_factory):
 # The test pyramid: the fast in-process tier is everything not marked e2e
 # (`uv run pytest -m "not e2e"`); e2e tests start `vault serve` processes with real extraction
 # workers, or run whole tools (benchmark report, leak drill, fuzzers) on the shared data.
-E2E_FIXTURES = {"vault_server", "server_factory"}
+E2E_FIXTURES = {"vault_server", "server_factory", "image_records"}  # image_records: LEADER on real prints
 E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_client"}
 
 
@@ -196,7 +196,8 @@ LONGEST_FIRST = ["test_hardening", "test_persistence", "test_fingerprint_service
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in E2E_MODULES \
-                or item.name.startswith(("test_atheris_parsers", "test_a_tls_server_runs_on_hsm")):
+                or item.name.startswith(("test_atheris_parsers", "test_a_tls_server_runs_on_hsm",
+                                         "test_a_sqlite_vault_moves_to_postgresql")):
             item.add_marker(pytest.mark.e2e)
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))  # stable
