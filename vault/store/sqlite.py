@@ -26,10 +26,10 @@ class SqliteStore(SqlStore):
         self._migrate()
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE"):
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            cur.execute(begin)
             try:
                 yield cur
             except BaseException:
@@ -40,18 +40,10 @@ class SqliteStore(SqlStore):
             finally:
                 cur.close()
 
-    @contextmanager
     def _snapshot(self):
         # A deferred transaction takes no write lock: in WAL mode its reads see the state as of
         # its first read, while the server goes on writing.
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN DEFERRED")
-            try:
-                yield cur
-            finally:
-                cur.execute("ROLLBACK")
-                cur.close()
+        return self._transaction("BEGIN DEFERRED")
 
     def close(self) -> None:
         with self._lock:
