@@ -178,8 +178,8 @@ def pki():
 
 
 @pki.command("init")
-@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path(".vault/pki"),
-         help="folder for the CA and certificates")
+@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path("pki"),
+         help="folder for the CA and certificates (never the state directory: ca.key signs identities)")
 @setting("--host", multiple=True, default=["localhost", "127.0.0.1"], help="server name or IP (repeatable)")
 def pki_init(folder: Path, host: tuple[str, ...]) -> int:
     """Create a CA and a server certificate."""
@@ -192,7 +192,7 @@ def pki_init(folder: Path, host: tuple[str, ...]) -> int:
 
 
 @pki.command("issue")
-@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path(".vault/pki"), help="the CA's folder")
+@setting("--dir", "folder", type=click.Path(path_type=Path), default=Path("pki"), help="the CA's folder")
 @click.option("--tenant", required=True, help="the tenant the certificate acts for")
 @click.option("--role", required=True, type=click.Choice(ROLES), help="its role")
 @setting("--days", type=click.IntRange(min=1), default=397, help="validity")
