@@ -95,10 +95,21 @@ def _exit_with_server(server_pid: int) -> None:
     threading.Thread(target=watch, name="vault-server-watch", daemon=True).start()
 
 
+def one_native_thread() -> None:
+    """Run BLAS and OpenMP on the calling thread only. The extraction workers already occupy every
+    core; a BLAS pool fanning each small product (a probe's 128 x 16384 projection) out over all
+    cores spends more spinning than it saves: measured, 54 ms of the server's CPU per face verify
+    with the default pool, 11 ms with one thread (benchmarks/throughput.py)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _warm_up(server_pid: int) -> None:
     """Tie the worker's life to the server's, then load the dlib models and the LEADER network
     once per worker, before the first request."""
     _exit_with_server(server_pid)
+    one_native_thread()
     # face_recognition_models imports pkg_resources (hence setuptools<81), which warns on every
     # worker start; the warning says nothing an operator can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)

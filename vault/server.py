@@ -19,7 +19,7 @@ from vault.audit import AuditAnchor, anchor_path
 from vault.auth import AccessPolicy, Authenticator
 from vault.core import IdentifyPolicy, Vault
 from vault.exceptions import VaultError
-from vault.extraction import Extractor
+from vault.extraction import Extractor, one_native_thread
 from vault.hsm import HsmConfig, Pkcs11Sealer
 from vault.keys import LocalKeyFile, passphrase_from_environment
 from vault.lockout import Limits, StoreFailureLimiter
@@ -118,6 +118,7 @@ class VaultServer:
         self.port: int | None = None
 
     async def start(self) -> int:
+        one_native_thread()  # the cores are the extraction workers'
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         loaded, refused = await asyncio.to_thread(self.vault.load_index)
         self.vault.warn_identify_capacity()
