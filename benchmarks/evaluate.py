@@ -198,10 +198,11 @@ def accuracy(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, Keye
         f"extract are left out; FTE is listed. Protected figures pool {cfg.keys} fresh tenant key(s). "
         "'Key stolen (in-tenant)' is every comparison the service makes (one projection key per tenant); "
         "'key secret': the impostor's probe is transformed under another tenant's key. "
-        "'@ threshold' is the service's decision at the profile's calibrated threshold. A key-secret curve is "
-        "missing from a DET plot where no impostor score reaches the genuine ones (FMR 0 at every threshold "
-        "that accepts anyone): the key then acts as a second factor, the optimistic figure of the "
-        "literature, not the service's operating case.\n")
+        "'@ threshold' is the service's decision at the profile's calibrated threshold. Where a curve reaches "
+        "FMR 0 (typically key secret: no impostor score reaches the genuine ones, the key acting as a second "
+        "factor, the optimistic figure of the literature, not the service's operating case) it is drawn at "
+        "1/N, the resolution of its N impostor pairs, and marked '< 1/N'; each plot's axes start at the "
+        "resolution of its pairs.\n")
     rows = []
     for s in sets:
         profile = profile_of(s, cfg)

@@ -14,6 +14,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from threadpoolctl import threadpool_limits
+
+# Test processes run side by side (pytest-xdist) with servers and their workers: one BLAS thread
+# each, as the server keeps (vault.extraction.one_native_thread), instead of pools spinning against
+# each other. Set before numpy loads in any process these tests start, and for the ones loaded here.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+threadpool_limits(limits=1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VAULT_DATA", ROOT.parent / "shared" / "data"))
