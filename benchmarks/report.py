@@ -78,9 +78,15 @@ class Report:
                 ax.plot(np.array(x)[unresolved[inside]], np.array(y)[unresolved[inside]], linestyle="none", marker=".",
                         color=line.get_color())
         low_x, low_y = 10 ** math.floor(math.log10(fmr_floor)), 10 ** math.floor(math.log10(fnmr_floor))
-        ticks = [t for t in _DET_TICKS if t >= min(low_x, low_y)]
-        ax.set_xticks([_PROBIT(t) for t in ticks if t >= low_x], [f"{t:g}" for t in ticks if t >= low_x])
-        ax.set_yticks([_PROBIT(t) for t in ticks if t >= low_y], [f"{t:g}" for t in ticks if t >= low_y])
+        def label(t: float) -> str:  # short: the probit axis crowds the low decades together
+            return f"1e{round(math.log10(t))}" if t < 0.01 else f"{t:g}"
+
+        x_ticks = [t for t in _DET_TICKS if t >= low_x]
+        y_ticks = [t for t in _DET_TICKS if t >= low_y]
+        if len(x_ticks) > 7:  # below 1e-4 every other decade
+            x_ticks = [t for t in x_ticks if t >= 1e-4 or round(math.log10(t)) % 2 == 1]
+        ax.set_xticks([_PROBIT(t) for t in x_ticks], [label(t) for t in x_ticks])
+        ax.set_yticks([_PROBIT(t) for t in y_ticks], [label(t) for t in y_ticks])
         ax.set_xlim(_PROBIT(low_x), _PROBIT(0.5))
         ax.set_ylim(_PROBIT(low_y), _PROBIT(0.5))
         ax.set_xlabel("false match rate")
