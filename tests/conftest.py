@@ -198,7 +198,8 @@ E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_clie
 # running alone at the end.
 LONGEST_FIRST = ["test_hardening", "test_persistence", "test_fingerprint_service", "test_security", "test_service",
                  "test_fuzz", "test_leak_drill", "test_fingerprint_features", "test_backup", "test_hsm",
-                 "test_benchmarks", "test_identification", "test_replicas", "test_client"]
+                 "test_benchmarks", "test_identification", "test_replicas", "test_client",
+                 "test_core", "test_matching", "test_store", "test_access", "test_iso19794", "test_protection"]
 
 
 def pytest_collection_modifyitems(config, items):
