@@ -89,6 +89,9 @@ class ServerProcess:
     def __init__(self, state_dir: Path, *extra: str):
         self.state_dir = state_dir
         self.extra = extra
+        # With TLS the key file must live off the state directory (the server refuses it there).
+        self.key_file = (Path(extra[extra.index("--key-file") + 1]) if "--key-file" in extra
+                         else tls_key_file(state_dir) if "--tls-dir" in extra else state_dir / "keys.json")
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.channel: grpc.Channel | None = None
@@ -104,13 +107,14 @@ class ServerProcess:
         env = dict(os.environ)
         if "--tls-dir" not in self.extra:
             command.append("--plaintext")
-        else:  # outside development the key file must be sealed
+        else:  # outside development the key file must be sealed, and kept off the state directory
             env["VAULT_KEY_PASSPHRASE"] = TEST_PASSPHRASE
-            key_file = self.state_dir / "keys.json"
-            if key_file.exists() and json.loads(key_file.read_text()).get("sealing") == "none":
+            if "--key-file" not in self.extra:
+                command += ["--key-file", str(self.key_file)]
+            if self.key_file.exists() and json.loads(self.key_file.read_text()).get("sealing") == "none":
                 from vault.keys import LocalKeyFile
 
-                LocalKeyFile(key_file).reseal(TEST_PASSPHRASE)
+                LocalKeyFile(self.key_file).reseal(TEST_PASSPHRASE)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
@@ -150,10 +154,15 @@ class ServerProcess:
         return code
 
 
+def tls_key_file(state_dir: Path) -> Path:
+    """Where a test's TLS server keeps its key file: beside its state directory, never inside."""
+    return state_dir.parent / f"{state_dir.name}-keys" / "keys.json"
+
+
 def start_tls_server(pki_folder: Path, tmp_path: Path, name: str, *extra: str) -> ServerProcess:
     """A mutual-TLS server with the certificates of `vault pki` in pki_folder."""
     state = tmp_path / name
-    deterministic_key_file(state / "keys.json")
+    deterministic_key_file(tls_key_file(state))
     return ServerProcess(state, "--tls-dir", str(pki_folder), *extra).start()
 
 
@@ -162,10 +171,9 @@ def server_factory(tmp_path):
     started: list[ServerProcess] = []
 
     def make(name: str = "vault", *extra: str, deterministic_keys: bool = True) -> ServerProcess:
-        state = tmp_path / name
+        server = ServerProcess(tmp_path / name, *extra)
         if deterministic_keys:
-            deterministic_key_file(state / "keys.json")
-        server = ServerProcess(state, *extra)
+            deterministic_key_file(server.key_file)
         started.append(server)
         return server.start()
 

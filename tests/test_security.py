@@ -257,7 +257,8 @@ def test_tampered_audit_and_swapped_sealed_rows_are_detected(pki_dir, tmp_path):
     db.commit()
     db.close()
 
-    offline = subprocess.run([sys.executable, "-m", "vault.cli", "audit", "verify", "--state-dir", str(server.state_dir)],
+    offline = subprocess.run([sys.executable, "-m", "vault.cli", "audit", "verify", "--state-dir", str(server.state_dir),
+                              "--key-file", str(server.key_file)],
                              capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, "VAULT_KEY_PASSPHRASE": TEST_PASSPHRASE})
     assert offline.returncode == 4 and "seq 2" in offline.stdout
@@ -278,10 +279,11 @@ def test_tampered_audit_and_swapped_sealed_rows_are_detected(pki_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     ([], "--plaintext"),
     (["--plaintext", "--listen", "0.0.0.0:0"], "loopback only"),
-    (["--tls-dir", "{pki}"], "the key file is not sealed"),  # issue 14, finding 1
+    (["--tls-dir", "{pki}", "--key-file", "{tmp}/keys/keys.json"], "the key file is not sealed"),  # issue 14, finding 1
+    (["--tls-dir", "{pki}"], "inside the state directory"),  # the default place is the data's: refused with TLS
 ])
 def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path, pki_dir, args, message):
-    args = [a.format(pki=pki_dir) for a in args]
+    args = [a.format(pki=pki_dir, tmp=tmp_path) for a in args]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_KEY_PASSPHRASE")}
     result = subprocess.run([sys.executable, "-m", "vault.cli", "serve", "--state-dir", str(tmp_path / "s"), *args],
                             capture_output=True, text=True, cwd=ROOT, timeout=60, env=environment)

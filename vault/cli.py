@@ -495,11 +495,13 @@ def key(action, version, **connection) -> int:
 @setting("--after", type=click.IntRange(min=0), default=0, help="read: records after this number")
 @setting("--limit", type=click.IntRange(1, 100_000), default=1000, help="read: at most this many")
 @click.option("--state-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="verify offline: read this embedded store and its key file instead of calling a server")
-def audit(action, after, limit, state_dir, **connection) -> int:
+              help="verify offline: read this embedded store instead of calling a server")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="verify offline: the store's key file (default: STATE_DIR/keys.json, as in development)")
+def audit(action, after, limit, state_dir, key_file, **connection) -> int:
     """The audit trail (auditor): read records, or verify the chain."""
     if action == "verify" and state_dir:
-        return audit_verify_offline(state_dir)
+        return audit_verify_offline(state_dir, key_file or state_dir / "keys.json")
     vault = connect(connection)
     if action == "read":
         for r in vault.read_audit(after, limit):
@@ -510,15 +512,15 @@ def audit(action, after, limit, state_dir, **connection) -> int:
     return _report_chain(result.records, [(p.seq, p.problem) for p in result.problems])
 
 
-def audit_verify_offline(state_dir: Path) -> int:
+def audit_verify_offline(state_dir: Path, key_file: Path) -> int:
     from vault.audit import AuditAnchor, anchor_path, verify_chain
     from vault.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
-    keys = LocalKeyFile(state_dir / "keys.json", passphrase_from_environment())
+    keys = LocalKeyFile(key_file, passphrase_from_environment())
     store = open_store(f"sqlite:///{state_dir / 'vault.db'}", keys.audit_key())
     records = list(store.audit_records())
-    anchor = AuditAnchor(anchor_path(state_dir / "keys.json")).head()
+    anchor = AuditAnchor(anchor_path(key_file)).head()
     return _report_chain(len(records), [(p.seq, p.problem) for p in verify_chain(keys.audit_key(), records, anchor)])
 
 

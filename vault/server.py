@@ -88,6 +88,10 @@ class VaultServer:
         if not (settings.store_url and settings.key_file):  # else nothing of this server lives there
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_file = Path(settings.key_file or state / "keys.json")
+        if not settings.plaintext and key_file.resolve().is_relative_to(state.resolve()):
+            raise VaultError(f"the key file {key_file} is inside the state directory: whoever copies the data "
+                             "copies the keys. Keep it on another volume (--key-file); the state directory is "
+                             "for the database only")
         sealer = Pkcs11Sealer(settings.hsm) if settings.hsm is not None else None
         self.keys = LocalKeyFile(key_file, settings.key_passphrase, sealer=sealer)
         if not settings.plaintext and not self.keys.sealed:
