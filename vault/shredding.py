@@ -19,6 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from vault.exceptions import StoreUnavailable
@@ -42,15 +43,20 @@ class ShredLedger:
         self.url = url
         self._lock = threading.Lock()
         self._postgres = url.startswith(("postgresql://", "postgres://"))
-        self._connection = None
+        if self._postgres:
+            from psycopg_pool import ConnectionPool
+
+            # As the template store's pool (vault.store.postgres): a connection the server cut is
+            # replaced on checkout instead of failing the call.
+            self._pool = ConnectionPool(url, min_size=1, max_size=4, open=False, name="vault-shreds",
+                                        check=ConnectionPool.check_connection, timeout=10)
+            self._pool.open(wait=True, timeout=30)
+        else:
+            self._db = self._open_sqlite(Path(url.removeprefix("sqlite:///")))
         self._run(lambda cur: cur.execute(SCHEMA))
 
-    def _connect(self):
-        if self._postgres:
-            import psycopg
-
-            return psycopg.connect(self.url, connect_timeout=10)
-        path = Path(self.url.removeprefix("sqlite:///"))
+    @staticmethod
+    def _open_sqlite(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
         os.chmod(path, 0o600)
@@ -59,38 +65,28 @@ class ShredLedger:
         connection.execute("PRAGMA journal_mode=DELETE")
         return connection
 
-    def _run(self, work):
-        """Run work(cursor) in one transaction; reconnect once if the connection was lost."""
+    @contextmanager
+    def _transaction(self):
+        if self._postgres:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+            return
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._connection is None:
-                        self._connection = self._connect()
-                    cur = self._connection.cursor()
-                    try:
-                        result = work(cur)
-                        self._connection.commit()
-                        return result
-                    except BaseException:
-                        self._connection.rollback()
-                        raise
-                    finally:
-                        cur.close()
-                except Exception as error:
-                    if not self._lost(error) or attempt == 2:
-                        raise
-                    self._connection = None
-        raise AssertionError("unreachable")
+            cur = self._db.cursor()
+            try:
+                yield cur
+            except BaseException:
+                self._db.rollback()
+                raise
+            else:
+                self._db.commit()
+            finally:
+                cur.close()
 
-    def _lost(self, error: Exception) -> bool:
-        if not self._postgres:
-            return False
-        import psycopg
-
-        if isinstance(error, psycopg.OperationalError):
-            self._connection = None
-            return True
-        return False
+    def _run(self, work):
+        """Run work(cursor) in one transaction."""
+        with self._transaction() as cur:
+            return work(cur)
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self._postgres else text
@@ -149,10 +145,11 @@ class ShredLedger:
             cur, self._sql("SELECT template_id, created_at FROM shred_secrets WHERE created_at < ?"), (moment,)))
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        if self._postgres:
+            self._pool.close()
+        else:
+            with self._lock:
+                self._db.close()
 
 
 def _fetch(cur, sql: str, params) -> list:
