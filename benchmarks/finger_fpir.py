@@ -27,6 +27,7 @@ from benchmarks.fingerprint_mcc import features
 from benchmarks.fingerprint_operating_point import REAL
 from benchmarks.scores import fresh_key
 from benchmarks.transcript import Transcript
+from vault.cohort import TemplateCohort
 from vault.features import fingerprint as fp
 from vault.matching import MatchIndex
 from vault.profiles import CURRENT, FINGERPRINT
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
             for _ in range(args.keys):
                 protector, key = Protector(), fresh_key()
                 codes = protector.protect_many(key, profile, vectors)
+                template_cohort = TemplateCohort(protector)  # each template's offset, as the service sets it
                 enrolled = rng.choice(60, size, replace=False)
                 enrolled_ids = {int(identity[f * 8]) for f in enrolled}
                 index = MatchIndex()
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
                     rows = [r for r in np.flatnonzero(finger == f) if impression[r] < touches and ok[r]]
                     if rows:
                         index.add("t", FINGERPRINT, profile, 1, f"u{f}", f"id{identity[rows[0]]}", 0, codes[rows],
-                                  len(rows))
+                                  len(rows), offsets=template_cohort.offsets(key, profile, codes[rows]))
                 for r in np.flatnonzero(ok):
                     if finger[r] in enrolled and impression[r] < touches:
                         continue  # an enrolment sample

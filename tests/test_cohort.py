@@ -41,3 +41,34 @@ def test_a_gallerys_thresholds_move_with_its_keys_shift():
         gallery.add("t1", "ana", 0, codes[1])
         assert [h.matched for h in gallery.search(codes[0], template_id="t1")] == [matched]
         assert len(gallery.top(codes[0], limit=1)) == int(matched)
+
+
+def test_each_fingerprint_template_gets_its_own_offset_the_same_on_every_replica():
+    finger = CURRENT[FINGERPRINT]
+    assert finger.template_cohort is not None
+    members = cohort.template_cohort_vectors(finger.template_cohort)
+    assert members.shape[1] == finger.feature_dim and len(members) >= 200  # a few prints may be refused
+    rng = np.random.default_rng(1)
+    vectors = members[rng.choice(len(members), 3, replace=False)] + 0.05 * rng.standard_normal((3, finger.feature_dim))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    codes = Protector().protect_many(key(1), finger, vectors)
+    offsets = cohort.TemplateCohort(Protector()).offsets(key(1), finger, codes)
+    again = cohort.TemplateCohort(Protector()).offsets(key(1), finger, codes)  # another replica
+    np.testing.assert_array_equal(offsets, again)
+    assert offsets.shape == (3,) and len(set(offsets.tolist())) == 3 and np.all(np.abs(offsets) < 0.05)
+    assert cohort.TemplateCohort(Protector()).offsets(key(1), CURRENT[FACE], codes[0]) is None
+
+
+def test_a_gallery_takes_each_rows_offset_off_its_scores():
+    finger = CURRENT[FINGERPRINT]
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((2, finger.feature_dim)).astype(np.float32)
+    vectors[1] = vectors[0] + 0.9 * vectors[1]
+    codes = Protector().protect_many(key(6), finger, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    score = float(agreement(codes[0], codes[1:], finger.hash_count)[0])
+    for offset, matched in ((score - finger.threshold - 0.01, True), (score - finger.threshold + 0.01, False)):
+        gallery = Gallery(finger, 1)
+        gallery.add("t1", "ana", 1, codes[1], offsets=np.array([offset]))
+        [hit] = gallery.search(codes[0], template_id="t1")
+        assert hit.matched == matched and abs(hit.score - (score - offset)) < 1e-6
+        assert len(gallery.top(codes[0], limit=1)) == int(matched)

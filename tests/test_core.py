@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from conftest import deterministic_key_file
@@ -12,10 +13,11 @@ from doubles import NO_SIGNAL, VectorExtractor, sample_bytes
 from vault.administration import Administration
 from vault.audit import AuditEntry
 from vault.auth import Identity
-from vault.core import FACE_EMBEDDING, IMAGE, ISO_19794_2, Sample, Vault
+from vault.core import FACE_EMBEDDING, IMAGE, ISO_19794_2, Sample, Vault, row_identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample
 from vault.keys import LocalKeyFile
 from vault.lockout import Limits, LockedOut, FailureLimiter
+from vault.matching import agreement
 from vault.profiles import CURRENT, FACE, FINGERPRINT
 from vault.shredding import ledger_path, open_ledger
 from vault.store import LIVE, REVOKED, open_store
@@ -186,6 +188,27 @@ def test_an_edited_sample_count_is_refused_at_load(vault):
         cur.execute("UPDATE templates SET sample_count = 1 WHERE template_id = ?", (done.template_id,))
     fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
     assert fresh.load_index() == (0, 1)
+
+
+def test_a_fingerprint_templates_cohort_offset_is_taken_off_its_scores_and_the_same_after_a_restart(vault):
+    """The decision takes each fingerprint code's cohort offset off its scores (vault.cohort
+    .TemplateCohort): computed at enrolment, and again from the unsealed codes at load."""
+    done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 2, [photo("ana", s) for s in (1, 2, 3)]))
+    probe = vault._probe_codes("default", VectorExtractor().vector(FINGERPRINT, IMAGE, b"ana/4")[0])
+    [gallery] = vault.index.galleries("default", FINGERPRINT)
+    [hit] = gallery.search(probe(gallery), template_id=done.template_id)
+    row = vault.store.get("default", done.template_id)
+    key = vault.keys.tenant_key("default", row.key_version)
+    codes = vault.protector.unseal(key, row_identity(row), gallery.profile, row.salt, row.sealed,
+                                   vault.shreds.secrets([row.template_id])[row.template_id])
+    raw = agreement(probe(gallery), codes, gallery.profile.hash_count)
+    offsets = vault.template_cohort.offsets(key, gallery.profile, codes)
+    assert offsets.shape == (3,) and np.all(offsets != 0)
+    assert hit.matched and hit.score == pytest.approx(float(np.max(raw - offsets)), abs=1e-6)
+    fresh = Vault(vault.store, vault.keys, VectorExtractor(), shreds=vault.shreds)
+    assert fresh.load_index() == (1, 0)
+    [reloaded] = fresh.index.galleries("default", FINGERPRINT)
+    assert reloaded.search(probe(reloaded), template_id=done.template_id) == [hit]
 
 
 def test_lockout_after_repeated_failures_is_audited(vault):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vault.audit import AuditEntry
-from vault.cohort import CohortShifts
+from vault.cohort import CohortShifts, TemplateCohort
 from vault.auth import AUDITOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
 from vault.shredding import ShredLedger
@@ -122,6 +122,7 @@ class Vault:
 
     def __post_init__(self):
         self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
+        self.template_cohort = TemplateCohort(self.protector)  # each fingerprint template's offset
 
     # -- enrolment ------------------------------------------------------------------------------
     async def enroll(self, caller: Identity, subject_id: str, modality: int, finger: int, samples: list[Sample],
@@ -362,7 +363,8 @@ class Vault:
             shred = (shred_secrets or {}).get(row.template_id)
             code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed, shred)
         self.index.add(row.tenant, row.modality, profile, row.key_version, row.template_id,
-                       row.subject_id, row.finger, code, row.sample_count, self.cohort_shifts.shift(key, profile))
+                       row.subject_id, row.finger, code, row.sample_count, self.cohort_shifts.shift(key, profile),
+                       self.template_cohort.offsets(key, profile, code))
 
     # -- shared steps -----------------------------------------------------------------------------
     async def _features(self, modality: int, samples: list[Sample], require_single_face: bool):

@@ -85,7 +85,7 @@ def warm_up(profiles) -> None:
 class Hit:
     template_id: str
     subject_id: str
-    score: float
+    score: float  # agreement, less the row's offset where it has one (Gallery)
     matched: bool  # score reached the template's own threshold (ProtectionProfile.threshold_for)
 
 
@@ -96,7 +96,9 @@ class Gallery:
     """Live codes of one group, each template decided at the threshold its profile sets for how it
     was enrolled (one sample, several fused, or several kept apart: ProtectionProfile
     .keeps_sample_codes). A template kept as several codes holds one row per code and scores the
-    probe's best agreement with any of them. Rows are removed by moving the last row into the hole."""
+    probe's best agreement with any of them. A row may carry an offset (vault.cohort
+    .TemplateCohort: how close its code sits to generic prints), taken off every score it draws.
+    Rows are removed by moving the last row into the hole."""
 
     def __init__(self, profile: ProtectionProfile, key_version: int, threshold_shift: float = 0.0):
         """`threshold_shift`: this key's move of every threshold (vault.cohort), 0 for one for all keys."""
@@ -106,6 +108,7 @@ class Gallery:
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._fused = np.zeros(16, dtype=bool)  # the row's template was enrolled from several samples
+        self._offsets = np.zeros(16, dtype=np.float32)  # taken off the row's scores (vault.cohort)
         self._template_ids: list[str] = []  # per row
         self._subject_ids: list[str] = []  # per row
         self._rows_of: dict[str, list[int]] = {}  # template id -> its rows
@@ -116,9 +119,12 @@ class Gallery:
         """Templates held (a template kept as several codes counts once)."""
         return len(self._rows_of)
 
-    def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1) -> None:
-        """Add a template: one packed code (planes, words) or several (k, planes, words)."""
+    def add(self, template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1,
+            offsets: np.ndarray | None = None) -> None:
+        """Add a template: one packed code (planes, words) or several (k, planes, words), with each
+        code's score offset (vault.cohort.TemplateCohort; None: none)."""
         codes = np.asarray(code).reshape(-1, self.profile.planes, self.profile.words)
+        offsets = np.zeros(len(codes), np.float32) if offsets is None else np.asarray(offsets, np.float32)
         with self._lock:
             if template_id in self._rows_of:
                 return
@@ -130,10 +136,12 @@ class Gallery:
                 self._codes = grown
                 self._fingers = np.concatenate([self._fingers, np.zeros(size, dtype=np.uint8)])
                 self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
+                self._offsets = np.concatenate([self._offsets, np.zeros(size, dtype=np.float32)])
             rows = list(range(n, n + len(codes)))
             self._codes[n:n + len(codes)] = codes.transpose(0, 2, 1)
             self._fingers[rows] = finger
             self._fused[rows] = sample_count > 1
+            self._offsets[rows] = offsets
             self._template_ids += [template_id] * len(codes)
             self._subject_ids += [subject_id] * len(codes)
             self._rows_of[template_id] = rows
@@ -155,6 +163,7 @@ class Gallery:
                     self._codes[row] = self._codes[last]
                     self._fingers[row] = self._fingers[last]
                     self._fused[row] = self._fused[last]
+                    self._offsets[row] = self._offsets[last]
                     moved = self._template_ids[last]
                     self._template_ids[row] = moved
                     self._subject_ids[row] = self._subject_ids[last]
@@ -172,9 +181,10 @@ class Gallery:
         with self._lock:
             return template_id in self._rows_of
 
-    def _scores(self, probe: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Agreement of a packed probe (planes, words) with interleaved gallery rows."""
-        return _interleaved_agreement(np.ascontiguousarray(probe.T), codes, self.profile.hash_count)
+    def _scores(self, probe: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """Agreement of a packed probe (planes, words) with gallery rows, less each row's offset."""
+        agreements = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
+        return agreements - self._offsets[rows]
 
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
         if template_id is not None:
@@ -202,7 +212,7 @@ class Gallery:
         """1:1 scores of the probe against one template, or one subject's templates (optionally one finger)."""
         with self._lock:
             rows = np.asarray(self._rows(subject_id, template_id, finger), dtype=np.int64)
-            scores = self._scores(probe, self._codes[rows])
+            scores = self._scores(probe, rows)
             return self._best_per_template(rows, scores, self._thresholds(rows))
 
     def _thresholds(self, rows: np.ndarray, per_comparison_fmr: float | None = None) -> np.ndarray:
@@ -229,10 +239,10 @@ class Gallery:
             n = len(self._template_ids)
             if finger:
                 rows = np.flatnonzero(self._fingers[:n] == finger)
-                scores = self._scores(probe, self._codes[rows])
+                scores = self._scores(probe, rows)
             else:
                 rows = np.arange(n)
-                scores = self._scores(probe, self._codes[:n])
+                scores = self._scores(probe, slice(0, n))
             bar = self._thresholds(rows, per_comparison_fmr) if threshold is None else np.float32(threshold)
             above = np.flatnonzero(scores >= bar)
             hits = self._best_per_template(rows[above], scores[above], np.broadcast_to(bar, scores.shape)[above])
@@ -258,7 +268,7 @@ class MatchIndex:
 
     def add(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
             template_id: str, subject_id: str, finger: int, code: np.ndarray, sample_count: int = 1,
-            threshold_shift: float = 0.0) -> None:
+            threshold_shift: float = 0.0, offsets: np.ndarray | None = None) -> None:
         with self._lock:
             if template_id in self._removed:
                 return
@@ -266,7 +276,7 @@ class MatchIndex:
             gallery = group.get((profile.name, key_version))
             if gallery is None:
                 gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
-            gallery.add(template_id, subject_id, finger, code, sample_count)
+            gallery.add(template_id, subject_id, finger, code, sample_count, offsets)
 
     def remove(self, tenant: str, modality: int, template_id: str) -> bool:
         with self._lock:
