@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-key", type=int, default=10, help="fresh keys for the per-key Verify spread")
+    parser.add_argument("--only", choices=("face",), default=None,
+                        help="fit the face models only (the fingerprint fit extracts every FVC set)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     out = Transcript()
@@ -185,17 +187,18 @@ def main(argv=None) -> int:
         f"scores, {len(scores['I2']):,} two-photo-fused):")
     out()
     out(f"    score_models=({models[0]!r},\n                  {models[1]!r}),")
-    finger = finger_scores(args.keys)
-    # A profile that keeps touches apart compares each code as one touch: the one-touch model serves.
-    kept_apart = CURRENT[FINGERPRINT].keeps_sample_codes
-    finger_models = (fit_model(finger["I1"], finger["G1"]),
-                     None if kept_apart else fit_model(finger["I3"], finger["G3"]))
-    out()
-    out(f"{CURRENT[FINGERPRINT].name}, fitted on FVC2000 and FVC2002 DB1-DB3 ({len(finger['I1']):,} one-touch "
-        f"impostor scores" + ("; touches kept apart: one model per code)" if kept_apart else
-                              f", {len(finger['I3']):,} three-touch-fused):"))
-    out()
-    out(f"    score_models=({finger_models[0]!r},\n                  {finger_models[1]!r}),")
+    if args.only != "face":
+        finger = finger_scores(args.keys)
+        # A profile that keeps touches apart compares each code as one touch: the one-touch model serves.
+        kept_apart = CURRENT[FINGERPRINT].keeps_sample_codes
+        finger_models = (fit_model(finger["I1"], finger["G1"]),
+                         None if kept_apart else fit_model(finger["I3"], finger["G3"]))
+        out()
+        out(f"{CURRENT[FINGERPRINT].name}, fitted on FVC2000 and FVC2002 DB1-DB3 ({len(finger['I1']):,} one-touch "
+            f"impostor scores" + ("; touches kept apart: one model per code)" if kept_apart else
+                                  f", {len(finger['I3']):,} three-touch-fused):"))
+        out()
+        out(f"    score_models=({finger_models[0]!r},\n                  {finger_models[1]!r}),")
     out()
 
     out(f"## Held out: {face.name}, LFW's other {len(names) - len(first)} identities + ORL's 40 people, "
