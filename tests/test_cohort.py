@@ -29,13 +29,18 @@ def test_the_cohort_is_the_same_everywhere_and_each_key_gets_its_own_shift():
     assert cohort.CohortShifts(Protector()).shift(key(1), CURRENT[FINGERPRINT]) == 0.0  # no cohort: one for all
 
 
+def probe_and_template(profile, seed: int, spread: float):
+    """Codes of a probe and of a template near it under one key, and their agreement."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((2, profile.feature_dim)).astype(np.float32)
+    vectors[1] = vectors[0] + spread * vectors[1]
+    codes = Protector().protect_many(key(seed + 5), profile, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    return codes, float(agreement(codes[0], codes[1:], profile.hash_count)[0])
+
+
 def test_a_gallerys_thresholds_move_with_its_keys_shift():
     face = dataclasses.replace(CURRENT[FACE], cohort=None)
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((2, face.feature_dim)).astype(np.float32)
-    vectors[1] = vectors[0] + 0.6 * vectors[1]
-    codes = Protector().protect_many(key(5), face, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
-    score = float(agreement(codes[0], codes[1:], face.hash_count)[0])
+    codes, score = probe_and_template(face, 0, 0.6)
     for shift, matched in ((score - face.threshold - 0.01, True), (score - face.threshold + 0.01, False)):
         gallery = Gallery(face, 1, threshold_shift=shift)
         gallery.add("t1", "ana", 0, codes[1])
@@ -61,11 +66,7 @@ def test_each_fingerprint_template_gets_its_own_offset_the_same_on_every_replica
 
 def test_a_gallery_takes_each_rows_offset_off_its_scores():
     finger = CURRENT[FINGERPRINT]
-    rng = np.random.default_rng(2)
-    vectors = rng.standard_normal((2, finger.feature_dim)).astype(np.float32)
-    vectors[1] = vectors[0] + 0.9 * vectors[1]
-    codes = Protector().protect_many(key(6), finger, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
-    score = float(agreement(codes[0], codes[1:], finger.hash_count)[0])
+    codes, score = probe_and_template(finger, 1, 0.9)
     for offset, matched in ((score - finger.threshold - 0.01, True), (score - finger.threshold + 0.01, False)):
         gallery = Gallery(finger, 1)
         gallery.add("t1", "ana", 1, codes[1], offsets=np.array([offset]))

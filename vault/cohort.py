@@ -33,7 +33,7 @@ from vault.features import fingerprint
 from vault.features.leader import PX_PER_CM_500_PPI
 from vault.iso19794 import MinutiaeRecord
 from vault.keys import TenantKey
-from vault.matching import agreement
+from vault.matching import agreement, agreements_with_later
 from vault.profiles import ProtectionProfile
 
 __all__ = ["CohortShifts", "TemplateCohort", "cohort_quantile", "cohort_vectors", "template_cohort_records",
@@ -57,7 +57,7 @@ def cohort_vectors(model: str, size: int = COHORT_SIZE) -> np.ndarray:
 def cohort_quantile(protector, key: TenantKey, profile: ProtectionProfile) -> float:
     """The cohort's impostor score at quantile 1 - profile.operating_fmr under this key."""
     codes = protector.protect_many(key, profile, cohort_vectors(profile.cohort))
-    scores = np.concatenate([agreement(codes[a], codes[a + 1:], profile.hash_count) for a in range(PROBES)])
+    scores = agreements_with_later(codes, PROBES, profile.hash_count)
     return float(np.quantile(scores, 1.0 - profile.operating_fmr))
 
 

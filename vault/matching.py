@@ -72,6 +72,13 @@ def agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarr
                                   hash_count)
 
 
+def agreements_with_later(codes: np.ndarray, first: int, hash_count: int) -> np.ndarray:
+    """Each of the first `first` codes (n, planes, words) against every code after it, flattened:
+    a cohort's impostor pairs. The codes are laid out for the kernel once, not once per row."""
+    rows = np.ascontiguousarray(np.asarray(codes, dtype=np.uint64).transpose(0, 2, 1))
+    return np.concatenate([_interleaved_agreement(rows[a], rows[a + 1:], hash_count) for a in range(first)])
+
+
 def warm_up(profiles) -> None:
     """Compile (or load from numba's cache) the kernel of each profile before the first request."""
     for profile in profiles:
