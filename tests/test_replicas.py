@@ -172,6 +172,12 @@ def test_two_replicas_on_one_database_see_each_others_changes(server_factory, tm
             found = stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=sample(probe), max_candidates=5))
             return [c.template_id for c in found.candidates]
 
+        # The first template under a key version a replica has not yet seen makes it compute that
+        # key's operating point (vault.cohort, ~2 s), once: outside the propagation bound.
+        carol = [embedding("face", "orl", "s9", f"{i}.pgm") for i in (1, 2)]
+        one.Enroll(pb.EnrollRequest(subject_id="carol", modality=pb.FACE, samples=[sample(carol[0])]))
+        wait_until(lambda: verifies(two, "carol", carol[1]), 30.0)
+
         # Enrol on one: the other matches within the window.
         a = one.Enroll(pb.EnrollRequest(subject_id="alice", modality=pb.FACE, samples=[sample(alice[0])])).template_id
         wait_until(lambda: verifies(two, "alice", alice[2]), PROPAGATION_S)
