@@ -23,6 +23,7 @@ every score it draws. Same key, same code, same cohort: every replica computes t
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,24 +62,45 @@ def cohort_quantile(protector, key: TenantKey, profile: ProtectionProfile) -> fl
     return float(np.quantile(scores, 1.0 - profile.operating_fmr))
 
 
+class _PerKey:
+    """What a key's projection makes of a shipped cohort, shared by every Vault of the process (tools
+    and tests build many): keyed, as the Protector's projection cache is, by the projection secret
+    and the profile, so a key's figure is computed once; at most `size` entries, the oldest dropped."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._values: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: TenantKey, profile: ProtectionProfile, compute):
+        entry = (key.projection, profile.name)
+        with self._lock:
+            if entry in self._values:
+                self._values.move_to_end(entry)
+                return self._values[entry]
+        value = compute()
+        with self._lock:
+            value = self._values.setdefault(entry, value)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+            return value
+
+
+_QUANTILES = _PerKey(4096)  # floats
+_COHORT_CODES = _PerKey(64)  # 256 codes of 2 KiB each
+
+
 class CohortShifts:
-    """Threshold shift per (tenant, key version, profile), computed once and kept in memory."""
+    """Threshold shift per (key version, profile), computed once and kept in memory."""
 
     def __init__(self, protector):
         self.protector = protector
-        self._shifts: dict[tuple, float] = {}
-        self._lock = threading.Lock()
 
     def shift(self, key: TenantKey, profile: ProtectionProfile) -> float:
         if profile.cohort is None:
             return 0.0
-        group = (key.tenant, key.version, profile.name)
-        with self._lock:
-            if group in self._shifts:
-                return self._shifts[group]
-        shift = cohort_quantile(self.protector, key, profile) - profile.cohort_reference
-        with self._lock:
-            return self._shifts.setdefault(group, shift)
+        quantile = _QUANTILES.get(key, profile, lambda: cohort_quantile(self.protector, key, profile))
+        return quantile - profile.cohort_reference
 
 
 @lru_cache(maxsize=2)
@@ -112,25 +134,16 @@ def template_offsets(codes: np.ndarray, cohort_codes: np.ndarray, profile: Prote
 
 class TemplateCohort:
     """Score offsets of templates (ProtectionProfile.template_cohort), the cohort's codes made once
-    per (tenant, key version, profile) and kept in memory (~0.6 s a key for 256 prints)."""
+    per (key version, profile) and kept in memory (~0.6 s a key for 256 prints)."""
 
     def __init__(self, protector):
         self.protector = protector
-        self._codes: dict[tuple, np.ndarray] = {}
-        self._lock = threading.Lock()
 
     def offsets(self, key: TenantKey, profile: ProtectionProfile, code: np.ndarray) -> np.ndarray | None:
         """The offset of each of a template's codes (one code, or k kept apart); None without a cohort."""
         if profile.template_cohort is None:
             return None
         codes = np.asarray(code).reshape(-1, profile.planes, profile.words)
-        return template_offsets(codes, self._cohort_codes(key, profile), profile)
-
-    def _cohort_codes(self, key: TenantKey, profile: ProtectionProfile) -> np.ndarray:
-        group = (key.tenant, key.version, profile.name)
-        with self._lock:
-            if group in self._codes:
-                return self._codes[group]
-        codes = self.protector.protect_many(key, profile, template_cohort_vectors(profile.template_cohort))
-        with self._lock:
-            return self._codes.setdefault(group, codes)
+        cohort_codes = _COHORT_CODES.get(key, profile, lambda: self.protector.protect_many(
+            key, profile, template_cohort_vectors(profile.template_cohort)))
+        return template_offsets(codes, cohort_codes, profile)
