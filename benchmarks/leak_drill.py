@@ -261,11 +261,11 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     ledger = open_ledger(ledger_path(key_file))
     old_store = open_store(f"sqlite:///{early_backup}", stolen_keys.audit_key())
     revoked_ids = {tenant_rows[("hospital", p)][0] for p in reissued}
+    shred_secrets = ledger.secrets()  # the whole stolen ledger
     for row in old_store.live_rows():
-        shred = ledger.secrets([row.template_id]).get(row.template_id)
         try:
             Protector().unseal(stolen_keys.tenant_key(row.tenant, row.key_version), row_identity(row),
-                               PROFILES[row.profile], row.salt, row.sealed, shred)
+                               PROFILES[row.profile], row.salt, row.sealed, shred_secrets.get(row.template_id))
             opened = True
         except VaultError:
             opened = False

@@ -154,6 +154,15 @@ class ServerProcess:
         return code
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def tls_key_file(state_dir: Path) -> Path:
     """Where a test's TLS server keeps its key file: beside its state directory, never inside."""
     return state_dir.parent / f"{state_dir.name}-keys" / "keys.json"

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import socket
 import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT, data_path, start_tls_server
+from tests.conftest import ROOT, data_path, free_port, start_tls_server
 from vault import pki
 from vault_client import Settings, TlsIdentity, VaultClient, errors, pb
 
@@ -83,9 +82,7 @@ def test_lockout_and_bad_samples_are_told_apart(site):
 
 def test_a_vault_that_is_down_is_unavailable_after_the_channels_retries(site):
     folder, _ = site
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     started = time.monotonic()
     with VaultClient(Settings(f"localhost:{port}", tls=TlsIdentity.from_dir(folder, "panel"), timeout_s=60)) as panel:
         with pytest.raises(errors.Unavailable) as down:

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from tests.conftest import alive, data_path, descendants, read
+from tests.conftest import alive, data_path, descendants, free_port, read
 from vault.audit import verify_chain
 from vault.keys import LocalKeyFile
 from vault.store import LIVE, REVOKED, open_store
@@ -25,14 +25,6 @@ def orl(subject: int, image: int) -> pb.Sample:
 def lfw_samples(count: int) -> list[pb.Sample]:
     files = sorted(data_path("face", "lfw").glob("*/*.jpg"))[:count]
     return [pb.Sample(image=f.read_bytes()) for f in files]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def extraction_pending(metrics_port: int) -> float:

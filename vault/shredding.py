@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vault.exceptions import StoreUnavailable
+from vault.store.sqlite import transaction as sqlite_transaction
 
 __all__ = ["ShredLedger", "open_ledger", "ledger_path"]
 
@@ -58,7 +59,7 @@ class ShredLedger:
     @staticmethod
     def _open_sqlite(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         os.chmod(path, 0o600)
         # Deleted secrets are overwritten in the file, not left in free pages; no WAL copies.
         connection.execute("PRAGMA secure_delete=ON")
@@ -71,17 +72,8 @@ class ShredLedger:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
             return
-        with self._lock:
-            cur = self._db.cursor()
-            try:
-                yield cur
-            except BaseException:
-                self._db.rollback()
-                raise
-            else:
-                self._db.commit()
-            finally:
-                cur.close()
+        with sqlite_transaction(self._db, self._lock) as cur:
+            yield cur
 
     def _run(self, work):
         """Run work(cursor) in one transaction."""

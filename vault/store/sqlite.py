@@ -11,6 +11,24 @@ from pathlib import Path
 from vault.store.sql import SqlStore
 
 
+@contextmanager
+def transaction(connection: sqlite3.Connection, lock, begin: str = "BEGIN IMMEDIATE"):
+    """A cursor in one explicit transaction on a connection opened with isolation_level=None,
+    under `lock` (one connection shared by threads): committed, or rolled back on any error."""
+    with lock:
+        cur = connection.cursor()
+        cur.execute(begin)
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+
 class SqliteStore(SqlStore):
     def __init__(self, path: str | os.PathLike, audit_key: bytes | None):
         super().__init__(audit_key)
@@ -25,20 +43,8 @@ class SqliteStore(SqlStore):
         self._lock = threading.RLock()
         self._migrate()
 
-    @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE"):
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute(begin)
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
-            finally:
-                cur.close()
+        return transaction(self._db, self._lock, begin)
 
     def _snapshot(self):
         # A deferred transaction takes no write lock: in WAL mode its reads see the state as of
