@@ -13,7 +13,10 @@ generation", ICPR 2000), in three steps:
 LEADER (vault.features.leader) then reads the minutiae, exactly as the service reads a sensor's.
 
 No image or minutia of any person goes in: the file written holds the minutiae of `--count` such
-prints (fixed seed: the same command writes the same file). The service scores every enrolled
+prints (fixed seed). The shipped finger-cohort-v1.npz holds what the float LEADER network read
+(before vault/models/leader-int8-v1.onnx); the command now reads the prints with the service's int8
+network, which finds 99.7% of the float one's minutiae again, so what it writes would be a new
+cohort version, not v1. The service scores every enrolled
 fingerprint template against this cohort under the tenant's key (vault.cohort.TemplateCohort): a
 template that sits close to generic prints draws impostors, synthetic prints most, and its decision
 is moved by how close (benchmarks/fingerprint_operating_point.py measures it).

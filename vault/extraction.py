@@ -1,11 +1,11 @@
 """Feature extraction off the gRPC event loop: a bounded pool of worker processes.
 
-dlib and LEADER (onnxruntime) take 0.1-1 s a sample and hold a core, so they run in separate processes, one per
+dlib and LEADER (OpenVINO) take 0.1-0.6 s a sample and hold a core, so they run in separate processes, one per
 core. The queue is bounded: when `max_pending` samples are already waiting or running, a new
 request fails at once with RESOURCE_EXHAUSTED instead of queueing without bound.
 
 Each sample also has a hard time limit: the worker arms a SIGALRM timer whose default action is to
-end the process, so a sample that keeps dlib or onnxruntime busy in native code (where no Python
+end the process, so a sample that keeps dlib or OpenVINO busy in native code (where no Python
 check can run) is stopped by the kernel. The pool is then rebuilt and the calls in flight get a
 retryable RESOURCE_EXHAUSTED.
 """
@@ -117,7 +117,7 @@ def _warm_up(server_pid: int) -> None:
 
     from vault.features import leader
 
-    leader.session()
+    leader.network()
 
 
 class Extractor:
