@@ -10,8 +10,10 @@ with a generalised Pareto distribution (maximum likelihood, scipy; a fitted shap
 with a ceiling, is replaced by the exponential law, shape 0, which extrapolates more cautiously);
 genuine scores are kept as 21
 quantiles. Fingerprints: the same from the six real FVC sets (one touch: all pairs; fused: 1-3
-fused against 4-8) under the shipped basis; they are also the data its 1:1 thresholds came from.
-The printed ScoreModel(...) lines go into vault/profiles.py.
+fused against 4-8) under the shipped basis, each template's cohort offset taken off as the service
+does; they are also the data its 1:1 thresholds came from. The printed ScoreModel(...) lines go into
+vault/profiles.py; for fingerprints, the model in force is also held against the fresh scores
+(`--only finger` does that part alone).
 
 Held out (face): the other 290 LFW identities and the 40 ORL people (330). For each gallery size
 N, N people are enrolled from their first photo, the others are not enrolled; FPIR = share of the
@@ -135,26 +137,86 @@ def verify_rates(feats: features.Features, profile) -> tuple[float, float]:
 
 
 def finger_scores(keys: int):
-    """Pooled one-touch and fused scores of the six real FVC sets (shipped basis)."""
+    """Pooled one-touch and fused scores of the six real FVC sets (shipped basis), as the service
+    scores them: with each enrolled code's offset against the synthetic cohort taken off, where the
+    profile has one (vault.cohort.TemplateCohort)."""
     from benchmarks.fingerprint_baseline import FINGERS, IMPRESSIONS, MinutiaeCache
     from benchmarks.fingerprint_mcc import features as finger_features
     from benchmarks.fingerprint_operating_point import REAL, score_set
+    from vault.cohort import template_cohort_records, template_offsets
     from vault.features import fingerprint as fp
 
+    profile = CURRENT[FINGERPRINT]
+    model = fp.default_model()
+    if profile.template_cohort:
+        cohort_vectors, cohort_ok = finger_features(list(template_cohort_records(profile.template_cohort)), model, [])
     cache = MinutiaeCache(enabled=True)
     pooled: dict[str, list] = {}
     for s in REAL:
         records = cache.records([data.DATA / "fingerprint" / f"fvc{s[0]}" / f"db{s[1]}_b" / f"{f}_{i}.tif"
                                  for f in FINGERS for i in IMPRESSIONS])
-        vectors, ok = finger_features(records, fp.default_model(), [])
+        vectors, ok = finger_features(records, model, [])
         for _ in range(keys):
             protector, key = Protector(), fresh_key()
-            scores = score_set(vectors, ok, lambda v: protector.protect_many(key, CURRENT[FINGERPRINT], v), {})
+            codes_of = lambda v: protector.protect_many(key, profile, v)  # noqa: E731
+            offsets_of = None
+            if profile.template_cohort:
+                cohort_codes = codes_of(cohort_vectors[cohort_ok])
+                offsets_of = lambda codes: template_offsets(codes, cohort_codes, profile)  # noqa: E731
+            scores = score_set(vectors, ok, codes_of, {}, offsets_of)
             for kind in ("I1", "G1", "I3", "G3"):
                 pooled.setdefault(kind, []).append(scores[kind])
     out = {k: np.concatenate(v) for k, v in pooled.items()}
     out["G1"], out["G3"] = out["G1"][out["G1"] >= 0], out["G3"][out["G3"] >= 0]  # refused samples apart
     return out
+
+
+def finger_models(out: Transcript, keys: int, fpir: float) -> None:
+    """Fit the fingerprint models, and hold the one in force against the same scores."""
+    profile = CURRENT[FINGERPRINT]
+    finger = finger_scores(keys)
+    # A profile that keeps touches apart compares each code as one touch: the one-touch model serves.
+    kept_apart = profile.keeps_sample_codes
+    fitted = (fit_model(finger["I1"], finger["G1"]), None if kept_apart else fit_model(finger["I3"], finger["G3"]))
+    out()
+    out(f"{profile.name}, fitted on FVC2000 and FVC2002 DB1-DB3 ({len(finger['I1']):,} one-touch "
+        f"impostor scores" + ("; touches kept apart: one model per code)" if kept_apart else
+                              f", {len(finger['I3']):,} three-touch-fused):"))
+    out()
+    out(f"    score_models=({fitted[0]!r},\n                  {fitted[1]!r}),")
+    in_force = profile.score_model(1)
+    if in_force is None:
+        return
+    impostor = finger["I1"]
+    out()
+    out(f"The one-touch model in force (tail from {in_force.tail_start:.4f}, scale {in_force.scale:.5f}) against "
+        f"these scores (tail from {fitted[0].tail_start:.4f}, scale {fitted[0].scale:.5f}); impostor percentiles "
+        "99 / 99.9 / 99.99: " + " / ".join(f"{np.quantile(impostor, q):.4f}" for q in (0.99, 0.999, 0.9999)) +
+        f", highest {impostor.max():.4f}.")
+    out()
+    out("| fingers searched (N) | per-comparison FMR for FPIR " + f"{fpir:g} | Identify threshold in force | "
+        "impostor scores at or above it | the model in force says | the fresh fit's threshold |")
+    out("|---|---|---|---|---|---|")
+    for n in (10, 100, 1_000, 10_000, 100_000, 1_000_000):
+        fmr = per_comparison_fmr(fpir, n)
+        t = profile.identify_threshold(1, fmr)
+        out(f"| {n:,} | {fmr:.1e} | {t:.4f} | {np.mean(impostor >= t):.1e} | {in_force.false_match_rate(t):.1e} | "
+            f"{max(profile.threshold, fitted[0].threshold_at(fmr)):.4f} |")
+
+
+def predictions(out: Transcript, profiles: list, fpir: float) -> None:
+    """Identify's thresholds and expected FNIR at growing gallery sizes, from the models in force."""
+    out("## The model's prediction (one-photo / fused templates; fingerprints: one touch / three)")
+    out()
+    out("| profile | templates | threshold | expected FNIR | fused: threshold | expected FNIR |")
+    out("|---|---|---|---|---|---|")
+    for profile in profiles:
+        for n in (100, 1_000, 5_000, 50_000, 1_000_000):
+            fmr = per_comparison_fmr(fpir, n)
+            c = capacity(profile, n, fpir, 1.0)
+            out(f"| {profile.name} | {n:,} | {profile.identify_threshold(1, fmr):.4f} | {c.expected_fnir:.3f} | "
+                f"{profile.identify_threshold(2, fmr):.4f} | {c.expected_fnir_fused:.3f} |")
+    out()
 
 
 def main(argv=None) -> int:
@@ -164,11 +226,18 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-key", type=int, default=10, help="fresh keys for the per-key Verify spread")
-    parser.add_argument("--only", choices=("face",), default=None,
-                        help="fit the face models only (the fingerprint fit extracts every FVC set)")
+    parser.add_argument("--only", choices=("face", "finger"), default=None,
+                        help="fit one modality's models only (the fingerprint fit extracts every FVC set)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     out = Transcript()
+    if args.only == "finger":
+        out(f"## Score models ({args.keys} keys)")
+        finger_models(out, args.keys, args.fpir)
+        out()
+        predictions(out, [CURRENT[FINGERPRINT]], args.fpir)
+        out.save(args.report)
+        return 0
 
     face = CURRENT[FACE]
     lfw = features.load(data.lfw(), progress=False)
@@ -188,17 +257,7 @@ def main(argv=None) -> int:
     out()
     out(f"    score_models=({models[0]!r},\n                  {models[1]!r}),")
     if args.only != "face":
-        finger = finger_scores(args.keys)
-        # A profile that keeps touches apart compares each code as one touch: the one-touch model serves.
-        kept_apart = CURRENT[FINGERPRINT].keeps_sample_codes
-        finger_models = (fit_model(finger["I1"], finger["G1"]),
-                         None if kept_apart else fit_model(finger["I3"], finger["G3"]))
-        out()
-        out(f"{CURRENT[FINGERPRINT].name}, fitted on FVC2000 and FVC2002 DB1-DB3 ({len(finger['I1']):,} one-touch "
-            f"impostor scores" + ("; touches kept apart: one model per code)" if kept_apart else
-                                  f", {len(finger['I3']):,} three-touch-fused):"))
-        out()
-        out(f"    score_models=({finger_models[0]!r},\n                  {finger_models[1]!r}),")
+        finger_models(out, args.keys, args.fpir)
     out()
 
     out(f"## Held out: {face.name}, LFW's other {len(names) - len(first)} identities + ORL's 40 people, "
@@ -223,17 +282,7 @@ def main(argv=None) -> int:
     out(f"false-match rate per key: {', '.join(f'{f:.2e}' for f in fmrs)} (max {fmrs.max() / face.operating_fmr:.2f}x "
         f"the stated {face.operating_fmr:g}); genuine accept {gars.min():.3f}-{gars.max():.3f}")
     out()
-    out("## The model's prediction (one-photo / fused templates; fingerprints: one touch / three)")
-    out()
-    out("| profile | templates | threshold | expected FNIR | fused: threshold | expected FNIR |")
-    out("|---|---|---|---|---|---|")
-    for profile in (face, CURRENT[FINGERPRINT]):
-        for n in (100, 1_000, 5_000, 50_000, 1_000_000):
-            fmr = per_comparison_fmr(args.fpir, n)
-            c = capacity(profile, n, args.fpir, 1.0)
-            out(f"| {profile.name} | {n:,} | {profile.identify_threshold(1, fmr):.4f} | {c.expected_fnir:.3f} | "
-                f"{profile.identify_threshold(2, fmr):.4f} | {c.expected_fnir_fused:.3f} |")
-    out()
+    predictions(out, [face, CURRENT[FINGERPRINT]], args.fpir)
     out("Assumptions: impostor comparisons independent (one probe against N different people), the "
         "impostor tail above the 99th percentile follows the fitted generalised Pareto law beyond the "
         "fitted range, the population looks like the fitting data (LFW news photos; FVC sensors), and one "

@@ -278,6 +278,11 @@ FINGER_LEADER_V6 = replace(
         "apart); held-out FVC2002 DB4 synthetic probes 0 against every held-out sensor's templates, FVC2000 "
         "DB3's included (v5: up to 7.3e-3). uv run python -m benchmarks.fingerprint_operating_point"
     ),
+    # Identify's one-sample tail model, fitted on the scores v6 makes (cohort offsets taken off,
+    # int8 LEADER minutiae; uv run python -m benchmarks.identify_fpir --only finger): its tail is
+    # wider than v4's raw-score model (scale 0.0036 against 0.0029), so large galleries get higher
+    # thresholds (1M fingers: 0.5784 against 0.5700). Kept-apart codes are each compared as one sample.
+    score_models=(ScoreModel(tail_start=0.52901, tail_rate=0.010007, shape=0.0, scale=0.0035778, genuine_quantiles=(0.49051, 0.54638, 0.56132, 0.57258, 0.58114, 0.59042, 0.59837, 0.60499, 0.61215, 0.61915, 0.62623, 0.63405, 0.64164, 0.64977, 0.658, 0.66622, 0.67566, 0.68671, 0.70192, 0.72147, 0.85717)), None),
 )
 
 PROFILES: dict[str, ProtectionProfile] = {
