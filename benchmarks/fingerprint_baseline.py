@@ -93,13 +93,13 @@ def float_leader():
     if _float_leader is None:
         import onnxruntime
 
-        from vault.features import leader
+        from benchmarks.leader_int8 import float_model_path
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(str(leader.float_model_path()), options,
+        session = onnxruntime.InferenceSession(str(float_model_path()), options,
                                                providers=["CPUExecutionProvider"])
         _float_leader = lambda canvas: session.run(None, {"input": canvas})[0]  # noqa: E731
     return _float_leader

