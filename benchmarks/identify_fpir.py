@@ -143,26 +143,21 @@ def finger_scores(keys: int):
     from benchmarks.fingerprint_baseline import FINGERS, IMPRESSIONS, MinutiaeCache
     from benchmarks.fingerprint_mcc import features as finger_features
     from benchmarks.fingerprint_operating_point import REAL, score_set
-    from vault.cohort import template_cohort_records, template_offsets
+    from vault.cohort import TemplateCohort
     from vault.features import fingerprint as fp
 
     profile = CURRENT[FINGERPRINT]
-    model = fp.default_model()
-    if profile.template_cohort:
-        cohort_vectors, cohort_ok = finger_features(list(template_cohort_records(profile.template_cohort)), model, [])
     cache = MinutiaeCache(enabled=True)
     pooled: dict[str, list] = {}
     for s in REAL:
         records = cache.records([data.DATA / "fingerprint" / f"fvc{s[0]}" / f"db{s[1]}_b" / f"{f}_{i}.tif"
                                  for f in FINGERS for i in IMPRESSIONS])
-        vectors, ok = finger_features(records, model, [])
+        vectors, ok = finger_features(records, fp.default_model(), [])
         for _ in range(keys):
             protector, key = Protector(), fresh_key()
             codes_of = lambda v: protector.protect_many(key, profile, v)  # noqa: E731
-            offsets_of = None
-            if profile.template_cohort:
-                cohort_codes = codes_of(cohort_vectors[cohort_ok])
-                offsets_of = lambda codes: template_offsets(codes, cohort_codes, profile)  # noqa: E731
+            cohort = TemplateCohort(protector)  # the service's own offsets (shipped basis, as here)
+            offsets_of = (lambda codes: cohort.offsets(key, profile, codes)) if profile.template_cohort else None  # noqa: E731
             scores = score_set(vectors, ok, codes_of, {}, offsets_of)
             for kind in ("I1", "G1", "I3", "G3"):
                 pooled.setdefault(kind, []).append(scores[kind])
