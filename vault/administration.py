@@ -106,10 +106,17 @@ class Administration:
         number in its trail; a break elsewhere is reported without numbers or details, which are the
         operator's (`vault audit verify --state-dir`)."""
         records = await asyncio.to_thread(lambda: list(self.vault.store.audit_records()))
-        anchor = self.vault.store.anchor.head() if self.vault.store.anchor is not None else None
+        anchor_file = self.vault.store.anchor
+        anchor = anchor_file.head() if anchor_file is not None else None
+        alarms = anchor_file.alarms() if anchor_file is not None else []
         problems = verify_chain(self.vault.keys.audit_key(), records, anchor)
         own = {r.seq: n for n, r in enumerate((r for r in records if r.entry.tenant == caller.tenant), start=1)}
         shown = [ChainProblem(own[p.seq], p.problem) for p in problems if p.seq in own]
+        # A cut tail the anchor saw: the lost records' seqs are reused by newer ones, so no number
+        # in this tenant's trail names them; every tenant is told (any of them may have lost records).
+        shown += [ChainProblem(0, "records were deleted from the end of the chain and new ones appended after the "
+                                  "cut (the anchor outside the database saw it); the operator can see where")
+                  for _ in alarms]
         if any(p.seq == anchor[0] and p.seq not in own for p in problems) if anchor else False:
             shown.append(ChainProblem(0, "the newest records of the chain were deleted: the anchor outside the "
                                          "database holds a later one"))

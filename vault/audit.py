@@ -5,7 +5,10 @@ deleting, inserting or reordering any record breaks the chain at that point, and
 audit key can forge a consistent chain. Deleting the newest records leaves a shorter chain that is
 still consistent, so each server also keeps the chain's head (seq and MAC of the newest record it
 appended) in an `AuditAnchor` file beside its keys, outside the database: a chain that ends before
-the anchor, or holds another record at the anchor's seq, lost its tail. Records hold ids,
+the anchor, or holds another record at the anchor's seq, lost its tail. Before the anchor moves on,
+it checks that the record it held is still in the database: a tail cut and then buried under new
+records (whose seqs reuse the deleted ones) is recorded as an alarm in the anchor file, which every
+later verification reports, however many records follow. Records hold ids,
 decisions and reasons only: never images, features, templates, scores or secrets.
 """
 
@@ -14,12 +17,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("vault.audit")
 
 GENESIS = b"\x00" * 32
 
@@ -66,28 +73,62 @@ def anchor_path(key_file: str | os.PathLike) -> Path:
 
 class AuditAnchor:
     """The newest audit record's (seq, MAC) a server appended, in a small file outside the
-    database (atomically replaced after each commit; a crash can only leave it behind, never ahead)."""
+    database (atomically replaced after each commit; a crash can only leave it behind, never ahead),
+    and the alarms raised when the record it held was found gone: the chain's tail was cut."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def advance(self, record: AuditRecord) -> None:
+    def advance(self, record: AuditRecord, mac_at: Callable[[int], bytes | None] | None = None) -> None:
+        """Move the head to `record`, just committed. `mac_at(seq)` reads the MAC stored at a seq
+        (None: no such record): the record the anchor held must still be there. If it is not, the
+        newest records were deleted (or a restore went back in time) and the new record reuses
+        their seqs: an alarm, kept in the file for good, and the head moves to the new record.
+        A record at or below the head whose head record is intact is a concurrent appender's, late."""
         with self._lock:
-            head = self.head()
-            if head is not None and head[0] >= record.seq:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({"seq": record.seq, "mac": record.mac.hex()}))
-            os.replace(tmp, self.path)
+            saved = self._read()
+            head = (int(saved["seq"]), bytes.fromhex(saved["mac"])) if saved else None
+            alarms = list(saved.get("alarms", [])) if saved else []
+            if head is not None:
+                try:
+                    found = mac_at(head[0]) if mac_at is not None else head[1]
+                except Exception as error:  # the store is unreachable right now: check on the next append
+                    log.warning("audit anchor not checked against the store: %s", error.__class__.__name__)
+                    found = head[1]
+                if found is None or not hmac.compare_digest(bytes(found), head[1]):
+                    alarms.append({
+                        "seq": head[0], "at": time.time(),
+                        "problem": f"the record at seq {head[0]} that the anchor outside the database held was "
+                                   f"{'deleted' if found is None else 'replaced'}, and the chain went on from seq "
+                                   f"{record.seq}: its tail was cut (or an older backup restored)"})
+                    log.error("audit chain: the record at seq %d the anchor held is gone; the tail was cut", head[0])
+                elif head[0] >= record.seq:
+                    return
+            self._write({"seq": record.seq, "mac": record.mac.hex(), "alarms": alarms})
 
     def head(self) -> tuple[int, bytes] | None:
+        saved = self._read()
+        return (int(saved["seq"]), bytes.fromhex(saved["mac"])) if saved else None
+
+    def alarms(self) -> list[ChainProblem]:
+        """Every tail cut this anchor has seen, oldest first (by the seq of the record it lost)."""
+        saved = self._read()
+        return [ChainProblem(int(a["seq"]), str(a["problem"])) for a in (saved or {}).get("alarms", [])]
+
+    def _read(self) -> dict | None:
         try:
-            saved = json.loads(self.path.read_text())
-            return int(saved["seq"]), bytes.fromhex(saved["mac"])
+            return json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
+
+    def _write(self, document: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle)
+        os.replace(tmp, self.path)
 
 
 def verify_chain(key: bytes, records, anchor: tuple[int, bytes] | None = None) -> list[ChainProblem]:

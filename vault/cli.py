@@ -520,8 +520,9 @@ def audit_verify_offline(state_dir: Path, key_file: Path) -> int:
     keys = LocalKeyFile(key_file, passphrase_from_environment())
     store = open_store(f"sqlite:///{state_dir / 'vault.db'}", keys.audit_key())
     records = list(store.audit_records())
-    anchor = AuditAnchor(anchor_path(key_file)).head()
-    return _report_chain(len(records), [(p.seq, p.problem) for p in verify_chain(keys.audit_key(), records, anchor)])
+    anchor = AuditAnchor(anchor_path(key_file))
+    problems = verify_chain(keys.audit_key(), records, anchor.head()) + anchor.alarms()
+    return _report_chain(len(records), [(p.seq, p.problem) for p in problems])
 
 
 def _report_chain(count: int, problems) -> int:

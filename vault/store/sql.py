@@ -67,7 +67,13 @@ class SqlStore:
             with self._transaction() as cur:
                 yield cur
             if self._appended is not None and self.anchor is not None:
-                self.anchor.advance(self._appended)
+                self.anchor.advance(self._appended, self.audit_mac)
+
+    def audit_mac(self, seq: int) -> bytes | None:
+        """The MAC of the audit record at `seq`, None if there is none (the anchor's check)."""
+        with self._transaction() as cur:
+            found = self._execute(cur, "SELECT mac FROM audit WHERE seq = ?", (seq,)).fetchone()
+        return bytes(found[0]) if found else None
 
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)

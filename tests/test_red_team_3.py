@@ -1,0 +1,96 @@
+"""Issue 24 (red team, third round): each attack replayed as the attacker runs it, through the gRPC
+API of a loopback server (the real VaultServer assembly: key file, anchor, ledgers, interceptor; fixed
+vectors stand in for dlib, tests/doubles.py), the `vault` CLI, or the files a thief can read or write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import ROOT, deterministic_key_file
+from doubles import VectorExtractor, sample_bytes
+from vault.lockout import Limits
+from vault.server import Settings, VaultServer
+from vault_client.v1 import vault_pb2 as pb
+from vault_client.v1 import vault_pb2_grpc
+
+NO_LOCKOUT = Limits(per_subject=1_000_000, per_client=1_000_000)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@contextlib.asynccontextmanager
+async def loopback_vault(state: Path, key_file: Path, **overrides):
+    """A VaultServer as `vault serve --plaintext` assembles it, on a free loopback port, with the
+    fixed-vector extractor: yields (server, channel)."""
+    settings = Settings(state_dir=state, listen=overrides.pop("listen", "127.0.0.1:0"), plaintext=True,
+                        key_file=key_file, key_passphrase=None, limits=NO_LOCKOUT, **overrides)
+    server = VaultServer(settings)
+    server.extractor.close()  # its worker processes never started
+    server.extractor = server.vault.extractor = VectorExtractor()
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield server, channel
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+def bearer(token: str):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def face(person: str, shot: int) -> pb.Sample:
+    return pb.Sample(image=sample_bytes(person, shot))
+
+
+def cli(*args: str, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_KEY_PASSPHRASE", "VAULT_TOKEN"))}
+    return subprocess.run([sys.executable, "-m", "vault.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**environment, **env})
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A state directory and a key file beside it (not inside: as a deployment keeps them)."""
+    key_file = deterministic_key_file(tmp_path / "keys" / "keys.json")
+    return tmp_path / "state", key_file
+
+
+# -- finding 4: a cut audit tail stays visible however many records follow ---------------------------
+def test_audit_tail_deleted_then_buried_under_new_records_is_still_reported(site):
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file) as (server, channel):
+            admin, audit = vault_pb2_grpc.AdminStub(channel), vault_pb2_grpc.AuditStub(channel)
+            for n in range(10):
+                await admin.CreateToken(pb.CreateTokenRequest(role="panel", name=f"door-{n}"))
+            assert (await audit.VerifyAudit(pb.VerifyAuditRequest())).intact
+            # The attacker, with write access to the database, deletes the newest 5 records...
+            db = sqlite3.connect(state / "vault.db")
+            db.execute("DELETE FROM audit WHERE seq > (SELECT max(seq) FROM audit) - 5")
+            db.commit()
+            db.close()
+            # ... and waits while the vault appends more than 5 new ones over the cut.
+            for n in range(8):
+                await admin.CreateToken(pb.CreateTokenRequest(role="panel", name=f"later-{n}"))
+            result = await audit.VerifyAudit(pb.VerifyAuditRequest())
+            assert not result.intact
+            assert any("deleted from the end of the chain" in p.problem for p in result.problems)
+
+    run(main())
+    offline = cli("audit", "verify", "--state-dir", str(state), "--key-file", str(key_file))
+    assert offline.returncode == 4 and "tail was cut" in offline.stdout, offline.stdout + offline.stderr
