@@ -94,3 +94,56 @@ def test_audit_tail_deleted_then_buried_under_new_records_is_still_reported(site
     run(main())
     offline = cli("audit", "verify", "--state-dir", str(state), "--key-file", str(key_file))
     assert offline.returncode == 4 and "tail was cut" in offline.stdout, offline.stdout + offline.stderr
+
+
+# -- finding 2: a revoked token stays revoked whatever happens to the database -----------------------
+async def token_works(channel, token: str) -> bool:
+    try:
+        await vault_pb2_grpc.AdminStub(channel).ListTokens(pb.ListTokensRequest(), metadata=bearer(token))
+        return True
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+        return False
+
+
+def test_a_revoked_token_is_not_revived_by_an_old_row_or_a_restored_backup(site, tmp_path):
+    state, key_file = site
+    archive = tmp_path / "before-revocation.backup"
+
+    async def issue_back_up_and_revoke():
+        async with loopback_vault(state, key_file) as (server, channel):
+            admin = vault_pb2_grpc.AdminStub(channel)
+            created = await admin.CreateToken(pb.CreateTokenRequest(role="admin", name="ops"))
+            assert await token_works(channel, created.token)
+            db = sqlite3.connect(state / "vault.db")
+            old_row = db.execute("SELECT secret_hash, revoked_at FROM tokens WHERE token_id = ?",
+                                 (created.info.token_id,)).fetchone()
+            backup = await asyncio.to_thread(cli, "backup", *backup_keys(key_file), "--state-dir", str(state),
+                                             str(archive))
+            assert backup.returncode == 0, backup.stderr
+            await admin.RevokeToken(pb.RevokeTokenRequest(token_id=created.info.token_id))
+            assert not await token_works(channel, created.token)
+            # The attacker writes the row of the older copy back: its MAC is intact, revoked_at NULL.
+            db.execute("UPDATE tokens SET secret_hash = ?, revoked_at = ? WHERE token_id = ?",
+                       (*old_row, created.info.token_id))
+            db.commit()
+            db.close()
+            assert not await token_works(channel, created.token)
+            return created.token
+
+    token = run(issue_back_up_and_revoke())
+    # The backup from before the revocation restored into a fresh store, under the same key file.
+    restored = tmp_path / "restored"
+    restore = cli("restore", *backup_keys(key_file), "--state-dir", str(restored), str(archive))
+    assert restore.returncode == 0, restore.stderr
+
+    async def after_restore():
+        async with loopback_vault(restored, key_file) as (server, channel):
+            assert not await token_works(channel, token)
+
+    run(after_restore())
+
+
+def backup_keys(key_file: Path) -> tuple[str, ...]:
+    """What `vault backup` and `vault restore` need to authenticate archives (finding 10)."""
+    return ()

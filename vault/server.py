@@ -103,10 +103,11 @@ class VaultServer:
         self.store.anchor = AuditAnchor(anchor_path(key_file))
         self.extractor = Extractor(settings.workers, settings.max_pending, settings.sample_time_limit_s)
         self.index = MatchIndex()
-        self.tokens = TokenRegistry(self.store, self.keys.token_key())
-        self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
-        # With the keys, never with the data: a copy of the data without it opens no revoked template.
+        # With the keys, never with the data: a copy of the data without it opens no revoked template,
+        # and revives no revoked token.
         self.shreds = open_ledger(settings.shred_store or ledger_path(key_file))
+        self.tokens = TokenRegistry(self.store, self.keys.token_key(), revocations=self.shreds)
+        self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
                            settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands,
                            shreds=self.shreds)
@@ -124,6 +125,8 @@ class VaultServer:
     async def start(self) -> int:
         one_native_thread()  # the cores are the extraction workers'
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
+        if added := await asyncio.to_thread(self.tokens.reconcile):
+            log.info("%d token revocations the database records copied into the ledger on the key side", added)
         loaded, refused = await asyncio.to_thread(self.vault.load_index)
         self.vault.warn_identify_capacity()
         self.sync.start()

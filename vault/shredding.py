@@ -10,6 +10,9 @@ with the key store, on the key store's (short) retention, not with the data.
 
 The ledger's secrets are useless without the key store, and the key store's keys are useless
 against a revoked row without the ledger.
+
+The ledger also keeps the ids of revoked API tokens (vault.tokens): a token row copied back from an
+older copy of the database, or a restored backup, authenticates nothing once its id is here.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __all__ = ["ShredLedger", "open_ledger", "ledger_path"]
 SECRET_BYTES = 32
 SCHEMA = ("CREATE TABLE IF NOT EXISTS shred_secrets (template_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
           "secret BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL)")
+TOKEN_SCHEMA = ("CREATE TABLE IF NOT EXISTS revoked_tokens (token_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+                "revoked_at DOUBLE PRECISION NOT NULL)")
 
 
 def ledger_path(key_file: str | os.PathLike) -> Path:
@@ -54,7 +59,7 @@ class ShredLedger:
             self._pool.open(wait=True, timeout=30)
         else:
             self._db = self._open_sqlite(Path(url.removeprefix("sqlite:///")))
-        self._run(lambda cur: cur.execute(SCHEMA))
+        self._run(lambda cur: (cur.execute(SCHEMA), cur.execute(TOKEN_SCHEMA)))
 
     @staticmethod
     def _open_sqlite(path: Path) -> sqlite3.Connection:
@@ -135,6 +140,27 @@ class ShredLedger:
     def _created_before(self, moment: float) -> list[tuple[str, float]]:
         return self._run(lambda cur: _fetch(
             cur, self._sql("SELECT template_id, created_at FROM shred_secrets WHERE created_at < ?"), (moment,)))
+
+    # -- revoked API tokens ------------------------------------------------------------------------
+    def revoke_tokens(self, revoked: list[tuple[str, str]]) -> None:
+        """Record (token id, tenant) pairs as revoked, for good: no database write undoes it."""
+        def insert(cur):
+            for token_id, tenant in revoked:
+                cur.execute(self._sql("INSERT INTO revoked_tokens (token_id, tenant, revoked_at) VALUES (?, ?, ?) "
+                                      "ON CONFLICT (token_id) DO NOTHING"), (token_id, tenant, time.time()))
+
+        if revoked:
+            self._run(insert)
+
+    def token_revoked(self, token_id: str) -> bool:
+        try:
+            return bool(self._run(lambda cur: _fetch(
+                cur, self._sql("SELECT 1 FROM revoked_tokens WHERE token_id = ?"), (token_id,))))
+        except Exception as error:
+            raise StoreUnavailable("the token revocation ledger cannot be read; retry shortly") from error
+
+    def revoked_token_ids(self) -> set[str]:
+        return {t for t, in self._run(lambda cur: _fetch(cur, "SELECT token_id FROM revoked_tokens", ()))}
 
     def close(self) -> None:
         if self._postgres:

@@ -7,15 +7,20 @@ key store, never from the database, over the token's id, tenant, role, name and 
 - a database thief cannot check a guessed secret offline;
 - someone with write access to the database cannot add a token row, nor move a token to another
   tenant or role: without the key no row verifies;
-- revocation erases the stored MAC, so setting `revoked_at` back to NULL revives nothing.
+- revocation erases the stored MAC, so setting `revoked_at` back to NULL revives nothing;
+- revocation is also recorded on the key side (the ledger beside the key file, vault.shredding),
+  before the database changes: a row copied back from an older copy of the database (MAC intact,
+  `revoked_at` NULL), or a backup from before the revocation restored, still authenticates nothing.
 
-Checking a token costs microseconds; revocation takes effect on the next call.
+Checking a token costs microseconds (an HMAC and one ledger lookup); revocation takes effect on the
+next call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 from vault.audit import AuditEntry
 from vault.exceptions import NotFound, Unauthenticated
 from vault.store.base import TemplateStore, TokenRow
+
+log = logging.getLogger("vault.tokens")
 
 PREFIX = "vt_"
 SCHEME = "hmac-sha256:"  # stored secret_hash values; anything else (e.g. older argon2 rows) is refused
@@ -39,10 +46,22 @@ class TokenInfo:
 
 
 class TokenRegistry:
-    def __init__(self, store: TemplateStore, key: bytes):
-        """`key`: 32 secret bytes from the key store (vault.keys.KeyStore.token_key)."""
+    def __init__(self, store: TemplateStore, key: bytes, revocations=None):
+        """`key`: 32 secret bytes from the key store (vault.keys.KeyStore.token_key); `revocations`:
+        the key side's ledger of revoked token ids (vault.shredding.ShredLedger), None for none."""
         self.store = store
         self._key = key
+        self.revocations = revocations
+
+    def reconcile(self) -> int:
+        """Copy into the key side's ledger every revocation the database records and the ledger
+        lacks (tokens revoked before the ledger kept them): the number added."""
+        if self.revocations is None:
+            return 0
+        known = self.revocations.revoked_token_ids()
+        missing = [(token_id, tenant) for token_id, tenant in self.store.revoked_tokens() if token_id not in known]
+        self.revocations.revoke_tokens(missing)
+        return len(missing)
 
     def create(self, tenant: str, role: str, name: str, audit: AuditEntry) -> tuple[str, TokenInfo]:
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
@@ -56,6 +75,11 @@ class TokenRegistry:
 
     def revoke(self, tenant: str, token_id: str, audit: AuditEntry) -> None:
         audit.detail = f"token {token_id} revoked"
+        row = self.store.token(token_id)
+        if row is None or row.tenant != tenant or row.revoked_at is not None:
+            raise NotFound("no live token with that id")
+        if self.revocations is not None:  # first on the key side: a crash after this leaves it revoked
+            self.revocations.revoke_tokens([(token_id, tenant)])
         if not self.store.revoke_token(tenant, token_id, time.time(), audit):
             raise NotFound("no live token with that id")
 
@@ -70,6 +94,10 @@ class TokenRegistry:
             raise refused
         expected = self._mac(row.token_id, row.tenant, row.role, row.name, secret)
         if not hmac.compare_digest(expected.encode(), row.secret_hash.encode()):
+            raise refused
+        if self.revocations is not None and self.revocations.token_revoked(row.token_id):
+            log.error("token %s was revoked (the ledger on the key side says so) but its row in the database is "
+                      "live again: the database was edited or restored from an older copy", row.token_id)
             raise refused
         return info_of(row)
 

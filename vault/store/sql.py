@@ -181,6 +181,12 @@ class SqlStore:
                                  (tenant,)).fetchall()
         return [TokenRow(*v) for v in rows]
 
+    def revoked_tokens(self) -> list[tuple[str, str]]:
+        """(token id, tenant) of every token the database records as revoked."""
+        with self._transaction() as cur:
+            return [tuple(v) for v in self._execute(
+                cur, "SELECT token_id, tenant FROM tokens WHERE revoked_at IS NOT NULL ORDER BY token_id").fetchall()]
+
     def revoke_token(self, tenant: str, token_id: str, at: float, audit: AuditEntry) -> bool:
         """Revoke a live token of the tenant, with its audit record; False (nothing written) if none.
         Its stored MAC is erased: clearing revoked_at in the database revives nothing."""
