@@ -147,3 +147,56 @@ def test_a_revoked_token_is_not_revived_by_an_old_row_or_a_restored_backup(site,
 def backup_keys(key_file: Path) -> tuple[str, ...]:
     """What `vault backup` and `vault restore` need to authenticate archives (finding 10)."""
     return ()
+
+
+# -- finding 8: a server on the wrong key file refuses to start ---------------------------------------
+def test_a_server_on_another_key_file_refuses_to_start_instead_of_serving_nobody(site, tmp_path):
+    from vault.exceptions import VaultError
+
+    state, key_file = site
+
+    async def enrol():
+        async with loopback_vault(state, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            for person in ("ana", "ben", "cy"):
+                await stub.Enroll(pb.EnrollRequest(subject_id=person, modality=pb.FACE, samples=[face(person, 1)]))
+
+    run(enrol())
+    other_keys = deterministic_key_file(tmp_path / "other-keys" / "keys.json", seed="another deployment")
+
+    async def start_on(keys: Path):
+        async with loopback_vault(state, keys):
+            pass
+
+    with pytest.raises(VaultError, match="3 live templates and none of them opens"):
+        run(start_on(other_keys))
+    with pytest.raises(VaultError, match="none of them opens"):  # a mistyped path: a fresh key file
+        run(start_on(tmp_path / "typo" / "keys.json"))
+    served = cli("serve", "--plaintext", "--state-dir", str(state), "--key-file", str(other_keys),
+                 "--listen", "127.0.0.1:0", "--workers", "1", timeout=90)
+    assert served.returncode == 2 and "none of them opens with the key file" in served.stderr, served.stderr
+    run(start_on(key_file))  # the right key file still serves
+
+
+# -- finding 9: a second server on a taken address refuses to start -----------------------------------
+def test_a_second_vault_serve_on_the_same_address_refuses_to_start(site, tmp_path):
+    from vault.exceptions import VaultError
+
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file) as (first, channel):
+            address = f"127.0.0.1:{first.port}"
+            intruder_keys = deterministic_key_file(tmp_path / "intruder-keys" / "keys.json", seed="intruder")
+            with pytest.raises(VaultError, match="address is in use"):
+                async with loopback_vault(tmp_path / "intruder", intruder_keys, listen=address):
+                    pass
+            second = await asyncio.to_thread(
+                cli, "serve", "--plaintext", "--state-dir", str(tmp_path / "intruder-cli"), "--listen", address,
+                "--workers", "1", timeout=90)
+            assert second.returncode == 2 and "address is in use" in second.stderr, second.stderr
+            # Every call still reaches the first server.
+            health = await vault_pb2_grpc.AdminStub(channel).ListTokens(pb.ListTokensRequest())
+            assert list(health.tokens) == []
+
+    run(main())

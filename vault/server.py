@@ -4,9 +4,11 @@ the core behind one interceptor and three thin servicers, gRPC health and reflec
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,27 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
+def check_address_free(listen: str) -> None:
+    """Refuse, at once, an address another socket listens on (another vault: without this, both
+    would serve it). SO_REUSEADDR as gRPC's own listener: a predecessor's TIME_WAIT does not count."""
+    host, _, port = listen.rpartition(":")
+    try:
+        if not int(port):
+            return  # any free port
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, OSError):
+        return  # gRPC's own bind says what is wrong
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise VaultError(f"cannot listen on {listen}: the address is in use (another vault or program "
+                                     "holds it); stop it or choose another --listen") from None
+
+
 class VaultServer:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -123,17 +146,28 @@ class VaultServer:
         self.port: int | None = None
 
     async def start(self) -> int:
+        check_address_free(self.settings.listen)  # before the minutes a large store takes to load
         one_native_thread()  # the cores are the extraction workers'
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         if added := await asyncio.to_thread(self.tokens.reconcile):
             log.info("%d token revocations the database records copied into the ledger on the key side", added)
         loaded, refused = await asyncio.to_thread(self.vault.load_index)
+        if refused and not loaded:
+            # Fail closed: a server on the wrong keys would answer SERVING and match no one.
+            self._close()
+            raise VaultError(
+                f"refusing to start: the store holds {refused} live templates and none of them opens with the key "
+                f"file {self.keys.path} (the wrong key file, the wrong passphrase's copy, or a store from another "
+                "deployment). Give the key file this store was sealed with (--key-file)")
         self.vault.warn_identify_capacity()
         self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
         await asyncio.to_thread(warm_up, PROFILES.values())
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   # gRPC sets SO_REUSEPORT by default: a second server on this address would then
+                   # start too and take a share of the connections (a port hijack). One owner only.
+                   ("grpc.so_reuseport", 0)]
         gatekeeper = Gatekeeper(set(SERVICE_NAMES), self.authenticator, AccessPolicy(self.settings.auditor_score_bands),
                                 self.store, self.metrics, self.settings.call_timeout_s)
         self.server = grpc.aio.server(options=options, interceptors=[gatekeeper])
@@ -142,16 +176,22 @@ class VaultServer:
         vault_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.administration), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(self.server, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
-        if self.settings.tls_dir is not None:
-            tls = Path(self.settings.tls_dir)
-            credentials = grpc.ssl_server_credentials(
-                [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())],
-                root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True)
-            self.port = self.server.add_secure_port(self.settings.listen, credentials)
-        else:
-            self.port = self.server.add_insecure_port(self.settings.listen)
+        try:
+            if self.settings.tls_dir is not None:
+                tls = Path(self.settings.tls_dir)
+                credentials = grpc.ssl_server_credentials(
+                    [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())],
+                    root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True)
+                self.port = self.server.add_secure_port(self.settings.listen, credentials)
+            else:
+                self.port = self.server.add_insecure_port(self.settings.listen)
+        except RuntimeError:  # grpc: "Failed to bind to address"
+            self.port = 0
         if not self.port:
-            raise VaultError(f"cannot listen on {self.settings.listen}")
+            self.sync.stop()
+            self._close()
+            raise VaultError(f"cannot listen on {self.settings.listen}: the address is in use (another vault or "
+                             "program holds it) or not this machine's; stop it or choose another --listen")
         await self.server.start()
         if self.settings.metrics_listen:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
@@ -173,9 +213,12 @@ class VaultServer:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s)
+        self.sync.stop()
+        self._close()
+
+    def _close(self) -> None:
         self.extractor.close()
         self.metrics.close()
-        self.sync.stop()
         self.store.close()
         self.shreds.close()
 
