@@ -21,6 +21,8 @@ from vault.store import open_store
 from vault.store.base import TokenRow
 from vault_client.v1 import vault_pb2 as pb
 
+BACKUP_KEY = b"backup-key-for-tests-only-32-byt"  # what vault.backup.backup_key derives from a key store
+
 
 def filled(url: str):
     store = open_store(url, AUDIT_KEY)
@@ -34,11 +36,11 @@ def filled(url: str):
 
 def test_a_backup_restores_every_row_into_either_backend(tmp_path, backend):  # noqa: F811
     source = filled(f"sqlite:///{tmp_path / 'source.db'}")
-    summary = write_backup(source, tmp_path / "vault.backup")
+    summary = write_backup(source, tmp_path / "vault.backup", BACKUP_KEY)
     assert summary.counts == {"templates": 5, "tokens": 1, "audit": 7}
     target = backend.open()
     try:
-        assert restore_backup(tmp_path / "vault.backup", target).counts == summary.counts
+        assert restore_backup(tmp_path / "vault.backup", target, BACKUP_KEY).counts == summary.counts
         assert target.list("t", include_revoked=True) == source.list("t", include_revoked=True)
         assert target.tokens("t") == source.tokens("t")
         restored_audit = list(target.audit_records())
@@ -47,7 +49,7 @@ def test_a_backup_restores_every_row_into_either_backend(tmp_path, backend):  # 
         target.record(AuditEntry("Verify", "t", "door"))  # the chain goes on where the backup ended
         assert verify_chain(AUDIT_KEY, list(target.audit_records())) == []
         with pytest.raises(FailedPrecondition):
-            restore_backup(tmp_path / "vault.backup", target)  # never merged into a vault that holds data
+            restore_backup(tmp_path / "vault.backup", target, BACKUP_KEY)  # never merged into a vault that holds data
     finally:
         target.close()
         source.close()
@@ -55,7 +57,7 @@ def test_a_backup_restores_every_row_into_either_backend(tmp_path, backend):  # 
 
 def test_a_damaged_archive_is_refused_and_leaves_the_store_empty(tmp_path):
     source = filled(f"sqlite:///{tmp_path / 'source.db'}")
-    write_backup(source, tmp_path / "good.backup")
+    write_backup(source, tmp_path / "good.backup", BACKUP_KEY)
     source.close()
     lines = gzip.open(tmp_path / "good.backup", "rt").read().splitlines(keepends=True)
     edited = [line.replace('"s3"', '"s9"') for line in lines]
@@ -67,7 +69,7 @@ def test_a_damaged_archive_is_refused_and_leaves_the_store_empty(tmp_path):
     target = open_store(f"sqlite:///{tmp_path / 'target.db'}")
     for name in [*damaged, "plain.backup"]:
         with pytest.raises(InvalidArgument):
-            restore_backup(tmp_path / name, target)
+            restore_backup(tmp_path / name, target, BACKUP_KEY)
         assert target.list("t", include_revoked=True) == [] and list(target.audit_records()) == []
     target.close()
 
@@ -98,7 +100,7 @@ def test_a_sqlite_vault_moves_to_postgresql_and_every_template_verifies(tmp_path
         return pb.Sample(image=read("face", "orl", subject, "5.pgm"))
 
     with scratch_schema(postgres_admin_url(), prefix="vault_test") as url:
-        restore = subprocess.run([*cli, "restore", "--store", url, str(tmp_path / "vault.backup")],
+        restore = subprocess.run([*cli, "restore", "--store", url, "--key-file", str(keys), str(tmp_path / "vault.backup")],
                                  capture_output=True, text=True, cwd=ROOT)
         assert restore.returncode == 0, restore.stderr
         moved = ServerProcess(tmp_path / "pg-vault", "--store", url, "--key-file", str(keys), *NO_LOCKOUT).start()

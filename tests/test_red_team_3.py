@@ -146,7 +146,7 @@ def test_a_revoked_token_is_not_revived_by_an_old_row_or_a_restored_backup(site,
 
 def backup_keys(key_file: Path) -> tuple[str, ...]:
     """What `vault backup` and `vault restore` need to authenticate archives (finding 10)."""
-    return ()
+    return ("--key-file", str(key_file))
 
 
 # -- finding 8: a server on the wrong key file refuses to start ---------------------------------------
@@ -200,3 +200,65 @@ def test_a_second_vault_serve_on_the_same_address_refuses_to_start(site, tmp_pat
             assert list(health.tokens) == []
 
     run(main())
+
+
+# -- finding 10: archives are authenticated under the key store and written 0600 ----------------------
+def test_an_edited_archive_with_its_checksum_recomputed_is_refused(site, tmp_path):
+    import gzip
+    import hashlib
+    import json
+
+    state, key_file = site
+
+    async def enrol():
+        async with loopback_vault(state, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            for person in ("ana", "ben"):
+                await stub.Enroll(pb.EnrollRequest(subject_id=person, modality=pb.FACE, samples=[face(person, 1)]))
+            await vault_pb2_grpc.AdminStub(channel).CreateToken(pb.CreateTokenRequest(role="panel", name="door"))
+
+    run(enrol())
+    archive = tmp_path / "nightly.backup"
+    made = cli("backup", *backup_keys(key_file), "--state-dir", str(state), str(archive))
+    assert made.returncode == 0, made.stderr
+    # The thief of the backup volume edits it (here: an audit record's caller) and recomputes every
+    # unkeyed digest the archive carries.
+    lines = gzip.open(archive, "rt").read().splitlines(keepends=True)
+    edited = [line.replace('"local-operator"', '"someone-else"') for line in lines[:-1]]
+    assert edited != lines[:-1]
+    trailer = json.loads(lines[-1])
+    trailer["sha256"] = hashlib.sha256("".join(edited[1:]).encode()).hexdigest()
+    forged = tmp_path / "forged.backup"
+    with gzip.open(forged, "wt") as out:
+        out.writelines(edited + [json.dumps(trailer) + "\n"])
+    restored = tmp_path / "restored"
+    refused = cli("restore", *backup_keys(key_file), "--state-dir", str(restored), str(forged))
+    assert refused.returncode != 0 and "not authenticated" in refused.stderr, refused.stdout + refused.stderr
+    assert sqlite3.connect(restored / "vault.db").execute("SELECT count(*) FROM audit").fetchone() == (0,)
+    # The honest archive restores with its key file, and with no other.
+    other_keys = deterministic_key_file(tmp_path / "other" / "keys.json", seed="another deployment")
+    foreign = cli("restore", "--key-file", str(other_keys), "--state-dir", str(tmp_path / "foreign"), str(archive))
+    assert foreign.returncode != 0 and "another deployment" in foreign.stderr, foreign.stderr
+    honest = cli("restore", *backup_keys(key_file), "--state-dir", str(tmp_path / "honest"), str(archive))
+    assert honest.returncode == 0 and "2 templates" in honest.stdout, honest.stderr
+
+
+def test_backup_archives_and_key_side_files_are_written_0600(site, tmp_path):
+    state, key_file = site
+
+    async def use():
+        async with loopback_vault(state, key_file) as (server, channel):
+            await vault_pb2_grpc.AdminStub(channel).CreateToken(pb.CreateTokenRequest(role="panel", name="door"))
+
+    previous = os.umask(0o022)  # an ordinary login's umask: files are world-readable unless made otherwise
+    try:
+        run(use())
+        archive = tmp_path / "nightly.backup"
+        made = cli("backup", *backup_keys(key_file), "--state-dir", str(state), str(archive))
+    finally:
+        os.umask(previous)
+    assert made.returncode == 0, made.stderr
+    readable = {path.name: oct(path.stat().st_mode & 0o777) for path in
+                (archive, key_file, Path(f"{key_file}.audit-head"), Path(f"{key_file}.shred.db"), state / "vault.db")
+                if path.stat().st_mode & 0o077}
+    assert readable == {}

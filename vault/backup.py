@@ -7,8 +7,11 @@ much of one). A restore loads an archive into an empty SQLite or PostgreSQL stor
 commands back up a vault and move it between backends or clouds.
 
 Format (gzip, JSON lines): a header line, one line per row (bytes as base64), and a trailer with
-the row counts and a SHA-256 over the row lines, so a truncated or edited archive is refused before
-anything is written.
+the row counts and an HMAC-SHA256 over the header, the row lines and the counts, under a key from the
+key store (HKDF of its audit secret, info "vault/backup/v1"). A truncated, edited or forged archive
+is refused and nothing is kept: an unkeyed checksum would not do, since whoever edits an archive can
+recompute it. Writing and restoring an archive therefore need the key store; the archive is written
+0600. Version 1 archives (an unkeyed SHA-256) are refused.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import hmac
+import io
 import json
 import os
 import time
@@ -26,10 +31,11 @@ from typing import Iterator
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.store.sql import BACKUP_TABLES
 
-__all__ = ["FORMAT", "BackupSummary", "write_backup", "restore_backup"]
+__all__ = ["FORMAT", "BackupSummary", "backup_key", "write_backup", "restore_backup"]
 
 FORMAT = "vault-backup"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: HMAC under a key-store key; 1 (unkeyed SHA-256) is refused
+BACKUP_KEY_INFO = b"vault/backup/v1"
 CONTENTS = ("sealed template rows, API token HMACs and the audit chain; no key material: "
             "restoring needs the deployment's key store")
 
@@ -49,24 +55,42 @@ def _decode(values: list) -> tuple:
     return tuple(base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in values)
 
 
-def write_backup(store, path: str | os.PathLike) -> BackupSummary:
-    """Write an archive of `store` (online: one consistent snapshot while the vault serves).
-    Written beside `path` first and renamed into place, so `path` never names half an archive."""
+def backup_key(keys) -> bytes:
+    """The key that authenticates archives: derived from the key store's audit secret."""
+    from vault.keys import derive
+
+    return derive(keys.audit_key(), BACKUP_KEY_INFO)
+
+
+def _counts_line(counts: dict[str, int]) -> bytes:
+    return json.dumps(counts, sort_keys=True).encode()
+
+
+def write_backup(store, path: str | os.PathLike, key: bytes) -> BackupSummary:
+    """Write an archive of `store` (online: one consistent snapshot while the vault serves),
+    authenticated under `key` (backup_key). Written 0600 beside `path` first and renamed into
+    place, so `path` never names half an archive."""
     path = Path(path)
     partial = path.with_name(path.name + ".part")
-    digest, counts = hashlib.sha256(), dict.fromkeys(BACKUP_TABLES, 0)
+    mac, counts = hmac.new(key, digestmod=hashlib.sha256), dict.fromkeys(BACKUP_TABLES, 0)
     schema_version = store.schema_version()
-    with gzip.open(partial, "wt", encoding="utf-8") as out:
-        out.write(json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "schema_version": schema_version,
-                              "created_at": time.time(), "contents": CONTENTS}) + "\n")
-        for table, values in store.export_rows():
-            line = json.dumps({"table": table, "row": _encode(values)}) + "\n"
-            digest.update(line.encode())
-            out.write(line)
-            counts[table] += 1
-        out.write(json.dumps({"end": True, "counts": counts, "sha256": digest.hexdigest()}) + "\n")
-    with open(partial, "rb") as written:
-        os.fsync(written.fileno())
+    partial.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb") as zipped, io.TextIOWrapper(zipped, encoding="utf-8") as out:
+            header = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "schema_version": schema_version,
+                                 "created_at": time.time(), "contents": CONTENTS}) + "\n"
+            mac.update(header.encode())
+            out.write(header)
+            for table, values in store.export_rows():
+                line = json.dumps({"table": table, "row": _encode(values)}) + "\n"
+                mac.update(line.encode())
+                out.write(line)
+                counts[table] += 1
+            mac.update(_counts_line(counts))
+            out.write(json.dumps({"end": True, "counts": counts, "hmac_sha256": mac.hexdigest()}) + "\n")
+        raw.flush()
+        os.fsync(raw.fileno())
     os.replace(partial, path)
     return BackupSummary(path, counts, schema_version)
 
@@ -79,12 +103,12 @@ def _lines(path: Path) -> Iterator[str]:
         raise InvalidArgument(f"{path.name} is not a readable vault backup ({error.__class__.__name__})") from None
 
 
-def _rows(path: Path, header: dict) -> Iterator[tuple[str, tuple]]:
-    """The archive's rows; at the end, raises unless they match the trailer's digest and counts
-    (the restore's transaction then rolls back: nothing of a damaged archive is kept)."""
-    digest, counts, trailer = hashlib.sha256(), dict.fromkeys(BACKUP_TABLES, 0), None
+def _rows(path: Path, key: bytes) -> Iterator[tuple[str, tuple]]:
+    """The archive's rows; at the end, raises unless the trailer's HMAC under `key` covers them and
+    their counts (the restore's transaction then rolls back: nothing of a bad archive is kept)."""
+    mac, counts, trailer = hmac.new(key, digestmod=hashlib.sha256), dict.fromkeys(BACKUP_TABLES, 0), None
     lines = _lines(path)
-    next(lines)  # the header
+    mac.update(next(lines).encode())  # the header
     for line in lines:
         record = _json(path, line)
         if trailer is not None:
@@ -94,13 +118,16 @@ def _rows(path: Path, header: dict) -> Iterator[tuple[str, tuple]]:
             continue
         if record.get("table") not in BACKUP_TABLES:
             raise InvalidArgument(f"{path.name} holds an unknown table")
-        digest.update(line.encode())
+        mac.update(line.encode())
         counts[record["table"]] += 1
         yield record["table"], _decode(record["row"])
     if trailer is None:
         raise InvalidArgument(f"{path.name} is truncated (no end record)")
-    if trailer.get("sha256") != digest.hexdigest() or trailer.get("counts") != counts:
-        raise InvalidArgument(f"{path.name} does not match its own checksum: edited or damaged")
+    mac.update(_counts_line(counts))
+    if trailer.get("counts") != counts or not hmac.compare_digest(str(trailer.get("hmac_sha256", "")),
+                                                                   mac.hexdigest()):
+        raise InvalidArgument(f"{path.name} is not authenticated by this key store: edited or damaged, or written "
+                              "by another deployment (restore needs the key file the backup was made with)")
 
 
 def _json(path: Path, line: str) -> dict:
@@ -113,14 +140,20 @@ def _json(path: Path, line: str) -> dict:
     return record
 
 
-def restore_backup(path: str | os.PathLike, store) -> BackupSummary:
-    """Load an archive into an empty store (either backend) in one transaction: all or nothing."""
+def restore_backup(path: str | os.PathLike, store, key: bytes) -> BackupSummary:
+    """Load an archive into an empty store (either backend) in one transaction, all or nothing,
+    once its HMAC under `key` (backup_key of the deployment's key store) checks out."""
     path = Path(path)
     header = _json(path, next(_lines(path), ""))
-    if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
+    if header.get("format") != FORMAT:
+        raise InvalidArgument(f"{path.name} is not a vault backup")
+    if header.get("version") == 1:
+        raise InvalidArgument(f"{path.name} is a version 1 backup, whose unkeyed checksum anyone who edits it can "
+                              "recompute: it is not restored. Take a new backup with this vault")
+    if header.get("version") != FORMAT_VERSION or not isinstance(header.get("schema_version"), int):
         raise InvalidArgument(f"{path.name} is not a version {FORMAT_VERSION} vault backup")
     if header["schema_version"] > store.schema_version():
         raise FailedPrecondition(f"{path.name} comes from a newer vault (schema {header['schema_version']}); "
                                  "upgrade this vault first")
-    counts = store.import_rows(_rows(path, header))
+    counts = store.import_rows(_rows(path, key))
     return BackupSummary(path, counts, header["schema_version"])

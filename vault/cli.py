@@ -213,33 +213,49 @@ def store_options(command):
                    help="the embedded store's folder (vault.db)")(command)
 
 
+def archive_key_option(command):
+    return setting("--key-file", env="VAULT_KEY_FILE", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                   show_default="STATE_DIR/keys.json",
+                   help="the vault's key file: archives are authenticated (HMAC) under a key from it; passphrase "
+                        "from VAULT_KEY_PASSPHRASE_FILE")(command)
+
+
 @cli.command()
 @store_options
+@archive_key_option
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-def backup(state_dir: Path, store: str, archive: Path) -> int:
-    """Write ARCHIVE while the vault serves: sealed template rows, token HMACs and the audit chain,
-    never key material (back up the key store apart)."""
+def backup(state_dir: Path, store: str, key_file: Path | None, archive: Path) -> int:
+    """Write ARCHIVE (0600) while the vault serves: sealed template rows, token HMACs and the audit
+    chain, authenticated under the key store, never key material (back up the key store apart)."""
     if not store and not (state_dir / "vault.db").exists():
         raise click.UsageError(f"no store in {state_dir} (give --state-dir or --store)")
-    return _backup_or_restore("backup", store or f"sqlite:///{state_dir / 'vault.db'}", archive)
+    return _backup_or_restore("backup", store or f"sqlite:///{state_dir / 'vault.db'}", key_file or state_dir / "keys.json",
+                              archive)
 
 
 @cli.command()
 @store_options
+@archive_key_option
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def restore(state_dir: Path, store: str, archive: Path) -> int:
+def restore(state_dir: Path, store: str, key_file: Path | None, archive: Path) -> int:
     """Load ARCHIVE (from `vault backup`) into an empty store, SQLite or PostgreSQL: also the way to
-    move a vault between backends."""
-    return _backup_or_restore("restore", store or f"sqlite:///{state_dir / 'vault.db'}", archive)
+    move a vault between backends. Needs the key file the backup was made with."""
+    return _backup_or_restore("restore", store or f"sqlite:///{state_dir / 'vault.db'}", key_file or state_dir / "keys.json",
+                              archive)
 
 
-def _backup_or_restore(action: str, url: str, archive: Path) -> int:
-    from vault.backup import CONTENTS, restore_backup, write_backup
+def _backup_or_restore(action: str, url: str, key_file: Path, archive: Path) -> int:
+    from vault.backup import CONTENTS, backup_key, restore_backup, write_backup
+    from vault.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
+    if not key_file.is_file():  # never a fresh key file made here: it would authenticate nothing
+        raise click.UsageError(f"no key file at {key_file}: {action} needs the vault's key file (--key-file), "
+                               "which authenticates the archive")
+    key = backup_key(LocalKeyFile(key_file, passphrase_from_environment()))
     store = open_store(url)
     try:
-        summary = write_backup(store, archive) if action == "backup" else restore_backup(archive, store)
+        summary = write_backup(store, archive, key) if action == "backup" else restore_backup(archive, store, key)
     finally:
         store.close()
     counts = summary.counts
