@@ -262,3 +262,48 @@ def test_backup_archives_and_key_side_files_are_written_0600(site, tmp_path):
                 (archive, key_file, Path(f"{key_file}.audit-head"), Path(f"{key_file}.shred.db"), state / "vault.db")
                 if path.stat().st_mode & 0o077}
     assert readable == {}
+
+
+# -- finding 10c: no token in settings files, none sent in the clear -----------------------------------
+@contextlib.contextmanager
+def listening_in_the_clear():
+    """A plaintext gRPC endpoint that records the metadata of every call it gets (what anyone on the
+    path, or a program holding the port, reads): yields (address, metadata seen)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: list[dict] = []
+
+    class Recorder(grpc.GenericRpcHandler):
+        def service(self, details):
+            seen.append(dict(details.invocation_metadata))
+            return None  # UNIMPLEMENTED
+
+    server = grpc.server(ThreadPoolExecutor(2), handlers=[Recorder()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", seen
+    finally:
+        server.stop(None)
+
+
+def test_a_token_is_never_sent_over_a_plaintext_channel():
+    from vault_client import Settings, VaultClient, errors
+
+    token = "vt_0123456789abcdef.the-secret-part-of-a-real-token"
+    with listening_in_the_clear() as (address, seen):
+        listed = cli("list", "--server", address, "--token", token, timeout=60)
+        assert listed.returncode == 2 and "plaintext channel" in listed.stderr, listed.stdout + listed.stderr
+        with pytest.raises(errors.InsecureToken, match="plaintext channel"):
+            with VaultClient(Settings(address, token=token)) as vault:
+                vault.list_templates()
+        assert not [m for m in seen if "authorization" in m]
+        # Without a token, plaintext (loopback development) still calls out as before.
+        assert cli("list", "--server", address, timeout=60).returncode == 1 and seen
+
+
+def test_a_settings_file_holding_a_token_is_refused(tmp_path):
+    config = tmp_path / "vault.toml"
+    config.write_text('[client]\nserver = "127.0.0.1:1"\ntoken = "vt_0123456789abcdef.secret"\n')
+    refused = cli("--config", str(config), "list", timeout=60)
+    assert refused.returncode == 2 and "never go in a settings file" in refused.stderr, refused.stdout + refused.stderr

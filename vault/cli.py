@@ -67,6 +67,9 @@ def load_settings_file(ctx: click.Context, _param, path: Path | None) -> Path | 
             known = {p.name for p in command.params if isinstance(p, click.Option)}
             for key, value in values.items():
                 name = key.replace("-", "_")
+                if name == "token":  # a settings file is not kept as a secret: tokens never go there
+                    raise click.BadParameter(f"{path}: [{table}] holds a token: tokens are secrets and never go in "
+                                             "a settings file; use --token-file or VAULT_TOKEN_FILE")
                 if name not in known:
                     raise click.BadParameter(f"{path}: [{table}] has no setting {key!r} (see vault {target} --help)")
                 defaults.setdefault(target, {})[name] = value
@@ -308,8 +311,12 @@ def connection_settings(options: dict):
 
 def connect(options: dict):
     from vault_client import VaultClient
+    from vault_client.errors import InsecureToken
 
-    return VaultClient(connection_settings(options))
+    try:
+        return VaultClient(connection_settings(options))
+    except InsecureToken as error:  # a token is never sent in the clear
+        raise click.UsageError(f"{error} (--tls-dir and --identity)") from None
 
 
 def modality_options(function):

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, List, Optional, Union
 import grpc
 
 from vault_client.connection import Settings, open_channel
-from vault_client.errors import from_rpc_error
+from vault_client.errors import InsecureToken, from_rpc_error
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 
@@ -43,6 +43,10 @@ class VaultClient:
 
     def __init__(self, settings: Optional[Settings] = None, *, channel: Optional[grpc.Channel] = None):
         self.settings = settings or Settings.from_environment()
+        if self.settings.token and self.settings.tls is None:
+            raise InsecureToken(f"refusing to send an API token to {self.settings.target} over a plaintext channel: "
+                                "anyone on the path could read and reuse it. Connect with TLS (Settings(tls="
+                                "TlsIdentity.from_dir(...))); a plaintext loopback server needs no token")
         self._channel = channel or open_channel(self.settings)
         self._vault = vault_pb2_grpc.VaultStub(self._channel)
         self._admin = vault_pb2_grpc.AdminStub(self._channel)

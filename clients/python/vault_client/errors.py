@@ -13,7 +13,13 @@ import grpc
 __all__ = [
     "VaultCallError", "InvalidRequest", "PoorSample", "NotFound", "Unauthenticated", "PermissionDenied",
     "LockedOut", "Overloaded", "Unavailable", "DeadlineExceeded", "IntegrityFailure", "from_rpc_error",
+    "InsecureToken",
 ]
+
+
+class InsecureToken(ValueError):
+    """Settings with an API token but no TLS: the token would cross the wire in the clear, for
+    anyone on the path (or a program squatting the port) to read and reuse. Refused before any call."""
 
 
 class VaultCallError(Exception):
