@@ -14,7 +14,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vault.exceptions import InvalidSample
 
-FACE_FORMATS = frozenset({"JPEG", "PNG", "PPM"})  # PPM covers binary PGM (ORL faces)
+# PPM covers binary PGM (ORL faces); camera and panel SDKs deliver BMP and TIFF too
+FACE_FORMATS = frozenset({"JPEG", "PNG", "PPM", "BMP", "TIFF"})
 FINGERPRINT_FORMATS = frozenset({"TIFF", "PNG", "BMP", "PPM"})
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_FACE_PIXELS = 4096 * 4096
@@ -65,7 +66,8 @@ def _decode(image: Image.Image, mode: str, what: str) -> np.ndarray:
 
 
 def decode_face(data: bytes) -> np.ndarray:
-    """RGB uint8 array (h, w, 3) of a JPEG, PNG or PGM/PPM face image."""
+    """RGB uint8 array (h, w, 3) of a JPEG, PNG, PGM/PPM, BMP or TIFF face image (grey, palette and
+    16-bit images are converted)."""
     return _decode(_open(data, FACE_FORMATS, MAX_FACE_PIXELS, "face"), "RGB", "face")
 
 
