@@ -204,7 +204,7 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
         vectors = []
         for blob in blobs:
             image_needles |= windows(blob[len(blob) // 4:], 32, 512)
-            vector = extract(FACE, IMAGE, blob, False)[0]
+            vector = extract(FACE, IMAGE, blob, False)[0][CURRENT[FACE].features]
             vectors.append(vector)
             for dtype, size in (("<f4", 12), ("<f8", 16), ("<f2", 12)):
                 feature_needles |= windows(vector.astype(dtype).tobytes(), size, 4)
@@ -215,9 +215,9 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
                 code_needles |= windows(code.astype("<u8").tobytes(), 16, 8)
     # Self-check: the search does find each kind of secret where it is in the clear.
     control = b"".join(b for blobs in samples.values() for b in blobs) + b"".join(
-        extract(FACE, IMAGE, samples[persons[0]][0], False)[0].astype(dtype).tobytes() for dtype in ("<f4", "<f8", "<f2"))
+        extract(FACE, IMAGE, samples[persons[0]][0], False)[0][CURRENT[FACE].features].astype(dtype).tobytes() for dtype in ("<f4", "<f8", "<f2"))
     control += protector.protect(keys.tenant_key("hospital"), profile,
-                                 extract(FACE, IMAGE, samples[persons[0]][0], False)[0]).astype("<u8").tobytes()
+                                 extract(FACE, IMAGE, samples[persons[0]][0], False)[0][CURRENT[FACE].features]).astype("<u8").tobytes()
     report.search_self_check = all(any(n in control for n in needles) for needles in (image_needles, feature_needles, code_needles))
     report.images_found = sum(n in stolen for n in image_needles)
     report.feature_vectors_found = sum(n in stolen for n in feature_needles)

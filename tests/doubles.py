@@ -41,9 +41,15 @@ class VectorExtractor:
         self.noise = noise
         self.calls = 0
 
-    async def extract_many(self, modality: int, samples, require_single_face: bool = False):
+    async def extract_many(self, modality: int, samples, require_single_face: bool = False, features=()):
         self.calls += 1
-        return [self.vector(modality, kind, payload) for kind, payload in samples]
+        kinds = features or (CURRENT[modality].features,)
+        self.last_features = tuple(kinds)
+        out = []
+        for kind, payload in samples:
+            vector, report = self.vector(modality, kind, payload)
+            out.append(({name: vector for name in kinds}, report))
+        return out
 
     def vector(self, modality: int, kind: str, payload: bytes):
         if kind not in (IMAGE, ISO_19794_2) or not payload:

@@ -9,7 +9,7 @@ import numpy as np
 from vault import cohort
 from vault.keys import TenantKey
 from vault.matching import Gallery, agreement
-from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
 from vault.protection import Protector
 
 
@@ -19,7 +19,7 @@ def key(seed: int) -> TenantKey:
 
 
 def test_the_cohort_is_the_same_everywhere_and_each_key_gets_its_own_shift():
-    face = CURRENT[FACE]
+    face = FACE_IOM_V3
     vectors = cohort.cohort_vectors(face.cohort)
     assert vectors.shape == (cohort.COHORT_SIZE, face.feature_dim)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -39,7 +39,7 @@ def probe_and_template(profile, seed: int, spread: float):
 
 
 def test_a_gallerys_thresholds_move_with_its_keys_shift():
-    face = dataclasses.replace(CURRENT[FACE], cohort=None)
+    face = dataclasses.replace(FACE_IOM_V3, cohort=None)
     codes, score = probe_and_template(face, 0, 0.6)
     for shift, matched in ((score - face.threshold - 0.01, True), (score - face.threshold + 0.01, False)):
         gallery = Gallery(face, 1, threshold_shift=shift)
@@ -61,7 +61,7 @@ def test_each_fingerprint_template_gets_its_own_offset_the_same_on_every_replica
     again = cohort.TemplateCohort(Protector()).offsets(key(1), finger, codes)  # another replica
     np.testing.assert_array_equal(offsets, again)
     assert offsets.shape == (3,) and len(set(offsets.tolist())) == 3 and np.all(np.abs(offsets) < 0.05)
-    assert cohort.TemplateCohort(Protector()).offsets(key(1), CURRENT[FACE], codes[0]) is None
+    assert cohort.TemplateCohort(Protector()).offsets(key(1), FACE_IOM_V3, codes[0]) is None
 
 
 def test_a_gallery_takes_each_rows_offset_off_its_scores():

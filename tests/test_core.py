@@ -194,7 +194,8 @@ def test_a_fingerprint_templates_cohort_offset_is_taken_off_its_scores_and_the_s
     """The decision takes each fingerprint code's cohort offset off its scores (vault.cohort
     .TemplateCohort): computed at enrolment, and again from the unsealed codes at load."""
     done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 2, [photo("ana", s) for s in (1, 2, 3)]))
-    probe = vault._probe_codes("default", VectorExtractor().vector(FINGERPRINT, IMAGE, b"ana/4")[0])
+    probe = vault._probe_codes("default", {CURRENT[FINGERPRINT].features:
+                                           VectorExtractor().vector(FINGERPRINT, IMAGE, b"ana/4")[0]})
     [gallery] = vault.index.galleries("default", FINGERPRINT)
     [hit] = gallery.search(probe(gallery), template_id=done.template_id)
     row = vault.store.get("default", done.template_id)
@@ -359,3 +360,25 @@ def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
         cur.execute("DELETE FROM audit WHERE seq > 1")
     count, problems = run(admin.verify_audit(AUDITOR))
     assert [(p.seq, "newest records of the chain were deleted" in p.problem) for p in problems] == [(0, True)]
+
+
+def test_an_older_face_profiles_templates_keep_matching_until_reissued(vault, monkeypatch):
+    """face-iom-v3 (dlib) templates enrolled before face-sface-v1 still decide, at their own
+    threshold, with the probe also run through dlib; reissue moves them to the current profile,
+    after which probes go through SFace only."""
+    from vault.profiles import DLIB, FACE_IOM_V3, SFACE
+
+    current = CURRENT[FACE]
+    monkeypatch.setitem(CURRENT, FACE, FACE_IOM_V3)
+    old = enroll(vault, "ana")
+    enroll(vault, "bob")
+    monkeypatch.setitem(CURRENT, FACE, current)
+    assert old.profile == "face-iom-v3"
+    assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+    assert set(vault.extractor.last_features) == {DLIB, SFACE}
+    assert not run(vault.verify(PANEL, photo("bob", 3), subject_id="ana", modality=FACE)).matched
+    for person in ("ana", "bob"):
+        [row] = run(vault.list_templates(ENROLLER, person))
+        assert run(vault.reissue(ENROLLER, row.template_id, [photo(person, 1)])).profile == current.name
+    assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+    assert vault.extractor.last_features == (SFACE,)

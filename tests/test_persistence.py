@@ -59,7 +59,7 @@ def test_database_holds_no_image_feature_or_clear_template(server_factory):
     key, protector = LocalKeyFile(server.state_dir / "keys.json").tenant_key("default", 1), Protector()
     needles = set()
     for images in samples.values():
-        vectors = [extract(FACE, IMAGE, image, False)[0] for image in images]
+        vectors = [extract(FACE, IMAGE, image, False)[0][CURRENT[FACE].features] for image in images]
         for vector in vectors + [fuse(vectors)]:
             needles |= windows(vector.astype("<f4").tobytes(), 12, 4)
             needles |= windows(vector.astype("<f8").tobytes(), 16, 8)
@@ -108,7 +108,7 @@ def test_no_biometric_data_in_the_server_log(server_factory):
     server.stop()
     log = server.log()
     assert "Enroll" in log and "Traceback" not in log
-    vector = extract(FACE, IMAGE, orl("s1", 1), False)[0]
+    vector = extract(FACE, IMAGE, orl("s1", 1), False)[0][CURRENT[FACE].features]
     assert f"{vector[0]:.4f}" not in log and "P5" not in log
 
 

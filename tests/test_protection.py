@@ -204,13 +204,15 @@ def test_profiles_are_consistent():
 
     for name, profile in PROFILES.items():
         assert name == profile.name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*-v\d+", name)
-        assert profile.hash_count % 64 == 0 and 0 < profile.threshold < 1
+        # agreement thresholds lie in (0, 1); normalised ones (vault.normalisation) above the cohort's mean
+        assert profile.hash_count % 64 == 0 and (0 < profile.threshold < 1 or profile.score_norm is not None)
+        assert profile.threshold > 0
     assert not any(p.retired for p in CURRENT.values())
 
 
 def test_profile_dimensions_match_the_feature_extractors():
-    from vault.features import face, fingerprint
-    from vault.profiles import CURRENT, FACE, FINGERPRINT
+    from vault.features import face, fingerprint, sface
+    from vault.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
 
-    assert CURRENT[FACE].feature_dim == face.FEATURE_DIM
+    assert CURRENT[FACE].feature_dim == sface.FEATURE_DIM and FACE_IOM_V3.feature_dim == face.FEATURE_DIM
     assert CURRENT[FINGERPRINT].feature_dim == fingerprint.FEATURE_DIM

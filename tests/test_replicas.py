@@ -141,9 +141,9 @@ def embedding(*parts: str) -> list[float]:
     """A real face's embedding, extracted by the service's own code (the RPCs then skip dlib, so
     what the test times is propagation, not extraction)."""
     from vault.extraction import IMAGE, extract
-    from vault.profiles import FACE
+    from vault.profiles import CURRENT, FACE
 
-    return [float(v) for v in extract(FACE, IMAGE, read(*parts), False)[0]]
+    return [float(v) for v in extract(FACE, IMAGE, read(*parts), False)[0][CURRENT[FACE].features]]
 
 
 @pytest.mark.postgres

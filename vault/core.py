@@ -27,7 +27,7 @@ from vault.auth import AUDITOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
 from vault.shredding import ShredLedger
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
-from vault.features import SampleReport, fuse
+from vault.features import SampleReport, fuse, unit
 from vault.features.face import embedding_features
 from vault.identification import Capacity, capacity
 from vault.keys import KeyStore, TenantKey
@@ -237,7 +237,8 @@ class Vault:
         matched = None
         try:
             # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
-            (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+            (vector,), (report,) = await self._features(modality, [probe], require_single_face,
+                                                        self._probe_features(caller.tenant, modality))
             matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector),
                                                **where) if where else (False, 0.0))
             audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
@@ -249,7 +250,7 @@ class Vault:
             await self._record_lockout(caller, person)
         band = 0
         if self.auditor_score_bands and AUDITOR in caller.roles:
-            band = min(10, int(best * 10) + 1)  # coarse on purpose: a decile is useless for hill-climbing
+            band = max(1, min(10, int(best * 10) + 1))  # coarse on purpose: a decile is useless for hill-climbing
         return Verification(matched, audit.decision_id, report, band)
 
     async def identify(self, caller: Identity, probe: Sample | None, *, modality: int, finger: int = 0,
@@ -265,7 +266,8 @@ class Vault:
         self.limiter.begin(caller.tenant, caller.name)
         found = None
         try:
-            (vector,), (report,) = await self._features(modality, [probe], require_single_face)
+            (vector,), (report,) = await self._features(modality, [probe], require_single_face,
+                                                        self._probe_features(caller.tenant, modality))
             code_for = self._probe_codes(caller.tenant, vector)
             winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
                                               self.identification.fpir)
@@ -367,8 +369,10 @@ class Vault:
                        self.template_cohort.offsets(key, profile, code))
 
     # -- shared steps -----------------------------------------------------------------------------
-    async def _features(self, modality: int, samples: list[Sample], require_single_face: bool):
-        """Unit feature vectors and reports of the samples, extracted in the worker pool."""
+    async def _features(self, modality: int, samples: list[Sample], require_single_face: bool,
+                        features: tuple[str, ...] = ()):
+        """Feature vectors (one per extractor in `features`, default the current profile's) and
+        reports of the samples, extracted in the worker pool."""
         if not samples:
             raise InvalidArgument("at least one sample is required")
         if len(samples) > MAX_SAMPLES:
@@ -380,7 +384,9 @@ class Vault:
                     raise FailedPrecondition("this vault does not accept pre-computed face embeddings")
                 if modality != FACE:
                     raise InvalidArgument("face embeddings are FACE samples")
-                embedded.append(embedding_features(sample.data))
+                # An embedding is of the current face profile's extractor (SFace); templates of older
+                # profiles (dlib) cannot be compared with it.
+                embedded.append({CURRENT[FACE].features: unit(embedding_features(sample.data))})
             elif sample.kind == IMAGE:
                 to_extract.append((IMAGE, sample.data))
             elif sample.kind == ISO_19794_2:
@@ -389,10 +395,19 @@ class Vault:
                 to_extract.append((ISO_19794_2, sample.data))
             else:
                 raise InvalidArgument("a sample has no data")
-        extracted = await self.extractor.extract_many(modality, to_extract, require_single_face) if to_extract else []
+        extracted = (await self.extractor.extract_many(modality, to_extract, require_single_face, features)
+                     if to_extract else [])
         vectors = [v for v, _ in extracted] + embedded
         reports = [r for _, r in extracted] + [SampleReport() for _ in embedded]
         return vectors, reports
+
+    def _probe_features(self, tenant: str, modality: int) -> tuple[str, ...]:
+        """The extractors a probe goes through: the current profile's, and those of older profiles
+        the tenant still has templates of (they keep matching until reissued). Decided per tenant,
+        never per subject, so the time a probe takes says nothing of who is enrolled."""
+        kinds = {CURRENT[modality].features} | {g.profile.features for g in self.index.galleries(tenant, modality)
+                                                if len(g)}
+        return tuple(sorted(kinds))
 
     def _new_template(self, tenant: str, subject_id: str, modality: int, finger: int, vectors):
         """Protect and seal the samples' vectors under the tenant's current key, fused or kept apart
@@ -400,9 +415,9 @@ class Vault:
         key = self.keys.ensure_tenant(tenant)
         profile = CURRENT[modality]
         if profile.keeps_sample_codes:
-            code = self.protector.protect_many(key, profile, np.stack(vectors))  # (samples, planes, words)
+            code = self.protector.protect_many(key, profile, np.stack([v[profile.features] for v in vectors]))
         else:
-            code = self.protector.protect(key, profile, fuse(vectors))
+            code = self.protector.protect(key, profile, fuse([v[profile.features] for v in vectors]))
         identity = RowIdentity(tenant, uuid.uuid4().hex, subject_id, modality, finger, profile.name, key.version,
                                profile.sealed_sample_count(len(vectors)))
         shred = ShredLedger.new_secret() if self.shreds is not None else None
@@ -427,11 +442,14 @@ class Vault:
         keys: dict[int, TenantKey] = {}
 
         def code_for(gallery):
+            if gallery.profile.features not in vector:
+                return None  # a probe without this extractor's vector (an embedding) cannot compare
             group = (gallery.profile.name, gallery.key_version)
             if group not in codes:
                 if gallery.key_version not in keys:
                     keys[gallery.key_version] = self.keys.tenant_key(tenant, gallery.key_version)
-                codes[group] = self.protector.protect(keys[gallery.key_version], gallery.profile, vector)
+                codes[group] = self.protector.protect(keys[gallery.key_version], gallery.profile,
+                                                      vector[gallery.profile.features])
             return codes[group]
 
         return code_for

@@ -27,35 +27,53 @@ import numpy as np
 
 from vault.exceptions import InvalidArgument, Overloaded, VaultError
 from vault.features import SampleReport, unit
-from vault.profiles import FACE, FINGERPRINT
+from vault.profiles import CURRENT, DLIB, FACE, FINGERPRINT, MINUTIAE, SFACE
 
 IMAGE, ISO_19794_2 = "image", "iso_19794_2"
 
+Vectors = dict[str, np.ndarray]  # unit feature vector per extractor (vault.profiles: DLIB, SFACE, MINUTIAE)
+
 
 def extract(modality: int, kind: str, payload: bytes, require_single_face: bool,
-            time_limit_s: float = 0.0) -> tuple[np.ndarray, SampleReport]:
-    """Unit feature vector and report for one sample. Runs in a worker process, which the kernel
-    ends if the sample takes longer than `time_limit_s` (0: no limit)."""
+            time_limit_s: float = 0.0, features: tuple[str, ...] = ()) -> tuple[Vectors, SampleReport]:
+    """Unit feature vectors (one per extractor in `features`; default: the current profile's) and
+    the report for one sample. Runs in a worker process, which the kernel ends if the sample takes
+    longer than `time_limit_s` (0: no limit)."""
     if time_limit_s > 0:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate this worker
         signal.setitimer(signal.ITIMER_REAL, time_limit_s)
     try:
-        return _extract(modality, kind, payload, require_single_face)
+        if not features and modality in CURRENT:
+            features = (CURRENT[modality].features,)
+        return _extract(modality, kind, payload, require_single_face, features)
     finally:
         if time_limit_s > 0:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool) -> tuple[np.ndarray, SampleReport]:
+def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool,
+             features: tuple[str, ...]) -> tuple[Vectors, SampleReport]:
     from vault import images
 
     if modality == FACE:
-        from vault.features import face
-
         if kind != IMAGE:
             raise InvalidArgument("face samples must be images")
-        vector, seen = face.face_features(images.decode_face(payload), require_single_face)
-        return unit(vector), SampleReport(faces_found=seen.faces_found, largest_face_used=seen.largest_face_used)
+        rgb = images.decode_face(payload)
+        vectors, report = {}, SampleReport()
+        # The current extractor first: its report is the one the caller gets, and its refusal
+        # (no face, poor quality) is the answer.
+        for name in sorted(features, key=lambda f: f != CURRENT[FACE].features):
+            if name == SFACE:
+                from vault.features import sface as extractor
+            elif name == DLIB:
+                from vault.features import face as extractor
+            else:
+                raise InvalidArgument(f"no face extractor {name!r}")
+            vector, seen = extractor.face_features(rgb, require_single_face)
+            vectors[name] = unit(vector)
+            if len(vectors) == 1:
+                report = SampleReport(faces_found=seen.faces_found, largest_face_used=seen.largest_face_used)
+        return vectors, report
     if modality == FINGERPRINT:
         from vault.features import fingerprint
         from vault.iso19794 import parse_iso19794_2
@@ -67,7 +85,7 @@ def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool
         else:
             raise InvalidArgument("fingerprint samples must be images or ISO/IEC 19794-2 records")
         vector = fingerprint.minutiae_features(record)
-        return unit(vector), SampleReport(minutiae=len(record.minutiae))
+        return {MINUTIAE: unit(vector)}, SampleReport(minutiae=len(record.minutiae))
     raise InvalidArgument("modality must be FACE or FINGERPRINT")
 
 
@@ -113,10 +131,13 @@ def _warm_up(server_pid: int) -> None:
     # face_recognition_models imports pkg_resources (hence setuptools<81), which warns on every
     # worker start; the warning says nothing an operator can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    import face_recognition  # noqa: F401
+    import cv2
+    import face_recognition  # noqa: F401  (older face profiles' templates match until reissued)
 
-    from vault.features import leader
+    cv2.setNumThreads(1)
+    from vault.features import leader, sface
 
+    sface.networks()
     leader.network()
 
 
@@ -137,12 +158,12 @@ class Extractor:
     def pending(self) -> int:
         return self._pending
 
-    async def extract(self, modality: int, kind: str, payload: bytes,
-                      require_single_face: bool = False) -> tuple[np.ndarray, SampleReport]:
-        return (await self.extract_many(modality, [(kind, payload)], require_single_face))[0]
+    async def extract(self, modality: int, kind: str, payload: bytes, require_single_face: bool = False,
+                      features: tuple[str, ...] = ()) -> tuple[Vectors, SampleReport]:
+        return (await self.extract_many(modality, [(kind, payload)], require_single_face, features))[0]
 
-    async def extract_many(self, modality: int, samples: list[tuple[str, bytes]],
-                           require_single_face: bool = False) -> list[tuple[np.ndarray, SampleReport]]:
+    async def extract_many(self, modality: int, samples: list[tuple[str, bytes]], require_single_face: bool = False,
+                           features: tuple[str, ...] = ()) -> list[tuple[Vectors, SampleReport]]:
         """Extract several samples in parallel; all-or-nothing admission against the bound."""
         if self._pending + len(samples) > self.max_pending:
             raise Overloaded(
@@ -153,7 +174,7 @@ class Extractor:
         try:
             futures = [
                 asyncio.wrap_future(pool.submit(extract, modality, kind, payload, require_single_face,
-                                                self.sample_time_limit_s))
+                                                self.sample_time_limit_s, features))
                 for kind, payload in samples
             ]
             results = await asyncio.gather(*futures, return_exceptions=True)

@@ -13,6 +13,8 @@ enrol, revoke and reissue (and from other replicas, vault.replication).
 from __future__ import annotations
 
 import functools
+import hashlib
+import heapq
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -24,6 +26,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from vault.identification import per_comparison_fmr
+from vault.normalisation import cohort_stats, normalise
 from vault.profiles import ProtectionProfile
 
 
@@ -120,6 +123,10 @@ class Gallery:
         self._subject_ids: list[str] = []  # per row
         self._rows_of: dict[str, list[int]] = {}  # template id -> its rows
         self._by_subject: dict[str, set[str]] = {}
+        # The normalisation cohort (vault.normalisation): rows, their subjects, their template ids
+        # and the highest hash among them; None until a search needs it, and after it changed.
+        self._cohort: tuple[np.ndarray, np.ndarray, set[str], bytes] | None = None
+        self._stats: dict[int, tuple[float, float]] | None = None  # row -> its cohort (mean, sd); None with the cohort
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -153,12 +160,15 @@ class Gallery:
             self._subject_ids += [subject_id] * len(codes)
             self._rows_of[template_id] = rows
             self._by_subject.setdefault(subject_id, set()).add(template_id)
+            if self._cohort is not None and self._enters_cohort(template_id):
+                self._cohort = self._stats = None
 
     def remove(self, template_id: str) -> bool:
         with self._lock:
             rows = self._rows_of.pop(template_id, None)
             if rows is None:
                 return False
+            self._cohort = self._stats = None  # rows move below, cohort members among them
             subject_id = self._subject_ids[rows[0]]
             subject_templates = self._by_subject[subject_id]
             subject_templates.discard(template_id)
@@ -193,6 +203,53 @@ class Gallery:
         agreements = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
         return agreements - self._offsets[rows]
 
+    def _cohort_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The gallery's cohort (vault.normalisation): the first row of each of the templates whose
+        template id (random, made by the server) hashes lowest, at most cohort_size; and their
+        subjects. Every replica holding the same templates picks the same cohort."""
+        if self._cohort is None:
+            chosen = heapq.nsmallest(self.profile.score_norm.cohort_size, self._rows_of, key=_cohort_order)
+            rows = np.asarray([self._rows_of[t][0] for t in chosen], dtype=np.int64)
+            self._cohort = (rows, np.asarray([self._subject_ids[r] for r in rows], dtype=object), set(chosen),
+                            max(map(_cohort_order, chosen), default=b""))
+        return self._cohort[:2]
+
+    def _enters_cohort(self, template_id: str) -> bool:
+        """Whether a template just added changes the cohort (amortised: rarely, once it is full)."""
+        _, _, members, highest = self._cohort
+        return len(members) < self.profile.score_norm.cohort_size or _cohort_order(template_id) < highest
+
+    def _normalised(self, probe: np.ndarray, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Raw agreements of the probe with `rows`, normalised against the cohort (each row's
+        subject left out of its own cohort): what the profile's thresholds apply to."""
+        if len(rows) == 0:
+            return np.zeros(0, np.float32)
+        norm = self.profile.score_norm
+        cohort, cohort_subjects = self._cohort_rows()
+        subjects = np.asarray([self._subject_ids[r] for r in rows], dtype=object)
+        keep = subjects[:, None] != cohort_subjects[None, :]
+        probe_scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[cohort],
+                                              self.profile.hash_count)
+        probe_stats = cohort_stats(norm, np.broadcast_to(probe_scores, keep.shape), keep)
+        return normalise(raw, self._template_stats(rows, keep), probe_stats)
+
+    def _template_stats(self, rows: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's cohort statistics, kept until the cohort changes (a template's own do not
+        depend on the probe: Identify computes each once, not once per search)."""
+        if self._stats is None:
+            self._stats = {}
+        missing = [i for i, r in enumerate(rows) if int(r) not in self._stats]
+        if missing:
+            cohort, _ = self._cohort_rows()
+            members = self._codes[cohort]
+            scores = np.stack([_interleaved_agreement(self._codes[rows[i]], members, self.profile.hash_count)
+                               for i in missing])
+            means, sds = cohort_stats(self.profile.score_norm, scores, keep[missing])
+            for i, mean, sd in zip(missing, means, sds):
+                self._stats[int(rows[i])] = (mean, sd)
+        stats = [self._stats[int(r)] for r in rows]
+        return np.asarray([m for m, _ in stats]), np.asarray([s for _, s in stats])
+
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
         if template_id is not None:
             rows = list(self._rows_of.get(template_id, ()))
@@ -220,6 +277,8 @@ class Gallery:
         with self._lock:
             rows = np.asarray(self._rows(subject_id, template_id, finger), dtype=np.int64)
             scores = self._scores(probe, rows)
+            if self.profile.score_norm is not None:
+                scores = self._normalised(probe, rows, scores)
             return self._best_per_template(rows, scores, self._thresholds(rows))
 
     def _thresholds(self, rows: np.ndarray, per_comparison_fmr: float | None = None) -> np.ndarray:
@@ -250,11 +309,22 @@ class Gallery:
             else:
                 rows = np.arange(n)
                 scores = self._scores(probe, slice(0, n))
+            if self.profile.score_norm is not None:
+                # Normalise the best by raw agreement only: the cohort statistics move a score by
+                # far less than the gap between a genuine template and the bulk of the gallery.
+                keep = min(self.profile.score_norm.preselect, len(scores))
+                best = np.argpartition(-scores, keep - 1)[:keep] if keep else np.zeros(0, np.int64)
+                rows = rows[best]
+                scores = self._normalised(probe, rows, scores[best])
             bar = self._thresholds(rows, per_comparison_fmr) if threshold is None else np.float32(threshold)
             above = np.flatnonzero(scores >= bar)
             hits = self._best_per_template(rows[above], scores[above], np.broadcast_to(bar, scores.shape)[above])
             hits.sort(key=lambda h: -h.score)
             return hits[:limit]
+
+
+def _cohort_order(template_id: str) -> bytes:
+    return hashlib.sha256(template_id.encode()).digest()
 
 
 class MatchIndex:
@@ -308,7 +378,10 @@ class MatchIndex:
         matched, best = False, 0.0
         for gallery in self.galleries(tenant, modality):
             if gallery.has(subject_id=subject_id, template_id=template_id, finger=finger):
-                for hit in gallery.search(code_for(gallery), subject_id=subject_id, template_id=template_id,
+                probe = code_for(gallery)
+                if probe is None:
+                    continue
+                for hit in gallery.search(probe, subject_id=subject_id, template_id=template_id,
                                           finger=finger):
                     matched |= hit.matched
                     best = max(best, hit.score)
@@ -322,7 +395,9 @@ class MatchIndex:
         fmr = per_comparison_fmr(fpir, sum(g.count(finger) for g in galleries))
         hits = []
         for gallery in galleries:
-            hits += gallery.top(code_for(gallery), limit * 4, finger, per_comparison_fmr=fmr)
+            probe = code_for(gallery)
+            if probe is not None:
+                hits += gallery.top(probe, limit * 4, finger, per_comparison_fmr=fmr)
         best_by_subject: dict[str, Hit] = {}
         for hit in sorted(hits, key=lambda h: -h.score):
             best_by_subject.setdefault(hit.subject_id, hit)

@@ -13,10 +13,16 @@ from dataclasses import dataclass, replace
 
 from vault.hazmat.iom import bit_planes
 from vault.identification import ScoreModel
+from vault.normalisation import CohortNorm
 
 FACE = 1  # vault.v1.Modality values
 FINGERPRINT = 2
 MODALITY_NAMES = {FACE: "face", FINGERPRINT: "fingerprint"}  # for logs and metric labels
+
+# Feature extractors (vault.extraction): which one makes the vectors a profile protects.
+DLIB = "dlib"  # face_recognition's HOG detector and 128-D ResNet embedding (vault.features.face)
+SFACE = "sface"  # OpenCV Zoo's YuNet detector and 128-D SFace embedding (vault.features.sface)
+MINUTIAE = "minutiae"  # LEADER minutiae or an ISO/IEC 19794-2 record (vault.features.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,11 @@ class ProtectionProfile:
     # templates), is taken off every score it draws. None: no offsets.
     template_cohort: str | None = None
     template_cohort_reference: float = 0.0
+    # The feature extractor whose vectors this profile protects (DLIB, SFACE, MINUTIAE).
+    features: str = DLIB
+    # Scores normalised against the gallery's own cohort (vault.normalisation); the thresholds are
+    # then on the normalised scale. None: raw agreements.
+    score_norm: CohortNorm | None = None
 
     def threshold_for(self, sample_count: int) -> float:
         """The 1:1 decision threshold of a template enrolled from `sample_count` samples."""
@@ -164,6 +175,7 @@ FACE_IOM_V3 = replace(
 FINGER_IOM_V1 = ProtectionProfile(
     name="finger-iom-v1",
     modality=FINGERPRINT,
+    features=MINUTIAE,
     feature_dim=1024,  # vault.features.fingerprint.FEATURE_DIM
     hash_count=1024,
     hash_width=8,
@@ -180,6 +192,7 @@ FINGER_IOM_V1 = ProtectionProfile(
 FINGER_MCC2_V2 = ProtectionProfile(
     name="finger-mcc2-v2",
     modality=FINGERPRINT,
+    features=MINUTIAE,
     feature_dim=2048,  # vault.features.fingerprint.FEATURE_DIM: MCC second-order pooling + triplets
     hash_count=2048,
     hash_width=4,
@@ -196,6 +209,7 @@ FINGER_MCC2_V2 = ProtectionProfile(
 FINGER_MCC_V3 = ProtectionProfile(
     name="finger-mcc-v3",
     modality=FINGERPRINT,
+    features=MINUTIAE,
     # vault.features.fingerprint.FEATURE_DIM: second-order pooling of 160-D MCC codes + triplets
     feature_dim=13752,
     # q=2 (sign random projections): at 1-2 KiB it matched or beat q=4 and q=8 at equal size
@@ -217,6 +231,7 @@ FINGER_MCC_V3 = ProtectionProfile(
 FINGER_LEADER_V4 = ProtectionProfile(
     name="finger-leader-v4",
     modality=FINGERPRINT,
+    features=MINUTIAE,
     # vault.features.fingerprint.FEATURE_DIM: finger-mcc-v3's vector, on LEADER minutiae and a
     # basis fitted on them (vault/models/finger-leader-pca160-v1.npz)
     feature_dim=13752,
@@ -285,10 +300,38 @@ FINGER_LEADER_V6 = replace(
     score_models=(ScoreModel(tail_start=0.52901, tail_rate=0.010007, shape=0.0, scale=0.0035778, genuine_quantiles=(0.49051, 0.54638, 0.56132, 0.57258, 0.58114, 0.59042, 0.59837, 0.60499, 0.61215, 0.61915, 0.62623, 0.63405, 0.64164, 0.64977, 0.658, 0.66622, 0.67566, 0.68671, 0.70192, 0.72147, 0.85717)), None),
 )
 
+FACE_SFACE_V1 = ProtectionProfile(
+    name="face-sface-v1",
+    modality=FACE,
+    features=SFACE,
+    feature_dim=128,
+    # As face-iom-v3: 16,384 index-of-max hashes of 4 Gaussian projections (4 KiB a template)
+    hash_count=16384,
+    hash_width=4,
+    projection="gaussian",
+    # On scores normalised against the gallery's own cohort (vault.normalisation): the highest,
+    # over five populations and five fresh keys, of the normalised impostor score at 1 - 1e-4.
+    threshold=3.9861,
+    operating_fmr=1e-4,
+    calibration=(
+        "FMR 1e-4 on normalised scores: the highest impostor quantile over LFW, ORL, JAFFE, CASIA-FaceV5 and "
+        "Korean web photos, each its own deployment, 5 fresh keys. Each population left out in turn (prior and "
+        "threshold fitted on the other four): FMR at most 0.67x the stated rate, genuine accept LFW 0.981, "
+        "JAFFE 0.958, CASIA-FaceV5 0.934, Korean web photos 0.381. uv run python -m benchmarks.face_population"
+    ),
+    # The prior: the highest median cohort mean and sd of the five populations' templates, weighted
+    # as 4 cohort members, so a gallery of a few people is judged as the most crowded population was.
+    score_norm=CohortNorm(cohort_size=256, prior_mean=0.34896, prior_sd=0.03899, prior_weight=4.0),
+    # Identify's tail model of normalised impostor scores, all five populations pooled
+    # (uv run python -m benchmarks.face_population); kept-apart and fused templates alike.
+    score_models=(ScoreModel(tail_start=2.25182, tail_rate=0.01, shape=0.0, scale=0.378405, genuine_quantiles=(-0.90337, 4.94559, 5.67032, 6.10799, 6.45896, 6.77198, 7.11405, 7.3945, 7.6402, 7.89375, 8.15574, 8.39966, 8.65973, 8.94221, 9.24526, 9.55679, 9.8871, 10.30402, 10.83318, 11.66989, 16.89725)),
+                  None),
+)
+
 PROFILES: dict[str, ProtectionProfile] = {
     p.name: p for p in (FACE_IOM_V1, FACE_IOM_V2, FACE_IOM_V3, FINGER_IOM_V1, FINGER_MCC2_V2, FINGER_MCC_V3, FINGER_LEADER_V4,
-                        FINGER_LEADER_V5, FINGER_LEADER_V6)
+                        FINGER_LEADER_V5, FINGER_LEADER_V6, FACE_SFACE_V1)
 }
 
 # The profile new templates are made with, per modality.
-CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_IOM_V3, FINGERPRINT: FINGER_LEADER_V6}
+CURRENT: dict[int, ProtectionProfile] = {FACE: FACE_SFACE_V1, FINGERPRINT: FINGER_LEADER_V6}
