@@ -41,6 +41,32 @@ def lfw() -> DataSet:
     return DataSet("lfw", "face", tuple(samples))
 
 
+def _folders(name: str, pattern: str) -> DataSet:
+    """A face set laid out one folder per person (the population sets)."""
+    root = DATA / "face" / name
+    samples = [Sample(d.name, p) for d in sorted(root.iterdir()) if d.is_dir()
+               for p in sorted(d.iterdir()) if p.suffix.lower() in pattern]
+    return DataSet(name, "face", tuple(samples))
+
+
+def jaffe() -> DataSet:
+    """JAFFE: 10 Japanese women, studio, posed expressions (TIFF)."""
+    return _folders("jaffe", (".tiff", ".tif"))
+
+
+def casia() -> DataSet:
+    """CASIA-FaceV5 subjects 000-039: Chinese adults, blue backdrop (BMP)."""
+    return _folders("casia_face_v5", (".bmp",))
+
+
+def kpop() -> DataSet:
+    """Korean public figures in web photos (JPEG)."""
+    return _folders("kpop", (".jpg", ".jpeg"))
+
+
+FACE_SETS = {"lfw": lfw, "orl": orl, "jaffe": jaffe, "casia_face_v5": casia, "kpop": kpop}
+
+
 def fvc(year: int, db: int, iso: bool = False) -> DataSet:
     if iso:
         root, suffix = DATA / "fingerprint_iso19794_2" / f"fvc{year}" / f"db{db}_b", ".iso"

@@ -37,13 +37,13 @@ def _extract_one(args):
     from vault.extraction import IMAGE, ISO_19794_2, extract
     from vault.profiles import FACE, FINGERPRINT
 
-    modality, path = args
+    modality, path, extractor = args
     data = Path(path).read_bytes()
     kind = ISO_19794_2 if path.endswith(".iso") else IMAGE
     started = time.perf_counter()
     try:
-        vector, _ = extract(FACE if modality == "face" else FINGERPRINT, kind, data, False)
-        return vector, time.perf_counter() - started
+        vectors, _ = extract(FACE if modality == "face" else FINGERPRINT, kind, data, False, features=(extractor,))
+        return vectors[extractor], time.perf_counter() - started
     except VaultError:
         return None, time.perf_counter() - started
 
@@ -65,30 +65,36 @@ def _extract_raw_face(path: str):
         return None, time.perf_counter() - started
 
 
-def _code_version(modality: str) -> str:
+def _code_version(modality: str, extractor: str = "dlib") -> str:
     """Cache key part: the source of the feature code, so editing it invalidates the cache."""
     root = Path(__file__).resolve().parents[1] / "vault"
-    files = [root / "features" / ("face.py" if modality == "face" else "fingerprint.py"), root / "images.py"]
+    module = {"dlib": "face.py", "sface": "sface.py"}.get(extractor, "fingerprint.py")
+    files = [root / "features" / (module if modality == "face" else "fingerprint.py"), root / "images.py"]
     if modality == "fingerprint":
         files += [root / "iso19794.py", root / "features" / "mcc.py", *sorted((root / "models").glob("finger-*.npz"))]
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
 
 
-def _cache_path(dataset: DataSet, raw: bool) -> Path:
-    return CACHE / f"{dataset.name}{'-raw' if raw else ''}-{_code_version(dataset.modality)}.npz"
+def _cache_path(dataset: DataSet, raw: bool, extractor: str = "dlib") -> Path:
+    tag = "" if extractor in ("dlib", "minutiae") else f"-{extractor}"
+    return CACHE / f"{dataset.name}{tag}{'-raw' if raw else ''}-{_code_version(dataset.modality, extractor)}.npz"
 
 
-def load(dataset: DataSet, workers: int | None = None, progress: bool = True, raw: bool = False) -> Features:
-    """Features of every sample. raw=True (faces only): dlib's own, unnormalised embeddings."""
+def load(dataset: DataSet, workers: int | None = None, progress: bool = True, raw: bool = False,
+         extractor: str = "dlib") -> Features:
+    """Features of every sample. raw=True (faces only): dlib's own, unnormalised embeddings.
+    `extractor` (faces): "dlib" (face-iom-v1..v3) or "sface" (face-sface-v1)."""
     if raw and dataset.modality != "face":
         raise ValueError("raw embeddings exist for faces only")
+    if dataset.modality != "face":
+        extractor = "minutiae"
     CACHE.mkdir(parents=True, exist_ok=True)
-    cache = _cache_path(dataset, raw)
+    cache = _cache_path(dataset, raw, extractor)
     if cache.exists():
         saved = np.load(cache)
         if len(saved["ok"]) == len(dataset.samples):
             return Features(dataset, saved["vectors"], saved["ok"], saved["seconds"])
-    if dataset.modality == "face" and not raw:
+    if dataset.modality == "face" and not raw and extractor == "dlib":
         # The service's face vector is dlib's embedding made unit length (vault.extraction): derive
         # it from the raw extraction instead of running dlib over the set a second time.
         embeddings = load(dataset, workers, progress, raw=True)
@@ -98,7 +104,7 @@ def load(dataset: DataSet, workers: int | None = None, progress: bool = True, ra
     if raw:
         function, jobs = _extract_raw_face, [str(s.path) for s in dataset.samples]
     else:
-        function, jobs = _extract_one, [(dataset.modality, str(s.path)) for s in dataset.samples]
+        function, jobs = _extract_one, [(dataset.modality, str(s.path), extractor) for s in dataset.samples]
     with ProcessPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
         results = pool.map(function, jobs, chunksize=4)
         if progress:
