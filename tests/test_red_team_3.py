@@ -307,3 +307,42 @@ def test_a_settings_file_holding_a_token_is_refused(tmp_path):
     config.write_text('[client]\nserver = "127.0.0.1:1"\ntoken = "vt_0123456789abcdef.secret"\n')
     refused = cli("--config", str(config), "list", timeout=60)
     assert refused.returncode == 2 and "never go in a settings file" in refused.stderr, refused.stdout + refused.stderr
+
+
+# -- finding 2, second part: tokens expire -------------------------------------------------------------
+def test_tokens_expire_and_a_database_write_does_not_extend_them(site):
+    import time
+
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file) as (server, channel):
+            admin = vault_pb2_grpc.AdminStub(channel)
+            default = await admin.CreateToken(pb.CreateTokenRequest(role="admin", name="default-life"))
+            lifetime = default.info.expires_at.seconds - default.info.created_at.seconds
+            assert 90 * 86400 - 2 <= lifetime <= 90 * 86400 + 1
+            short = await admin.CreateToken(pb.CreateTokenRequest(role="admin", name="short", expires_in_seconds=60))
+            assert await token_works(channel, short.token)
+            # The attacker with write access to the database pushes the expiry out by a year.
+            db = sqlite3.connect(state / "vault.db")
+            db.execute("UPDATE tokens SET expires_at = expires_at + 31536000 WHERE token_id = ?", (short.info.token_id,))
+            db.commit()
+            db.close()
+            assert not await token_works(channel, short.token)
+            # Honest rows past their expiry are refused too (the clock moved on 61 s).
+            later = await admin.CreateToken(pb.CreateTokenRequest(role="admin", name="later", expires_in_seconds=60))
+            assert await token_works(channel, later.token)
+            server.tokens.clock = lambda: time.time() + 61
+            assert not await token_works(channel, later.token) and await token_works(channel, default.token)
+            for bad in (-5, 59, 10 * 365 * 86400):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await admin.CreateToken(pb.CreateTokenRequest(role="panel", name="x", expires_in_seconds=bad))
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            created = await asyncio.to_thread(cli, "token", "create", "--server", f"127.0.0.1:{server.port}",
+                                              "--role", "panel", "--name", "gate-3", "--expires-in", "2h")
+            assert created.returncode == 0 and "expires" in created.stdout, created.stderr
+            listed = await admin.ListTokens(pb.ListTokensRequest())
+            gate = [t for t in listed.tokens if t.name == "gate-3"]
+            assert len(gate) == 1 and gate[0].expires_at.seconds - gate[0].created_at.seconds in (7199, 7200)
+
+    run(main())

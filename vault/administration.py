@@ -15,7 +15,7 @@ from vault.core import Vault, check_id
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.identification import Capacity
 from vault.store import LIVE
-from vault.tokens import TokenInfo, TokenRegistry
+from vault.tokens import DEFAULT_LIFETIME_S, TokenInfo, TokenRegistry
 
 __all__ = ["Administration", "KeyStatus", "MAX_AUDIT_BATCH"]
 
@@ -36,13 +36,16 @@ class Administration:
         self.tokens = tokens
 
     # -- tokens -----------------------------------------------------------------------------------
-    async def create_token(self, caller: Identity, role: str, name: str) -> tuple[str, TokenInfo]:
-        """A new token for the caller's tenant: (the token, shown once; its metadata)."""
+    async def create_token(self, caller: Identity, role: str, name: str,
+                           lifetime_s: int = 0) -> tuple[str, TokenInfo]:
+        """A new token for the caller's tenant: (the token, shown once; its metadata). It expires
+        after `lifetime_s` seconds (0: the default, 90 days)."""
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
         name = check_name(name, "name")
         return await asyncio.to_thread(self.tokens.create, caller.tenant, role, name,
-                                       AuditEntry("CreateToken", caller.tenant, caller.name, decision="created"))
+                                       AuditEntry("CreateToken", caller.tenant, caller.name, decision="created"),
+                                       lifetime_s or DEFAULT_LIFETIME_S)
 
     async def list_tokens(self, caller: Identity) -> list[TokenInfo]:
         return await asyncio.to_thread(self.tokens.list, caller.tenant)

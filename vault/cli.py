@@ -290,6 +290,21 @@ def client_command(name: str, **kwargs):
 
 
 CLIENT_COMMANDS: list[str] = []
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(value) -> int:
+    """Seconds of a duration given as 90d, 12h, 30m, 45s or plain seconds."""
+    text = str(value).strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        seconds = int(number) * (unit or 1)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration (e.g. 90d, 12h, 30m, 3600)") from None
+    if seconds <= 0:
+        raise click.BadParameter("a duration must be positive")
+    return seconds
 
 
 def connection_settings(options: dict):
@@ -465,17 +480,24 @@ def list_templates(subject, include_revoked, **connection) -> int:
 @click.option("--role", type=click.Choice(ROLES), help="create: the token's role")
 @click.option("--name", default="", help="create: a name for the token (e.g. the door)")
 @click.option("--id", "token_id", default="", help="revoke: the token id (from list)")
-def token(action, role, name, token_id, **connection) -> int:
+@setting("--expires-in", callback=lambda _c, _p, value: duration_s(value), default="90d",
+         help="create: the token's lifetime, e.g. 90d, 12h, 30m or seconds (60 s to 730 d); then it is refused")
+def token(action, role, name, token_id, expires_in, **connection) -> int:
     """API tokens of your tenant (admin): create, list, revoke."""
+    import time
+
     vault = connect(connection)
     if action == "create":
-        response = vault.create_token(role or "", name)
-        print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}); shown once:")
+        response = vault.create_token(role or "", name, expires_in_s=expires_in)
+        expiry = f", expires {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(response.info.expires_at.seconds))}"
+        print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}{expiry}); shown once:")
         print(response.token)
     elif action == "list":
         for t in vault.list_tokens():
-            state = "revoked" if t.HasField("revoked_at") else "live"
-            print(f"{t.token_id}  {t.role:<9} {t.name:<20} {state}")
+            expired = t.HasField("expires_at") and t.expires_at.seconds <= time.time()
+            state = "revoked" if t.HasField("revoked_at") else "expired" if expired else "live"
+            expiry = f"expires {t.expires_at.ToDatetime():%Y-%m-%d %H:%M}" if t.HasField("expires_at") else "no expiry"
+            print(f"{t.token_id}  {t.role:<9} {t.name:<20} {state:<7} {expiry}")
     else:
         vault.revoke_token(token_id)
         print(f"revoked token {token_id}")

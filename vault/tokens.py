@@ -8,6 +8,8 @@ key store, never from the database, over the token's id, tenant, role, name and 
 - someone with write access to the database cannot add a token row, nor move a token to another
   tenant or role: without the key no row verifies;
 - revocation erases the stored MAC, so setting `revoked_at` back to NULL revives nothing;
+- a token expires (90 days by default): its expiry is under the MAC too, so no write extends it
+  (tokens made before expiry existed keep the older MAC, without one, and do not expire);
 - revocation is also recorded on the key side (the ledger beside the key file, vault.shredding),
   before the database changes: a row copied back from an older copy of the database (MAC intact,
   `revoked_at` NULL), or a backup from before the revocation restored, still authenticates nothing.
@@ -26,13 +28,16 @@ import time
 from dataclasses import dataclass
 
 from vault.audit import AuditEntry
-from vault.exceptions import NotFound, Unauthenticated
+from vault.exceptions import InvalidArgument, NotFound, Unauthenticated
 from vault.store.base import TemplateStore, TokenRow
 
 log = logging.getLogger("vault.tokens")
 
 PREFIX = "vt_"
-SCHEME = "hmac-sha256:"  # stored secret_hash values; anything else (e.g. older argon2 rows) is refused
+SCHEME = "hmac-sha256:"  # rows of tokens made before tokens expired: the MAC covers no expiry
+EXPIRING = "hmac-sha256-exp:"  # the MAC covers the expiry too; any other secret_hash (argon2 rows) is refused
+DEFAULT_LIFETIME_S = 90 * 24 * 3600
+MIN_LIFETIME_S, MAX_LIFETIME_S = 60, 2 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class TokenInfo:
     name: str
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None  # None: made before tokens expired
 
 
 class TokenRegistry:
@@ -52,6 +58,7 @@ class TokenRegistry:
         self.store = store
         self._key = key
         self.revocations = revocations
+        self.clock = time.time  # what expiry is measured against
 
     def reconcile(self) -> int:
         """Copy into the key side's ledger every revocation the database records and the ledger
@@ -63,10 +70,17 @@ class TokenRegistry:
         self.revocations.revoke_tokens(missing)
         return len(missing)
 
-    def create(self, tenant: str, role: str, name: str, audit: AuditEntry) -> tuple[str, TokenInfo]:
+    def create(self, tenant: str, role: str, name: str, audit: AuditEntry,
+               lifetime_s: int = DEFAULT_LIFETIME_S) -> tuple[str, TokenInfo]:
+        """A new token that authenticates for `lifetime_s` seconds: (the token, its metadata)."""
+        if not MIN_LIFETIME_S <= lifetime_s <= MAX_LIFETIME_S:
+            raise InvalidArgument(f"a token's lifetime must be {MIN_LIFETIME_S} s to {MAX_LIFETIME_S // 86400} days")
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-        row = TokenRow(token_id, tenant, role, name, self._mac(token_id, tenant, role, name, secret), time.time())
-        audit.detail = f"token {token_id} role={role} name={name}"
+        now = self.clock()
+        expires_at = float(int(now) + int(lifetime_s))
+        row = TokenRow(token_id, tenant, role, name, self._mac(token_id, tenant, role, name, secret, expires_at), now,
+                       expires_at=expires_at)
+        audit.detail = f"token {token_id} role={role} name={name} expires_at={int(expires_at)}"
         self.store.insert_token(row, audit)
         return f"{PREFIX}{token_id}.{secret}", info_of(row)
 
@@ -90,21 +104,27 @@ class TokenRegistry:
             raise refused
         token_id, secret = token[len(PREFIX):].split(".", 1)
         row = self.store.token(token_id)
-        if row is None or row.revoked_at is not None or not row.secret_hash.startswith(SCHEME):
+        if row is None or row.revoked_at is not None or not row.secret_hash.startswith((SCHEME, EXPIRING)):
             raise refused
-        expected = self._mac(row.token_id, row.tenant, row.role, row.name, secret)
+        expires_at = row.expires_at if row.secret_hash.startswith(EXPIRING) else None
+        if row.secret_hash.startswith(EXPIRING) and expires_at is None:
+            raise refused
+        expected = self._mac(row.token_id, row.tenant, row.role, row.name, secret, expires_at)
         if not hmac.compare_digest(expected.encode(), row.secret_hash.encode()):
             raise refused
+        if expires_at is not None and self.clock() >= expires_at:
+            raise Unauthenticated("token expired: ask your tenant's admin for a new one")
         if self.revocations is not None and self.revocations.token_revoked(row.token_id):
             log.error("token %s was revoked (the ledger on the key side says so) but its row in the database is "
                       "live again: the database was edited or restored from an older copy", row.token_id)
             raise refused
         return info_of(row)
 
-    def _mac(self, token_id: str, tenant: str, role: str, name: str, secret: str) -> str:
-        message = "\x1f".join((token_id, tenant, role, name, secret)).encode()
-        return SCHEME + hmac.new(self._key, message, hashlib.sha256).hexdigest()
+    def _mac(self, token_id: str, tenant: str, role: str, name: str, secret: str, expires_at: float | None = None) -> str:
+        fields = (token_id, tenant, role, name, secret) + (() if expires_at is None else (str(int(expires_at)),))
+        message = "\x1f".join(fields).encode()
+        return (SCHEME if expires_at is None else EXPIRING) + hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
 
 def info_of(row: TokenRow) -> TokenInfo:
-    return TokenInfo(row.token_id, row.tenant, row.role, row.name, row.created_at, row.revoked_at)
+    return TokenInfo(row.token_id, row.tenant, row.role, row.name, row.created_at, row.revoked_at, row.expires_at)

@@ -74,7 +74,8 @@ class AdminServicer(vault_pb2_grpc.AdminServicer):
         self.administration = administration
 
     async def CreateToken(self, request, context):
-        token, info = await self.administration.create_token(caller(), request.role, request.name)
+        token, info = await self.administration.create_token(caller(), request.role, request.name,
+                                                             request.expires_in_seconds)
         return pb.CreateTokenResponse(token=token, info=token_pb(info))
 
     async def ListTokens(self, request, context):
@@ -140,7 +141,8 @@ def report_pb(report: SampleReport) -> pb.SampleReport:
 
 def token_pb(info: TokenInfo) -> pb.TokenInfo:
     return pb.TokenInfo(token_id=info.token_id, role=info.role, name=info.name,
-                        created_at=timestamp(info.created_at), revoked_at=timestamp(info.revoked_at))
+                        created_at=timestamp(info.created_at), revoked_at=timestamp(info.revoked_at),
+                        expires_at=timestamp(info.expires_at))
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:

@@ -36,7 +36,7 @@ class TemplateRow:
 
 @dataclass(frozen=True)
 class TokenRow:
-    """An API token as stored: only an argon2id hash of its secret (vault.tokens)."""
+    """An API token as stored: only an HMAC of its secret under a key-store key (vault.tokens)."""
 
     token_id: str
     tenant: str
@@ -45,6 +45,7 @@ class TokenRow:
     secret_hash: str
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None  # None: a token made before tokens expired
 
 
 ADD, REMOVE = "add", "remove"  # change kinds: a template became live / stopped being live
@@ -192,6 +193,10 @@ MIGRATIONS: list[str] = [
         until        DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (tenant, client, subject)
     );
+    """,
+    # 5: tokens expire (vault.tokens); the expiry is under the token's MAC, so no write extends it.
+    """
+    ALTER TABLE tokens ADD COLUMN expires_at DOUBLE PRECISION
     """,
 ]
 

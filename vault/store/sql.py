@@ -17,7 +17,7 @@ TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
 OPEN_ATTEMPT_S = 120.0  # an attempt still open after this (a replica died mid-call) no longer counts
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
-TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at"
+TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at, expires_at"
 # What a backup holds: table -> (columns, order). Never keys; sealed codes only open with the key store.
 BACKUP_TABLES = {"templates": (TEMPLATE_COLUMNS, "template_id"), "tokens": (TOKEN_COLUMNS, "token_id"),
                  "audit": (AUDIT_COLUMNS, "seq")}
@@ -165,9 +165,9 @@ class SqlStore:
     # -- tokens ---------------------------------------------------------------------------------
     def insert_token(self, token: TokenRow, audit: AuditEntry) -> None:
         with self._audited() as cur:
-            self._execute(cur, f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._execute(cur, f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                           (token.token_id, token.tenant, token.role, token.name, token.secret_hash,
-                           token.created_at, token.revoked_at))
+                           token.created_at, token.revoked_at, token.expires_at))
             self._append_audit(cur, audit)
 
     def token(self, token_id: str) -> TokenRow | None:
@@ -386,7 +386,9 @@ class SqlStore:
                 if self._execute(cur, f"SELECT count(*) FROM {table}").fetchone()[0]:
                     raise FailedPrecondition(f"the target store already holds {table}: restore only into an empty store")
             for table, values in rows:
-                columns = BACKUP_TABLES[table][0]
+                # Columns added by later migrations come last: an archive of an older schema fills
+                # the ones it has, and the others keep their defaults.
+                columns = ", ".join(BACKUP_TABLES[table][0].split(", ")[:len(values)])
                 marks = ", ".join(["?"] * len(values))
                 self._execute(cur, f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
                 counts[table] += 1

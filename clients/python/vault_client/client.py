@@ -116,9 +116,11 @@ class VaultClient:
         return list(self._call(self._vault.ListTemplates, request).templates)
 
     # -- Admin ------------------------------------------------------------------------------------
-    def create_token(self, role: str, name: str = "") -> pb.CreateTokenResponse:
-        """A new API token of the caller's tenant; `.token` is shown this once."""
-        return self._call(self._admin.CreateToken, pb.CreateTokenRequest(role=role, name=name))
+    def create_token(self, role: str, name: str = "", expires_in_s: int = 0) -> pb.CreateTokenResponse:
+        """A new API token of the caller's tenant; `.token` is shown this once. It expires after
+        `expires_in_s` seconds (0: the server's default, 90 days)."""
+        return self._call(self._admin.CreateToken,
+                          pb.CreateTokenRequest(role=role, name=name, expires_in_seconds=expires_in_s))
 
     def list_tokens(self) -> List[pb.TokenInfo]:
         return list(self._call(self._admin.ListTokens, pb.ListTokensRequest()).tokens)
