@@ -35,7 +35,7 @@ log = logging.getLogger("vault.tokens")
 
 PREFIX = "vt_"
 SCHEME = "hmac-sha256:"  # rows of tokens made before tokens expired: the MAC covers no expiry
-EXPIRING = "hmac-sha256-exp:"  # the MAC covers the expiry too; any other secret_hash (argon2 rows) is refused
+EXPIRING = SCHEME + "exp:"  # the MAC covers the expiry too; any other secret_hash (argon2 rows) is refused
 DEFAULT_LIFETIME_S = 90 * 24 * 3600
 MIN_LIFETIME_S, MAX_LIFETIME_S = 60, 2 * 365 * 24 * 3600
 
@@ -104,8 +104,8 @@ class TokenRegistry:
             raise refused
         token_id, secret = token[len(PREFIX):].split(".", 1)
         row = self.store.token(token_id)
-        if row is None or row.revoked_at is not None or not row.secret_hash.startswith((SCHEME, EXPIRING)):
-            raise refused
+        if row is None or row.revoked_at is not None or not row.secret_hash.startswith(SCHEME):
+            raise refused  # (EXPIRING starts with SCHEME: a plain MAC's hex never starts with "exp:")
         expires_at = row.expires_at if row.secret_hash.startswith(EXPIRING) else None
         if row.secret_hash.startswith(EXPIRING) and expires_at is None:
             raise refused
