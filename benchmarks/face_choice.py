@@ -1,0 +1,64 @@
+"""Which face when YuNet finds several: the one nearest the centre (vault.features.sface.choose_face)
+against the largest, and how many images refusing would cost, on the LFW subset (raw SFace cosine;
+threshold fitted on every other person's pairs, applied to the rest).
+
+    uv run python -m benchmarks.face_choice
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from benchmarks import data
+
+
+def _embed(path: str):
+    import cv2
+
+    from vault import images
+    from vault.features import sface
+
+    cv2.setNumThreads(1)
+    rgb = images.decode_face(open(path, "rb").read())
+    faces = sface.detect(rgb)
+    if not len(faces):
+        return 0, None, None
+    centre = sface.choose_face(faces, *rgb.shape[:2])
+    largest = int(np.argmax(faces[:, 2] * faces[:, 3]))
+    embed = [sface.networks().recognizer.feature(sface.aligned_face(rgb, faces[i])).reshape(-1) for i in (centre, largest)]
+    return len(faces), *[e / np.linalg.norm(e) for e in embed]
+
+
+def held_out_gar(vectors: np.ndarray, subjects: np.ndarray, fmr: float) -> tuple[float, float]:
+    scores = vectors @ vectors.T
+    upper = np.triu_indices(len(subjects), 1)
+    same = (subjects[:, None] == subjects[None, :])[upper]
+    fit_people = set(sorted(set(subjects))[::2])
+    in_fit = np.array([s in fit_people for s in subjects])
+    fit = (in_fit[:, None] & in_fit[None, :])[upper]
+    test = (~in_fit[:, None] & ~in_fit[None, :])[upper]
+    s = scores[upper]
+    threshold = np.quantile(s[fit & ~same], 1 - fmr)
+    return float((s[test & same] >= threshold).mean()), float((s[test & ~same] >= threshold).mean())
+
+
+def main() -> None:
+    dataset = data.lfw()
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(_embed, [str(s.path) for s in dataset.samples], chunksize=8))
+    kept = [i for i, r in enumerate(results) if r[0]]
+    subjects = np.asarray([dataset.samples[i].subject for i in kept])
+    several = sum(r[0] > 1 for r in results)
+    print(f"LFW subset: {len(results)} images, several faces found in {several} ({several / len(results):.1%}): "
+          "refusing them would fail to enrol or decide that share")
+    for name, column in (("nearest the centre", 1), ("largest", 2)):
+        vectors = np.stack([results[i][column] for i in kept])
+        for fmr in (1e-3, 1e-4):
+            gar, seen = held_out_gar(vectors, subjects, fmr)
+            print(f"{name:20s} FMR {fmr:g}: held-out genuine accept {gar:.4f} (FMR seen {seen:.1e})")
+
+
+if __name__ == "__main__":
+    main()
