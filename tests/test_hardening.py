@@ -154,7 +154,8 @@ def test_kill_9_during_bulk_enrolment_and_reissue_loses_nothing(server_factory, 
 
 
 def test_server_side_deadline(server_factory):
-    server = server_factory("deadline", "--workers", "1", "--max-pending", "32", "--call-timeout", "0.3")
+    # 0.1 s (the least allowed): shorter than extracting six faces (SFace, ~40 ms each on one worker), so the deadline falls mid-extraction
+    server = server_factory("deadline", "--workers", "1", "--max-pending", "32", "--call-timeout", "0.1")
     with pytest.raises(grpc.RpcError) as slow:
         server.stub().Enroll(pb.EnrollRequest(subject_id="slow", modality=pb.FACE, samples=lfw_samples(6)), timeout=30)
     assert slow.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "longer than" in slow.value.details()
