@@ -51,8 +51,9 @@ class Deployment:
     subjects: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # probe, enrolled, cohort subject ids
 
 
-def deploy(protector: Protector, profile, vectors: np.ndarray, owners: np.ndarray, rounds: int) -> Deployment:
-    key = fresh_key()
+def deploy(protector: Protector, profile, vectors: np.ndarray, owners: np.ndarray, rounds: int,
+           key=None) -> Deployment:
+    key = key or fresh_key()
     codes = protector.protect_many(key, profile, vectors)
     by_person: dict[str, list[int]] = {}
     for i, owner in enumerate(owners):

@@ -150,3 +150,49 @@ def test_the_mean_face_sent_as_an_embedding_opens_no_door(vault):
                                         modality=FACE)).matched for o, v in second.items()]
     assert sum(matched) == len(matched)
     assert CURRENT[FACE].score_norm is not None
+
+
+def test_a_gallery_after_enrolments_and_revocations_decides_as_one_built_afresh():
+    """The cohort and the templates' statistics are kept between searches and updated as templates
+    come and go (a revoked template outside the cohort leaves it as it was): every score equals
+    that of a gallery built afresh from the templates that remain."""
+    rng = np.random.default_rng(5)
+    vectors, owners = population(rng, 40, crowding=1.0)
+    small = dataclasses.replace(PROFILE, score_norm=dataclasses.replace(PROFILE.score_norm, cohort_size=8))
+    codes = Protector().protect_many(KEY, small, vectors)
+    ids = [uuid.uuid4().hex for _ in codes]
+    kept = Gallery(small, 1)
+    for template_id, owner, code in zip(ids[::2], owners[::2], codes[::2]):
+        kept.add(template_id, owner, 0, code)
+    probe = codes[1]
+    kept.top(probe, 100, threshold=-1e9)  # the cohort and every template's statistics, computed
+    gone = ids[::2][::3]
+    for template_id in gone:
+        kept.remove(template_id)
+    for template_id, owner, code in zip(ids[1::4], owners[1::4], codes[1::4]):
+        kept.add(template_id, owner, 0, code)
+    fresh = Gallery(small, 1)
+    for template_id, owner, code in zip(ids, owners, codes):
+        if template_id in kept:
+            fresh.add(template_id, owner, 0, code)
+    scores = {h.template_id: h.score for h in kept.top(probe, 100, threshold=-1e9)}
+    assert len(scores) == len(fresh) and not set(gone) & set(scores)
+    assert scores == {h.template_id: h.score for h in fresh.top(probe, 100, threshold=-1e9)}
+
+
+def test_the_population_benchmark_scores_as_the_gallery_does():
+    """benchmarks.face_population recomputes the normalised scores from sums, for speed: they are the
+    scores vault.matching.Gallery decides on."""
+    from benchmarks.face_population import deploy, normalised_scores
+
+    rng = np.random.default_rng(9)
+    vectors, owners = population(rng, 12, crowding=1.0, shots=3)
+    deployment = deploy(Protector(), PROFILE, vectors, owners, rounds=1, key=KEY)
+    genuine, impostor = normalised_scores(deployment, PROFILE.score_norm)
+    gallery, probes = gallery_of(vectors, owners)
+    by_gallery_genuine, by_gallery_impostor = [], []
+    for code, owner in probes:
+        for hit in gallery.top(code, 100, threshold=-1e9):
+            (by_gallery_genuine if hit.subject_id == owner else by_gallery_impostor).append(hit.score)
+    assert np.allclose(sorted(genuine), sorted(by_gallery_genuine), atol=1e-5)
+    assert np.allclose(sorted(impostor), sorted(by_gallery_impostor), atol=1e-5)

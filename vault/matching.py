@@ -123,10 +123,12 @@ class Gallery:
         self._subject_ids: list[str] = []  # per row
         self._rows_of: dict[str, list[int]] = {}  # template id -> its rows
         self._by_subject: dict[str, set[str]] = {}
-        # The normalisation cohort (vault.normalisation): rows, their subjects, their template ids
-        # and the highest hash among them; None until a search needs it, and after it changed.
-        self._cohort: tuple[np.ndarray, np.ndarray, set[str], bytes] | None = None
-        self._stats: dict[int, tuple[float, float]] | None = None  # row -> its cohort (mean, sd); None with the cohort
+        # The normalisation cohort (vault.normalisation): its template ids, as a set, their subjects
+        # and the highest cohort order among them; None until a search needs it, and after it changed.
+        self._cohort: tuple[list[str], frozenset[str], np.ndarray, bytes] | None = None
+        self._order: dict[str, bytes] = {}  # template id -> its place in the cohort order, once computed
+        # (template id, code) -> that code's cohort (mean, sd), valid while the cohort stays the same
+        self._stats: dict[tuple[str, int], tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -161,14 +163,18 @@ class Gallery:
             self._rows_of[template_id] = rows
             self._by_subject.setdefault(subject_id, set()).add(template_id)
             if self._cohort is not None and self._enters_cohort(template_id):
-                self._cohort = self._stats = None
+                self._new_cohort()
 
     def remove(self, template_id: str) -> bool:
         with self._lock:
             rows = self._rows_of.pop(template_id, None)
             if rows is None:
                 return False
-            self._cohort = self._stats = None  # rows move below, cohort members among them
+            self._order.pop(template_id, None)
+            for code in range(len(rows)):
+                self._stats.pop((template_id, code), None)
+            if self._cohort is not None and template_id in self._cohort[1]:
+                self._new_cohort()
             subject_id = self._subject_ids[rows[0]]
             subject_templates = self._by_subject[subject_id]
             subject_templates.discard(template_id)
@@ -203,21 +209,33 @@ class Gallery:
         agreements = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
         return agreements - self._offsets[rows]
 
+    def _new_cohort(self) -> None:
+        """Forget the cohort and what was computed against it (it is chosen again when needed)."""
+        self._cohort = None
+        self._stats.clear()
+
+    def _cohort_order(self, template_id: str) -> bytes:
+        if template_id not in self._order:
+            self._order[template_id] = hashlib.sha256(template_id.encode()).digest()
+        return self._order[template_id]
+
     def _cohort_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The gallery's cohort (vault.normalisation): the first row of each of the templates whose
         template id (random, made by the server) hashes lowest, at most cohort_size; and their
-        subjects. Every replica holding the same templates picks the same cohort."""
+        subjects. Every replica holding the same templates picks the same cohort. It is chosen
+        again only when a template enters or leaves it; rows are read from the templates each time,
+        since removing another template moves rows."""
         if self._cohort is None:
-            chosen = heapq.nsmallest(self.profile.score_norm.cohort_size, self._rows_of, key=_cohort_order)
-            rows = np.asarray([self._rows_of[t][0] for t in chosen], dtype=np.int64)
-            self._cohort = (rows, np.asarray([self._subject_ids[r] for r in rows], dtype=object), set(chosen),
-                            max(map(_cohort_order, chosen), default=b""))
-        return self._cohort[:2]
+            chosen = heapq.nsmallest(self.profile.score_norm.cohort_size, self._rows_of, key=self._cohort_order)
+            subjects = np.asarray([self._subject_ids[self._rows_of[t][0]] for t in chosen], dtype=object)
+            self._cohort = chosen, frozenset(chosen), subjects, max(map(self._cohort_order, chosen), default=b"")
+        chosen, _, subjects, _ = self._cohort
+        return np.asarray([self._rows_of[t][0] for t in chosen], dtype=np.int64), subjects
 
     def _enters_cohort(self, template_id: str) -> bool:
         """Whether a template just added changes the cohort (amortised: rarely, once it is full)."""
-        _, _, members, highest = self._cohort
-        return len(members) < self.profile.score_norm.cohort_size or _cohort_order(template_id) < highest
+        _, members, _, highest = self._cohort
+        return len(members) < self.profile.score_norm.cohort_size or self._cohort_order(template_id) < highest
 
     def _normalised(self, probe: np.ndarray, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """Raw agreements of the probe with `rows`, normalised against the cohort (each row's
@@ -231,23 +249,21 @@ class Gallery:
         probe_scores = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[cohort],
                                               self.profile.hash_count)
         probe_stats = cohort_stats(norm, np.broadcast_to(probe_scores, keep.shape), keep)
-        return normalise(raw, self._template_stats(rows, keep), probe_stats)
+        return normalise(raw, self._template_stats(rows, cohort, keep), probe_stats)
 
-    def _template_stats(self, rows: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _template_stats(self, rows: np.ndarray, cohort: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's cohort statistics, kept until the cohort changes (a template's own do not
         depend on the probe: Identify computes each once, not once per search)."""
-        if self._stats is None:
-            self._stats = {}
-        missing = [i for i, r in enumerate(rows) if int(r) not in self._stats]
+        names = [(self._template_ids[r], self._rows_of[self._template_ids[r]].index(r)) for r in rows]
+        missing = [i for i, name in enumerate(names) if name not in self._stats]
         if missing:
-            cohort, _ = self._cohort_rows()
             members = self._codes[cohort]
             scores = np.stack([_interleaved_agreement(self._codes[rows[i]], members, self.profile.hash_count)
                                for i in missing])
             means, sds = cohort_stats(self.profile.score_norm, scores, keep[missing])
             for i, mean, sd in zip(missing, means, sds):
-                self._stats[int(rows[i])] = (mean, sd)
-        stats = [self._stats[int(r)] for r in rows]
+                self._stats[names[i]] = (mean, sd)
+        stats = [self._stats[name] for name in names]
         return np.asarray([m for m, _ in stats]), np.asarray([s for _, s in stats])
 
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
@@ -321,10 +337,6 @@ class Gallery:
             hits = self._best_per_template(rows[above], scores[above], np.broadcast_to(bar, scores.shape)[above])
             hits.sort(key=lambda h: -h.score)
             return hits[:limit]
-
-
-def _cohort_order(template_id: str) -> bytes:
-    return hashlib.sha256(template_id.encode()).digest()
 
 
 class MatchIndex:

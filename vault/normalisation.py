@@ -17,8 +17,8 @@ agreement to match; so does a probe that resembles everyone, which is what a cra
 (the mean face, a hub) is: it draws high agreements from the cohort and is normalised down.
 
 The cohort is the gallery itself, chosen without anything a client controls: the templates whose
-keyed hash of the template id is smallest, at most `cohort_size`, one row each; every replica with
-the same templates picks the same cohort. While a gallery is small, the statistics are shrunk
+SHA-256 of the template id (random, made by the server) is smallest, at most `cohort_size`, one row
+each; every replica with the same templates picks the same cohort. While a gallery is small, the statistics are shrunk
 towards a prior (`prior_mean`, `prior_sd`, weighted as `prior_weight` cohort members): scalars set
 above the populations calibrated on (benchmarks/face_population.py), never an embedding.
 """
