@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from vault.private_files import create_private
+
 log = logging.getLogger("vault.audit")
 
 GENESIS = b"\x00" * 32
@@ -125,9 +127,7 @@ class AuditAnchor:
     def _write(self, document: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # replicas on one host share the file
-        tmp.unlink(missing_ok=True)  # O_CREAT would keep a leftover's mode
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(create_private(tmp), "w") as handle:
             json.dump(document, handle)
         os.replace(tmp, self.path)
 

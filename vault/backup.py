@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from vault.exceptions import FailedPrecondition, InvalidArgument
+from vault.private_files import create_private
 from vault.store.sql import BACKUP_TABLES
 
 __all__ = ["FORMAT", "BackupSummary", "backup_key", "write_backup", "restore_backup"]
@@ -74,9 +75,7 @@ def write_backup(store, path: str | os.PathLike, key: bytes) -> BackupSummary:
     partial = path.with_name(path.name + ".part")
     mac, counts = hmac.new(key, digestmod=hashlib.sha256), dict.fromkeys(BACKUP_TABLES, 0)
     schema_version = store.schema_version()
-    partial.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as raw:
+    with os.fdopen(create_private(partial), "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb") as zipped, io.TextIOWrapper(zipped, encoding="utf-8") as out:
             header = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "schema_version": schema_version,
                                  "created_at": time.time(), "contents": CONTENTS}) + "\n"

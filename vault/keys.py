@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.exceptions import FailedPrecondition, KeyStoreError, NotFound
+from vault.private_files import create_private
 
 FORMAT = 1
 # argon2id parameters for the passphrase that seals the key file (RFC 9106 second recommendation).
@@ -241,8 +242,7 @@ class LocalKeyFile:
         else:
             document = {"sealing": "none", "payload": payload}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(create_private(tmp), "w") as handle:
             json.dump(document, handle)
             handle.flush()
             os.fsync(handle.fileno())

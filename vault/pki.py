@@ -19,11 +19,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vault.auth import ROLES, check_name, identity_uri
 from vault.exceptions import InvalidArgument
+from vault.private_files import create_private
 
 def _write_key(path: Path, key) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
+    with os.fdopen(create_private(path), "wb") as handle:
         handle.write(pem)
 
 
