@@ -1,8 +1,10 @@
 """Which face when YuNet finds several: the one nearest the centre (vault.features.sface.choose_face)
 against the largest, and how many images refusing would cost, on the LFW subset (raw SFace cosine;
-threshold fitted on every other person's pairs, applied to the rest).
+threshold fitted on every other person's pairs, applied to the rest). With --quality: what the
+quality gate reads (eye distance, brightness, balance of the halves) on every face of the shared
+sets, the least of each, which the gate's limits must stay below.
 
-    uv run python -m benchmarks.face_choice
+    uv run python -m benchmarks.face_choice [--quality]
 """
 
 from __future__ import annotations
@@ -44,7 +46,43 @@ def held_out_gar(vectors: np.ndarray, subjects: np.ndarray, fmr: float) -> tuple
     return float((s[test & same] >= threshold).mean()), float((s[test & ~same] >= threshold).mean())
 
 
-def main() -> None:
+def _quality(path: str):
+    import cv2
+
+    from vault import images
+    from vault.features import sface
+
+    cv2.setNumThreads(1)
+    rgb = images.decode_face(open(path, "rb").read())
+    faces = sface.detect(rgb)
+    if not len(faces):
+        return None
+    face = faces[sface.choose_face(faces, *rgb.shape[:2])]
+    brightness, balance = sface.lighting(rgb, face, sface.aligned_face(rgb, face))
+    return float(np.linalg.norm(face[4:6] - face[6:8])), brightness, balance
+
+
+def quality() -> None:
+    from vault.features import sface
+
+    print(f"gate: eyes >= {sface.MIN_EYE_DISTANCE} px, brightness >= {sface.MIN_BRIGHTNESS}, "
+          f"balance >= {sface.MIN_HALF_RATIO}")
+    with ProcessPoolExecutor(2) as pool:
+        for name, load in data.FACE_SETS.items():
+            seen = [r for r in pool.map(_quality, [str(s.path) for s in load().samples], chunksize=8) if r]
+            balances = [r[2] for r in seen if r[2] is not None]
+            print(f"{name:14s} {len(seen)} faces: eyes least {min(r[0] for r in seen):.1f} px, brightness least "
+                  f"{min(r[1] for r in seen):.0f}, balance least {min(balances):.2f} "
+                  f"({len(seen) - len(balances)} cut by the frame, balance not judged)")
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quality", action="store_true", help="the quality gate's readings on every shared face set")
+    if parser.parse_args(argv).quality:
+        return quality()
     dataset = data.lfw()
     with ProcessPoolExecutor(2) as pool:
         results = list(pool.map(_embed, [str(s.path) for s in dataset.samples], chunksize=8))

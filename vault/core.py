@@ -28,7 +28,7 @@ from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, Vaul
 from vault.shredding import ShredLedger
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse, unit
-from vault.features.face import embedding_features
+from vault.features.sface import embedding_features
 from vault.identification import Capacity, capacity
 from vault.keys import KeyStore, TenantKey
 from vault.lockout import FailureLimiter

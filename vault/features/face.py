@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vault.exceptions import InvalidArgument, InvalidSample, PoorSample
+from vault.exceptions import InvalidArgument, PoorSample
 
 FEATURE_DIM = 128
 # dlib's HOG detector finds faces of ~80 px and larger; upsample small images once.
@@ -68,11 +68,3 @@ def turn(points: dict) -> float:
     distance = float(np.linalg.norm(right_eye - left_eye))
     nose = np.mean(points["nose_tip"], axis=0)
     return float("inf") if distance == 0 else abs(float(nose[0]) - (left_eye[0] + right_eye[0]) / 2) / distance
-
-
-def embedding_features(values) -> np.ndarray:
-    """Validate a pre-computed 128-D embedding sent by a panel that extracts on the device."""
-    vector = np.asarray(list(values), dtype=np.float32)
-    if vector.shape != (FEATURE_DIM,) or not np.all(np.isfinite(vector)) or not np.any(vector):
-        raise InvalidSample(f"a face embedding must be {FEATURE_DIM} finite values, not all zero")
-    return vector

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vault.exceptions import InvalidArgument, PoorSample
+from vault.exceptions import InvalidArgument, InvalidSample, PoorSample
 
 FEATURE_DIM = 128
 MODEL_FILES = {
@@ -38,7 +38,7 @@ PAD_BELOW = 200
 # The quality gate. Faces below MIN_EYE_DISTANCE pixels between the eyes carry too little detail;
 # an aligned face whose mean brightness is under MIN_BRIGHTNESS, or whose darker half (left or
 # right of the nose line) is under MIN_HALF_RATIO of the brighter one, is too dark or too side-lit.
-# Set beyond every face of the shared sets (benchmarks/face_population.py --quality).
+# Set beyond every face of the shared sets (uv run python -m benchmarks.face_choice --quality).
 MIN_EYE_DISTANCE = 8.0
 MIN_BRIGHTNESS = 40.0
 MIN_HALF_RATIO = 0.3
@@ -68,13 +68,9 @@ class _Networks(threading.local):
 
 
 @lru_cache(maxsize=1)
-def _networks() -> _Networks:
-    return _Networks()
-
-
 def networks() -> _Networks:
-    """Load both networks (once per thread); extraction workers call this at start."""
-    return _networks()
+    """Both networks (loaded once per thread); extraction workers call this at start."""
+    return _Networks()
 
 
 def detect(rgb: np.ndarray) -> np.ndarray:
@@ -158,3 +154,11 @@ def face_features(rgb: np.ndarray, require_single_face: bool = False) -> tuple[n
     check_quality(rgb, face, crop)
     embedding = networks().recognizer.feature(crop)
     return np.asarray(embedding, dtype=np.float32).reshape(-1), FaceReport(len(faces), len(faces) > 1)
+
+
+def embedding_features(values) -> np.ndarray:
+    """Validate a pre-computed 128-D SFace embedding sent by a panel that extracts on the device."""
+    vector = np.asarray(list(values), dtype=np.float32)
+    if vector.shape != (FEATURE_DIM,) or not np.all(np.isfinite(vector)) or not np.any(vector):
+        raise InvalidSample(f"a face embedding must be {FEATURE_DIM} finite values, not all zero")
+    return vector
