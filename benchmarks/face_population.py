@@ -275,15 +275,22 @@ def main(argv=None) -> None:
         f"## Shipped (prior {norm.prior_mean:.4f} / {norm.prior_sd:.4f}, weight {norm.prior_weight:g}; threshold "
         f"{shipped:.4f}: the same rule over all five populations, so these rows are fitted on, not held out)",
         "",
-        "| population | FMR | FNMR | raw agreement, LFW threshold: FMR | FNMR |",
-        "|---|---|---|---|---|",
+        f"The profile in force (its prior and threshold {profile.threshold:.4f}, from an earlier run of this "
+        "command) is scored under this run's keys too.",
+        "",
+        "| population | FMR | FNMR | in force: FMR | FNMR | raw agreement, LFW threshold: FMR | FNMR |",
+        "|---|---|---|---|---|---|---|",
     ]
+    in_force = {p: [normalised_scores(d, profile.score_norm) for d in runs] for p, runs in deployments.items()}
     for p in POPULATIONS:
         g = np.concatenate([g for g, _ in everything[p]])
         i = np.concatenate([i for _, i in everything[p]])
+        fg = np.concatenate([g for g, _ in in_force[p]])
+        fi = np.concatenate([i for _, i in in_force[p]])
         rg = np.concatenate([g for g, _ in raw[p]])
         ri = np.concatenate([i for _, i in raw[p]])
-        lines.append(f"| {LABELS[p]} | {rate(i, shipped):.1e} | {1 - rate(g, shipped):.3f} | {rate(ri, lfw_threshold):.1e} | "
+        lines.append(f"| {LABELS[p]} | {rate(i, shipped):.1e} | {1 - rate(g, shipped):.3f} | "
+                     f"{rate(fi, profile.threshold):.1e} | {1 - rate(fg, profile.threshold):.3f} | {rate(ri, lfw_threshold):.1e} | "
                      f"{1 - rate(rg, lfw_threshold):.3f} |")
     lines.append("")
     lines += identify_section(deployments, norm, shipped, everything, args)
