@@ -58,22 +58,26 @@ def _quality(path: str):
     if not len(faces):
         return None
     face = faces[sface.choose_face(faces, *rgb.shape[:2])]
-    brightness, balance = sface.lighting(rgb, face, sface.aligned_face(rgb, face))
-    return float(np.linalg.norm(face[4:6] - face[6:8])), brightness, balance
+    inside = sface.in_frame(rgb, face)
+    brightness, balance = sface.lighting(sface.aligned_face(rgb, face), inside)
+    return float(np.linalg.norm(face[4:6] - face[6:8])), brightness, balance, float(inside.mean())
 
 
 def quality() -> None:
     from vault.features import sface
 
     print(f"gate: eyes >= {sface.MIN_EYE_DISTANCE} px, brightness >= {sface.MIN_BRIGHTNESS}, "
-          f"balance >= {sface.MIN_HALF_RATIO}")
+          f"balance >= {sface.MIN_HALF_RATIO}, in frame >= {sface.MIN_IN_FRAME}")
     with ProcessPoolExecutor(2) as pool:
         for name, load in data.FACE_SETS.items():
             seen = [r for r in pool.map(_quality, [str(s.path) for s in load().samples], chunksize=8) if r]
             balances = [r[2] for r in seen if r[2] is not None]
+            framed = np.array([r[3] for r in seen])
             print(f"{name:14s} {len(seen)} faces: eyes least {min(r[0] for r in seen):.1f} px, brightness least "
                   f"{min(r[1] for r in seen):.0f}, balance least {min(balances):.2f} "
-                  f"({len(seen) - len(balances)} cut by the frame, balance not judged)")
+                  f"({len(seen) - len(balances)} cut by the frame, balance not judged); in frame least "
+                  f"{framed.min():.2f}, under the gate {(framed < sface.MIN_IN_FRAME).sum()} "
+                  f"({(framed < sface.MIN_IN_FRAME).mean():.1%})")
 
 
 def main(argv=None) -> None:
