@@ -244,8 +244,8 @@ def test_fingerprint_touches_are_kept_apart_and_each_can_match(vault):
     (row,) = run(vault.list_templates(AUDITOR, "ana"))
     assert row.sample_count == 2 and len(row.sealed) == 12 + 16 + 2 * CURRENT[FINGERPRINT].template_bytes
     for touch in ("left", "right"):
-        assert run(vault.verify(PANEL, photo(touch, 2), template_id=done.template_id)).matched
-    assert not run(vault.verify(PANEL, photo("other", 2), template_id=done.template_id)).matched
+        assert run(vault.verify(PANEL, photo(touch, 2), template_id=done.template_id, modality=FINGERPRINT)).matched
+    assert not run(vault.verify(PANEL, photo("other", 2), template_id=done.template_id, modality=FINGERPRINT)).matched
     found = run(vault.identify(PANEL, photo("right", 3), modality=FINGERPRINT))
     assert [c.template_id for c in found.candidates] == [done.template_id]
 

@@ -35,7 +35,8 @@ async def loopback_vault(state: Path, key_file: Path, **overrides):
     """A VaultServer as `vault serve --plaintext` assembles it, on a free loopback port, with the
     fixed-vector extractor: yields (server, channel)."""
     settings = Settings(state_dir=state, listen=overrides.pop("listen", "127.0.0.1:0"), plaintext=True,
-                        key_file=key_file, key_passphrase=None, limits=NO_LOCKOUT, **overrides)
+                        key_file=key_file, key_passphrase=None, limits=overrides.pop("limits", NO_LOCKOUT),
+                        **overrides)
     server = VaultServer(settings)
     server.extractor.close()  # its worker processes never started
     server.extractor = server.vault.extractor = VectorExtractor()
@@ -346,3 +347,41 @@ def test_tokens_expire_and_a_database_write_does_not_extend_them(site):
             assert len(gate) == 1 and gate[0].expires_at.seconds - gate[0].created_at.seconds in (7199, 7200)
 
     run(main())
+
+
+# -- finding 6: no template-id liveness oracle ------------------------------------------------------------
+def test_verify_by_template_id_answers_alike_for_live_unknown_and_revoked_ids(site):
+    state, key_file = site
+
+    async def main():
+        limits = Limits(per_subject=5, per_client=1_000_000)
+        async with loopback_vault(state, key_file, limits=limits) as (server, channel):
+            stub, audit = vault_pb2_grpc.VaultStub(channel), vault_pb2_grpc.AuditStub(channel)
+            touches = [pb.Sample(iso_19794_2=sample_bytes(f"dee-{n}", 1)) for n in range(2)]
+            live = (await stub.Enroll(pb.EnrollRequest(subject_id="dee", modality=pb.FINGERPRINT, finger=2,
+                                                       samples=touches))).template_id
+            revoked = (await stub.Enroll(pb.EnrollRequest(subject_id="eve", modality=pb.FINGERPRINT, finger=2,
+                                                          samples=touches))).template_id
+            await stub.Revoke(pb.RevokeRequest(template_id=revoked, reason="test"))
+            unknown = "0" * 32
+            probe = pb.Sample(iso_19794_2=sample_bytes("mallory", 1))  # modality left unset, as the attacker did
+            seen = {}
+            for name, template_id in (("live", live), ("unknown", unknown), ("revoked", revoked)):
+                answers = []
+                for _ in range(6):
+                    try:
+                        reply = await stub.Verify(pb.VerifyRequest(template_id=template_id, probe=probe))
+                        answers.append(("OK", pb.Decision.Name(reply.decision), bool(reply.decision_id)))
+                    except grpc.aio.AioRpcError as error:
+                        answers.append((error.code().name, dict(error.trailing_metadata() or ()).get("vault-reason")))
+                seen[name] = answers
+            assert seen["live"] == seen["unknown"] == seen["revoked"], seen
+            assert seen["live"] == [("OK", "NO_MATCH", True)] * 5 + [("RESOURCE_EXHAUSTED", "locked-out")]
+            records = [r async for r in audit.ReadAudit(pb.ReadAuditRequest())]
+            for template_id in (live, unknown, revoked):
+                verdicts = [r.decision for r in records if r.rpc == "Verify" and r.template_id == template_id]
+                assert verdicts == ["NO_MATCH"] * 5, (template_id, verdicts)
+            assert sum(r.rpc == "Lockout" for r in records) == 3
+
+    run(main())
+

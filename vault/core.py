@@ -225,13 +225,17 @@ class Vault:
             check_finger(modality, finger)
             where = {"subject_id": claimed, "finger": finger}
         else:
+            # The probe's modality comes from the request, or from the probe itself (an ISO/IEC
+            # 19794-2 record is a fingerprint, anything else a face), never from the stored row: how
+            # the probe is read, and so every error it can cause, is the same whether the template
+            # exists or not (issue 24, finding 6).
+            modality = modality or (FINGERPRINT if probe.kind == ISO_19794_2 else FACE)
             row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
             # Unknown, another tenant's, revoked, other-modality and other-finger templates all
             # answer NO_MATCH, audited and counted alike: no oracle for what exists.
-            live = (row is not None and row.status == LIVE and modality in (0, row.modality)
+            live = (row is not None and row.status == LIVE and modality == row.modality
                     and finger in (0, row.finger))
             where = {"template_id": claimed} if live else None
-            modality = row.modality if live else (modality or FACE)
             person = row.subject_id if live else claimed
         self.limiter.begin(caller.tenant, caller.name, person)
         matched = None
