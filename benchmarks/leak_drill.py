@@ -258,7 +258,7 @@ async def _drill(data_root: Path, count: int, workers: int | None, folder: Path)
     # -- years later, the key store leaks too (key file, passphrase, shred ledger): what opens in
     # the backup taken before the revocations? ---------------------------------------------------
     stolen_keys = LocalKeyFile(key_file, passphrase)
-    ledger = open_ledger(ledger_path(key_file))
+    ledger = open_ledger(ledger_path(key_file), stolen_keys)
     old_store = open_store(f"sqlite:///{early_backup}", stolen_keys.audit_key())
     revoked_ids = {tenant_rows[("hospital", p)][0] for p in reissued}
     shred_secrets = ledger.secrets()  # the whole stolen ledger

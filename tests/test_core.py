@@ -41,7 +41,7 @@ def photo(person: str, shot: int) -> Sample:
 def vault(tmp_path):
     keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
     store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
-    shreds = open_ledger(ledger_path(keys.path))  # as the server keeps it: beside the key file
+    shreds = open_ledger(ledger_path(keys.path), keys)  # as the server keeps it: beside the key file
     core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=3, per_client=6)),
                  shreds=shreds)
     yield core
@@ -128,15 +128,19 @@ def test_revoke_shreds_every_copy_of_the_row_even_with_the_keys(vault, tmp_path)
     assert not run(thief.verify(PANEL, photo("ana", 3), template_id=ana.template_id)).matched
     assert run(thief.verify(PANEL, photo("bob", 3), template_id=bob.template_id)).matched
     # Without the ledger (the data and the key store only), no template sealed with a secret opens.
-    blind = Vault(copy, vault.keys, VectorExtractor(), shreds=open_ledger(tmp_path / "empty.shred.db"))
+    blind = Vault(copy, vault.keys, VectorExtractor(), shreds=open_ledger(tmp_path / "empty.shred.db", vault.keys))
     assert blind.load_index() == (0, 2)
     copy.close()
 
 
 def test_a_secret_whose_template_never_committed_is_shredded_later(vault):
+    from vault.core import store_identity
+
+    live = {enroll(vault, "ana").template_id}
     vault.shreds.put("never-committed", "default", vault.shreds.new_secret())
-    assert vault.shreds.retain(set(), older_than_s=3600) == 0  # young: another replica may be enrolling it
-    assert vault.shreds.retain(set(), older_than_s=0) == 1
+    identity = store_identity(vault.store)
+    assert vault.shreds.retain(live, identity, older_than_s=3600) == 0  # young: another replica may be enrolling it
+    assert vault.shreds.retain(live, identity, older_than_s=0) == 1
     assert vault.shreds.secrets(["never-committed"]) == {}
 
 

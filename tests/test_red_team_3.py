@@ -349,6 +349,141 @@ def test_tokens_expire_and_a_database_write_does_not_extend_them(site):
     run(main())
 
 
+# -- finding 3: revoke = erase on PostgreSQL, dead tuples and WAL included ------------------------------
+def pageinspect(admin_url: str):
+    """A superuser connection with pageinspect, as the attacker who reached the database server has."""
+    import psycopg
+
+    conn = psycopg.connect(admin_url, autocommit=True)
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    except psycopg.errors.UniqueViolation:  # another test process created it at the same moment
+        pass
+    return conn
+
+
+def relation_pages(conn, relation: str) -> list[bytes]:
+    """Every raw page of a relation and of its TOAST table: live rows, dead tuples, free space."""
+    toast = conn.execute("SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = %s::regclass AND "
+                         "reltoastrelid <> 0", (relation,)).fetchone()
+    pages = []
+    for name in (relation, *(toast or ())):
+        blocks = conn.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                              (name,)).fetchone()[0]
+        pages += [bytes(conn.execute("SELECT get_raw_page(%s, %s)", (name, b)).fetchone()[0]) for b in range(blocks)]
+    return pages
+
+
+def tuple_columns(conn, relation: str) -> list[list[bytes | None]]:
+    """Each tuple on the relation's pages, live or dead (pageinspect), as raw column values."""
+    def unvarlena(raw):
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        return raw[1:] if raw[0] & 1 else raw[4:]  # 1-byte or 4-byte varlena header (little-endian)
+
+    found = []
+    blocks = conn.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                          (relation,)).fetchone()[0]
+    for block in range(blocks):
+        for (columns,) in conn.execute(
+                "SELECT tuple_data_split(%s::regclass, t_data, t_infomask, t_infomask2, t_bits) "
+                "FROM heap_page_items(get_raw_page(%s, %s)) WHERE t_data IS NOT NULL", (relation, relation, block)):
+            found.append([unvarlena(c) if i < 3 else c for i, c in enumerate(columns)])
+    return found
+
+
+def wal_since(conn, start_file: str) -> bytes:
+    """The WAL segments written since `start_file` (pg_read_binary_file: a superuser's read of pg_wal)."""
+    names = [n for (n,) in conn.execute("SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' "
+                                        "AND name >= %s ORDER BY name", (start_file,))]
+    return b"".join(bytes(conn.execute("SELECT pg_read_binary_file(%s)", (f"pg_wal/{n}",)).fetchone()[0])
+                    for n in names)
+
+
+@pytest.mark.postgres
+def test_a_revoked_template_does_not_open_from_postgresql_dead_tuples_toast_or_wal(site):
+    from benchmarks.postgres_scratch import scratch_schema
+    from tests.test_store import postgres_admin_url
+    from vault.core import row_identity
+    from vault.exceptions import VaultError
+    from vault.keys import LocalKeyFile
+    from vault.profiles import PROFILES
+    from vault.protection import Protector
+
+    state, key_file = site
+    admin_url = postgres_admin_url()
+    attacker = pageinspect(admin_url)
+    wal_start = attacker.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+    with scratch_schema(admin_url, prefix="vault_rt3_data") as store_url, \
+            scratch_schema(admin_url, prefix="vault_rt3_keys") as ledger_url:
+        data_schema = store_url.rsplit("%3D", 1)[1]
+        ledger_schema = ledger_url.rsplit("%3D", 1)[1]
+
+        async def enrol_and_revoke():
+            async with loopback_vault(state, key_file, store_url=store_url, shred_store=ledger_url) as (server, channel):
+                stub = vault_pb2_grpc.VaultStub(channel)
+                ids = {}
+                for person in ("ana", "ben", "cy"):
+                    done = await stub.Enroll(pb.EnrollRequest(subject_id=person, modality=pb.FACE,
+                                                              samples=[face(person, 1)]))
+                    ids[person] = done.template_id
+                before = server.store.get("default", ids["ana"])
+                secret = server.shreds.secrets([ids["ana"]])[ids["ana"]]
+                await stub.Revoke(pb.RevokeRequest(template_id=ids["ana"], reason="left"))
+                await stub.Revoke(pb.RevokeRequest(template_id=ids["cy"], reason="left"))
+                assert (await stub.Verify(pb.VerifyRequest(subject_id="ben", modality=pb.FACE,
+                                                           probe=face("ben", 2)))).decision == pb.MATCH
+                return ids, before, secret
+
+        ids, before, secret = run(enrol_and_revoke())
+        attacker.execute("CHECKPOINT")
+        # The attacker holds the database server (superuser: pageinspect, pg_wal) and, later, the key
+        # file as it is now. The revoked row's old salt and sealed code are still in a dead tuple:
+        template_pages = relation_pages(attacker, f"{data_schema}.templates")
+        assert any(before.sealed[12:60] in page for page in template_pages)
+        # ... and so is every version of the ledger's rows for that template.
+        candidates = [cols[2] for cols in tuple_columns(attacker, f"{ledger_schema}.shred_secrets")
+                      if cols[0] == ids["ana"].encode()]
+        assert candidates, "the ledger's dead tuple of the revoked template is gone (vacuumed?)"
+        stolen_keys = LocalKeyFile(key_file)
+        key = stolen_keys.tenant_key("default", before.key_version)
+
+        def opens(shred: bytes | None) -> bool:
+            try:
+                Protector().unseal(key, row_identity(before), PROFILES[before.profile], before.salt, before.sealed,
+                                   shred)
+                return True
+            except VaultError:
+                return False
+
+        assert not any(opens(c) for c in candidates), "the revoked template opened from a dead ledger tuple"
+        # The ledger holds secrets wrapped under epoch keys kept on the key side; the epoch that
+        # wrapped the revoked template's secret was destroyed with its revocation.
+        from vault.shredding import bucket_of, unwrap
+
+        bucket = bucket_of(ids["ana"])
+        epochs = stolen_keys.shred_epochs(bucket)
+        for blob in candidates:
+            for epoch, epoch_key in epochs.items():
+                assert unwrap(epoch_key, ids["ana"], "default", bucket, epoch, blob) is None
+        # Not in clear anywhere: ledger pages (live, dead, free space), TOAST, or the WAL since the start.
+        assert not any(secret in page for page in relation_pages(attacker, f"{ledger_schema}.shred_secrets"))
+        assert secret not in wal_since(attacker, wal_start)
+
+        # The live template still opens after its bucket's epochs were rotated (a restart reads it back).
+        async def restart():
+            async with loopback_vault(state, key_file, store_url=store_url, shred_store=ledger_url) as (server, channel):
+                stub = vault_pb2_grpc.VaultStub(channel)
+                assert (await stub.Verify(pb.VerifyRequest(subject_id="ben", modality=pb.FACE,
+                                                           probe=face("ben", 3)))).decision == pb.MATCH
+                assert (await stub.Verify(pb.VerifyRequest(subject_id="ana", modality=pb.FACE,
+                                                           probe=face("ana", 3)))).decision == pb.NO_MATCH
+
+        run(restart())
+    attacker.close()
+
+
 # -- finding 6: no template-id liveness oracle ------------------------------------------------------------
 def test_verify_by_template_id_answers_alike_for_live_unknown_and_revoked_ids(site):
     state, key_file = site
@@ -385,3 +520,33 @@ def test_verify_by_template_id_answers_alike_for_live_unknown_and_revoked_ids(si
 
     run(main())
 
+
+# -- start-up sweep: the right keys on an empty or another store destroy nothing --------------------------
+def test_a_start_on_an_empty_or_foreign_store_does_not_shred_the_ledger(site, tmp_path):
+    state, key_file = site
+
+    async def enrol(where: Path, people):
+        async with loopback_vault(where, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            for person in people:
+                await stub.Enroll(pb.EnrollRequest(subject_id=person, modality=pb.FACE, samples=[face(person, 1)]))
+
+    run(enrol(state, ("ana", "ben", "cy")))
+    ledger = sqlite3.connect(f"{key_file}.shred.db")  # two hours later: past the sweep's grace period
+    ledger.execute("UPDATE shred_secrets SET created_at = created_at - 7200")
+    ledger.commit()
+    ledger.close()
+    # The operator starts on the right key file but a mistyped state directory (a new, empty store),
+    # then on another store sealed under the same keys (a test site's).
+    run(enrol(tmp_path / "mistyped-state", ()))
+    run(enrol(tmp_path / "test-site", ("zed",)))
+    run(enrol(tmp_path / "test-site", ()))  # restarted: its start-up sweep runs against the foreign store
+
+    async def back_on_the_right_store():
+        async with loopback_vault(state, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            for person in ("ana", "ben", "cy"):
+                reply = await stub.Verify(pb.VerifyRequest(subject_id=person, modality=pb.FACE, probe=face(person, 2)))
+                assert reply.decision == pb.MATCH, person
+
+    run(back_on_the_right_store())

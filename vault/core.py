@@ -121,6 +121,7 @@ class Vault:
     shreds: ShredLedger | None = None  # per-template shred secrets (vault.shredding); None: rows sealed without
 
     def __post_init__(self):
+        self._ledger_paired = False  # the shred ledger knows which store it belongs to (pair_ledger)
         self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
         self.template_cohort = TemplateCohort(self.protector)  # each fingerprint template's offset
 
@@ -138,6 +139,7 @@ class Vault:
         def commit():
             self._keep_secret(row, shred)
             self.store.insert(row, audit)
+            self._pair_ledger()
             self._index_row(row, code, key)
 
         await committed(commit)
@@ -336,7 +338,7 @@ class Vault:
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
         if retired:
             log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
-        if self.shreds is not None and (finished := self.shreds.retain(live)):
+        if self.shreds is not None and (finished := self.shreds.retain(live, store_identity(self.store))):
             log.warning("shredded %d secrets of templates no longer live (a revocation or enrolment a crash "
                         "interrupted)", finished)
         return loaded, refused
@@ -434,6 +436,13 @@ class Vault:
         if shred is not None:
             self.shreds.put(row.template_id, row.tenant, shred)
 
+    def _pair_ledger(self) -> None:
+        """Once the store has an audit trail, tell the shred ledger which store it belongs to (once per
+        process): its start-up sweep then never runs against another or an empty one."""
+        if self.shreds is not None and not self._ledger_paired and (identity := store_identity(self.store)):
+            self.shreds.pair(identity)
+            self._ledger_paired = True
+
     def _shred(self, template_ids: list[str]) -> None:
         """Revoke = erase: the templates' shred secrets go, and with them every copy of their rows."""
         if self.shreds is not None and template_ids:
@@ -464,6 +473,14 @@ class Vault:
             "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT",
             f"per-subject limit {self.limiter.limits.per_subject}" if subject else
             f"per-client limit {self.limiter.limits.per_client}"))
+
+
+def store_identity(store: TemplateStore) -> str | None:
+    """What names a template store across restarts, backups and restores: the MAC of its first audit
+    record (under the audit key, so unique to the deployment); None for a store with no audit trail.
+    The shred ledger sweeps only against the store it belongs to (vault.shredding.ShredLedger.retain)."""
+    first = store.audit_mac(1)
+    return first.hex() if first else None
 
 
 def row_identity(row: TemplateRow) -> RowIdentity:

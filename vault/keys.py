@@ -73,6 +73,11 @@ class KeyStore(Protocol):
     def audit_key(self) -> bytes: ...
     def token_key(self) -> bytes: ...  # MACs API token rows (vault.tokens)
     def tenants(self) -> list[str]: ...
+    # epoch keys that wrap the shred ledger's secrets, per ledger bucket (vault.shredding)
+    def shred_epochs(self, bucket: int) -> dict[int, bytes]: ...
+    def shred_epoch_buckets(self) -> dict[int, int]: ...  # bucket -> how many epoch keys it holds
+    def new_shred_epochs(self, buckets: list[int]) -> dict[int, tuple[int, bytes]]: ...
+    def destroy_shred_epochs(self, keep: dict[int, int]) -> None: ...
 
 
 def _b64(data: bytes) -> str:
@@ -171,6 +176,49 @@ class LocalKeyFile:
 
     def token_key(self) -> bytes:
         return derive(self.audit_key(), TOKEN_KEY_INFO)
+
+    # -- the shred ledger's epoch keys (vault.shredding) ------------------------------------------
+    # The ledger (a database, possibly PostgreSQL, where a deleted row survives in dead tuples and
+    # the WAL) holds each template's shred secret wrapped under its bucket's current epoch key, kept
+    # here. Revoking a template rotates its bucket's epoch and destroys the old key: what the
+    # database still holds of the revoked secret is then wrapped under a key that exists nowhere.
+    def shred_epochs(self, bucket: int) -> dict[int, bytes]:
+        """{epoch: key} of a ledger bucket (the highest epoch is current; empty for a new bucket)."""
+        entry = self._current().get("shred_epochs", {}).get(str(bucket), {})
+        return {int(epoch): _unb64(key) for epoch, key in entry.items()}
+
+    def shred_epoch_buckets(self) -> dict[int, int]:
+        return {int(b): len(e) for b, e in self._current().get("shred_epochs", {}).items()}
+
+    def new_shred_epochs(self, buckets: list[int]) -> dict[int, tuple[int, bytes]]:
+        """A new current epoch key for each bucket (older ones stay until destroy_shred_epochs):
+        {bucket: (epoch, key)}, in one write of the file."""
+        made: dict[int, tuple[int, bytes]] = {}
+
+        def add(data):
+            made.clear()
+            epochs = data.setdefault("shred_epochs", {})
+            for bucket in buckets:
+                entry = epochs.setdefault(str(bucket), {})
+                epoch = max((int(e) for e in entry), default=0) + 1
+                key = secrets.token_bytes(32)
+                entry[str(epoch)] = _b64(key)
+                made[bucket] = (epoch, key)
+
+        self._update(add)
+        return made
+
+    def destroy_shred_epochs(self, keep: dict[int, int]) -> None:
+        """Delete the epoch keys of these buckets older than the one kept ({bucket: epoch}); a newer
+        one (another process rotated since) stays."""
+        def remove(data):
+            epochs = data.get("shred_epochs", {})
+            for bucket, kept in keep.items():
+                entry = epochs.get(str(bucket), {})
+                for epoch in [e for e in entry if int(e) < kept]:
+                    del entry[epoch]
+
+        self._update(remove)
 
     # -- file handling --------------------------------------------------------------------------
     @staticmethod
