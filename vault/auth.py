@@ -3,8 +3,9 @@
 - TLS: the client certificate (verified by the TLS layer against the vault's CA) names its tenant
   and role in a SAN URI `urn:vault:<tenant>:<role>` (vault.pki).
 - Token: `authorization: Bearer vt_...` call metadata (vault.tokens); a token is for one tenant and
-  one role. On a TLS server a token still needs a client certificate to get through the handshake;
-  the token's identity then takes precedence, so shared panel hardware can carry per-site tokens.
+  one role. On the mutual-TLS listener a token still needs a client certificate to get through the
+  handshake (the token's identity then takes precedence, so shared panel hardware can carry
+  per-site tokens); the --token-listen listener asks for no certificate, and a token is all there is.
 - Plaintext loopback (development on one machine, `vault serve --plaintext`): every caller is the
   local operator, who holds every role in the `default` tenant.
 
@@ -129,7 +130,8 @@ class Authenticator:
             return LOCAL_OPERATOR
         identity = certified
         if identity is None:
-            raise Unauthenticated("no vault identity: the client certificate names no urn:vault:<tenant>:<role>, and no token was sent")
+            raise Unauthenticated("no vault identity: no token was sent, and no client certificate naming a "
+                                  "urn:vault:<tenant>:<role>")
         return identity
 
 

@@ -8,16 +8,21 @@ Every setting is read, first found wins: the command-line flag, its VAULT_* envi
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import click
-import grpc
+# gRPC's native core logs at INFO level to stderr (every refused TLS handshake, for one) unless told
+# otherwise before it loads: errors only, so the server's own log stays the log. Set it to see more.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from vault.exceptions import VaultError
-from vault_client.errors import VaultCallError
+import click  # noqa: E402
+import grpc  # noqa: E402
+
+from vault.exceptions import VaultError  # noqa: E402
+from vault_client.errors import VaultCallError  # noqa: E402
 
 EXIT_CODES = """\b
 Exit codes:
@@ -38,6 +43,27 @@ HSM PIN from VAULT_HSM_PIN_FILE (or VAULT_HSM_PIN), tokens from --token-file / V
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".bmp", ".iso"}
 ROLES = ["panel", "enroller", "auditor", "admin"]
 CLIENT_SECTION = "client"
+AUDIT_READ_MAX = 10_000  # records one ReadAudit returns at most: the server's cap (vault.administration)
+# ISO/IEC 19794-2 finger positions (vault.v1.FingerPosition), by name or code.
+FINGERS = {"unknown": 0, "right-thumb": 1, "right-index": 2, "right-middle": 3, "right-ring": 4, "right-little": 5,
+           "left-thumb": 6, "left-index": 7, "left-middle": 8, "left-ring": 9, "left-little": 10}
+FINGER_NAMES = {code: name for name, code in FINGERS.items()}
+
+
+class FingerType(click.ParamType):
+    """A finger position: right-thumb ... left-little, or its ISO/IEC 19794-2 code 0-10."""
+
+    name = "finger"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and value in FINGER_NAMES:
+            return value
+        text = str(value).strip().lower().replace("_", "-")
+        if text in FINGERS:
+            return FINGERS[text]
+        if text.isdigit() and int(text) in FINGER_NAMES:
+            return int(text)
+        self.fail(f"{value!r} is not a finger: one of {', '.join(FINGERS)} or a code 0-10", param, ctx)
 
 
 def setting(*names: str, env: str | None = None, **kwargs):
@@ -125,8 +151,12 @@ def cli():
 @setting("--failure-window", env="VAULT_FAILURE_WINDOW", type=click.FloatRange(min=1), default=300.0,
          help="seconds over which failures count")
 @setting("--lockout", env="VAULT_LOCKOUT", type=click.FloatRange(min=1), default=300.0, help="seconds a lockout lasts")
+@setting("--token-listen", env="VAULT_TOKEN_LISTEN", default=None,
+         help="host:port of a second TLS listener that asks for no client certificate: token-only clients "
+              "and health checks (off unless given; needs --tls-dir)")
 @setting("--metrics-listen", env="VAULT_METRICS_LISTEN", default=None,
-         help="host:port for the Prometheus /metrics endpoint (off unless given; keep it on loopback)")
+         help="host:port for the Prometheus /metrics endpoint (off unless given; in a container 0.0.0.0:9464, "
+              "published to the scrape network only)")
 @setting("--call-timeout", env="VAULT_CALL_TIMEOUT", type=click.FloatRange(min=0.1), default=30.0,
          help="server-side deadline of one RPC, seconds")
 @setting("--log-level", env="VAULT_LOG_LEVEL", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
@@ -165,6 +195,7 @@ def serve(**options) -> int:
         port_file=options["port_file"], plaintext=options["plaintext"], tls_dir=options["tls_dir"],
         auditor_score_bands=options["auditor_score_bands"], limits=limits, metrics_listen=options["metrics_listen"],
         call_timeout_s=options["call_timeout"], hsm=hsm, shred_store=options["shred_store"],
+        token_listen=options["token_listen"],
         identification=IdentifyPolicy(options["identify_fpir"], options["identify_max_fnir"]))
     try:
         asyncio.run(run_server(settings))
@@ -276,8 +307,11 @@ def client_command(name: str, **kwargs):
         for option in reversed([
             setting("--server", env="VAULT_SERVER", default="127.0.0.1:50051", help="host:port of the vault"),
             setting("--tls-dir", env="VAULT_TLS_DIR", type=click.Path(path_type=Path), default=None,
-                    help="folder with ca.crt and IDENTITY.crt/.key (omit: plaintext, loopback only)"),
-            setting("--identity", env="VAULT_IDENTITY", default=None, help="client certificate name in --tls-dir"),
+                    help="folder with ca.crt and IDENTITY.crt/.key (omit: plaintext, loopback only; with a token "
+                         "and no --identity only ca.crt is read)"),
+            setting("--identity", env="VAULT_IDENTITY", default=None,
+                    help="client certificate name in --tls-dir (mutual TLS); not needed with a token on the server's "
+                         "--token-listen port"),
             setting("--token", env="VAULT_TOKEN", default=None, show_default=False, help="API token"),
             setting("--token-file", env="VAULT_TOKEN_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                     default=None, help="file holding the API token (better than --token: not in the process list)"),
@@ -307,20 +341,21 @@ def duration_s(value) -> int:
     return seconds
 
 
-def connection_settings(options: dict):
+def connection_settings(options: dict, server_only: bool = False):
     """vault_client Settings from the connection options every client command shares (consumed
-    from `options`)."""
+    from `options`). server_only: TLS that checks the server alone is enough (health)."""
     from vault_client import Settings, TlsIdentity
 
     server, tls_dir, identity = options.pop("server"), options.pop("tls_dir"), options.pop("identity")
     token, token_file = options.pop("token"), options.pop("token_file")
-    tls = None
-    if tls_dir:
-        if not identity:
-            raise click.UsageError("--identity NAME is needed with --tls-dir (the client certificate NAME.crt)")
-        tls = TlsIdentity.from_dir(tls_dir, identity)
     if token_file:
         token = token_file.read_text().strip()
+    tls = None
+    if tls_dir:
+        if not identity and not token and not server_only:
+            raise click.UsageError("--tls-dir needs --identity NAME (the client certificate NAME.crt) or a token "
+                                   "(--token-file, VAULT_TOKEN_FILE; the server's --token-listen port)")
+        tls = TlsIdentity.from_dir(tls_dir, identity or None)
     return Settings(server, tls=tls, token=token or None)
 
 
@@ -331,12 +366,14 @@ def connect(options: dict):
     try:
         return VaultClient(connection_settings(options))
     except InsecureToken as error:  # a token is never sent in the clear
-        raise click.UsageError(f"{error} (--tls-dir and --identity)") from None
+        raise click.UsageError(f"{error} (--tls-dir, with --identity or alone on the --token-listen port)") from None
 
 
 def modality_options(function):
     function = click.option("--single-face", is_flag=True, help="fail if several faces are found")(function)
-    function = setting("--finger", type=click.IntRange(0, 10), default=0, help="ISO/IEC 19794-2 finger code 0-10")(function)
+    function = setting("--finger", type=FingerType(), default="unknown",
+                       help="the finger: right-thumb, right-index, right-middle, right-ring, right-little, left-thumb, "
+                            "..., left-little, or its ISO/IEC 19794-2 code 1-10 (unknown/0: any)")(function)
     return setting("--modality", type=click.Choice(["face", "fingerprint"]), default="face", help="the probe's kind")(function)
 
 
@@ -380,10 +417,21 @@ def enroll_folder(modality, finger, single_face, samples, limit, parallel, folde
     """Enrol every subject of FOLDER (one sub-folder per person, or a file-name prefix before '_')."""
     from tqdm import tqdm
 
+    from vault_client import pb
+
     vault = connect(connection)
     subjects = list(subjects_in(folder).items())
     if limit:
         subjects = subjects[:limit]
+    # A re-run (after an interruption, or with a larger --limit) skips people who already have a
+    # live template of this modality (and finger): enrolling them again would add a second template.
+    wanted = pb.FACE if modality == "face" else pb.FINGERPRINT
+    enrolled = {t.subject_id for t in vault.list_templates()
+                if t.modality == wanted and (wanted == pb.FACE or t.finger == finger)}
+    skipped = sum(subject in enrolled for subject, _ in subjects)
+    subjects = [(subject, files) for subject, files in subjects if subject not in enrolled]
+    if skipped:
+        print(f"skipping {skipped} subjects already enrolled")
 
     def enrol(item):
         subject, files = item
@@ -467,10 +515,14 @@ def list_templates(subject, include_revoked, **connection) -> int:
     """Template metadata (never template bytes)."""
     from vault_client import pb
 
-    for t in connect(connection).list_templates(subject, include_revoked=include_revoked):
-        print(f"{t.template_id}  {t.subject_id:<24} {pb.Modality.Name(t.modality):<11} "
-              f"{pb.TemplateStatus.Name(t.status):<7} {t.profile} key v{t.key_version} "
-              f"created {t.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}"
+    templates = connect(connection).list_templates(subject, include_revoked=include_revoked)
+    print(f"{'TEMPLATE':<32}  {'SUBJECT':<24} {'MODALITY':<11} {'FINGER':<12} {'STATUS':<7} {'PROFILE':<18} "
+          f"{'KEY':<4} {'SAMPLES':<7} CREATED")
+    for t in templates:
+        finger = FINGER_NAMES.get(t.finger, str(t.finger)) if t.modality == pb.FINGERPRINT else "-"
+        print(f"{t.template_id:<32}  {t.subject_id:<24} {pb.Modality.Name(t.modality):<11} {finger:<12} "
+              f"{pb.TemplateStatus.Name(t.status):<7} {t.profile:<18} v{t.key_version:<3} {t.sample_count:<7} "
+              f"{t.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}"
               + (f" revoked ({t.revoke_reason})" if t.status == pb.REVOKED else ""))
     return 0
 
@@ -486,9 +538,13 @@ def token(action, role, name, token_id, expires_in, **connection) -> int:
     """API tokens of your tenant (admin): create, list, revoke."""
     import time
 
+    if action == "create" and not role:
+        raise click.UsageError(f"token create needs --role ({', '.join(ROLES)})")
+    if action == "revoke" and not token_id:
+        raise click.UsageError("token revoke needs --id (from `vault token list`)")
     vault = connect(connection)
     if action == "create":
-        response = vault.create_token(role or "", name, expires_in_s=expires_in)
+        response = vault.create_token(role, name, expires_in_s=expires_in)
         expiry = f", expires {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(response.info.expires_at.seconds))}"
         print(f"token {response.info.token_id} ({response.info.role}, {response.info.name}{expiry}); shown once:")
         print(response.token)
@@ -538,21 +594,34 @@ def key(action, version, **connection) -> int:
 @client_command("audit")
 @click.argument("action", type=click.Choice(["read", "verify"]))
 @setting("--after", type=click.IntRange(min=0), default=0, help="read: records after this number")
-@setting("--limit", type=click.IntRange(1, 100_000), default=1000, help="read: at most this many")
+@setting("--limit", type=click.IntRange(1, AUDIT_READ_MAX), default=1000, help="read: at most this many (the server's cap)")
+@click.option("--follow", "-f", is_flag=True, help="read: keep printing new records as they come (Ctrl-C ends it)")
+@setting("--interval", type=click.FloatRange(min=0.2), default=2.0, help="read --follow: seconds between polls")
 @click.option("--state-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="verify offline: read this embedded store instead of calling a server")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="verify offline: the store's key file (default: STATE_DIR/keys.json, as in development)")
-def audit(action, after, limit, state_dir, key_file, **connection) -> int:
-    """The audit trail (auditor): read records, or verify the chain."""
+def audit(action, after, limit, follow, interval, state_dir, key_file, **connection) -> int:
+    """The audit trail (auditor): read records (--follow: and wait for new ones), or verify the chain."""
+    import time
+
     if action == "verify" and state_dir:
         return audit_verify_offline(state_dir, key_file or state_dir / "keys.json")
     vault = connect(connection)
     if action == "read":
-        for r in vault.read_audit(after, limit):
-            print(f"{r.seq:>6} {r.at.ToDatetime():%Y-%m-%d %H:%M:%S} {r.actor:<24} {r.rpc:<12} {r.decision:<12} "
-                  f"subject={r.subject_id} template={r.template_id} {r.detail}")
-        return 0
+        try:
+            while True:
+                count = 0
+                for r in vault.read_audit(after, limit):
+                    print(f"{r.seq:>6} {r.at.ToDatetime():%Y-%m-%d %H:%M:%S} {r.actor:<24} {r.rpc:<12} "
+                          f"{r.decision:<12} subject={r.subject_id} template={r.template_id} {r.detail}", flush=True)
+                    after, count = r.seq, count + 1
+                if not follow:
+                    return 0
+                if count < limit:  # caught up: wait for more (a full batch: read on at once)
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            return 0
     result = vault.verify_audit()
     return _report_chain(result.records, [(p.seq, p.problem) for p in result.problems])
 
@@ -582,11 +651,12 @@ def _report_chain(count: int, problems) -> int:
 
 @client_command("health")
 def health(**connection) -> int:
-    """Exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK)."""
+    """Exit 0 when the server answers SERVING on the gRPC health service (container HEALTHCHECK).
+    With --tls-dir and no --identity only ca.crt is needed: the server's --token-listen port."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from vault_client.connection import open_channel
 
-    with open_channel(connection_settings(connection)) as channel:
+    with open_channel(connection_settings(connection, server_only=True)) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
     print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1

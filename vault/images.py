@@ -23,6 +23,14 @@ MAX_FINGERPRINT_PIXELS = 1024 * 1024  # a single-finger capture at 500 ppi; LEAD
 MIN_SIDE = 32
 MAX_ASPECT = 4  # no face or fingerprint capture is a strip; a 32x2048 image took 15 s to be refused
 
+
+
+def format_names(formats: frozenset[str]) -> str:
+    """The formats as an operator knows them, for error messages: 'BMP, JPEG, PGM/PPM, PNG or TIFF'."""
+    names = sorted("PGM/PPM" if f == "PPM" else f for f in formats)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 # Our own limits are stricter; this only stops Pillow from warning instead of failing.
 Image.MAX_IMAGE_PIXELS = MAX_FACE_PIXELS
 
@@ -39,11 +47,11 @@ def _open(data: bytes, formats: frozenset[str], max_pixels: int, what: str) -> I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidSample(f"{what} image declares more than {max_pixels} pixels") from None
     except UnidentifiedImageError:
-        raise InvalidSample(f"{what} image is not a readable image file") from None
+        raise InvalidSample(f"{what} image is not a readable image file (send {format_names(formats)})") from None
     except Exception:
         raise InvalidSample(f"{what} image is corrupt") from None
     if image.format not in formats:
-        raise InvalidSample(f"{what} images must be {', '.join(sorted(formats))}; got {image.format}")
+        raise InvalidSample(f"{what} images must be {format_names(formats)}; got {image.format}")
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidSample(f"{what} image is {width}x{height} pixels; the limit is {max_pixels} pixels")

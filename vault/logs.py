@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 __all__ = ["ACCESS_FIELDS", "JsonFormatter", "configure"]
@@ -31,6 +32,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler()
+    """Text on stderr, or JSON lines on stdout: there every line is one object (Python warnings
+    become log records too). gRPC's native core writes its own lines to stderr, never stdout; the
+    `vault` command sets GRPC_VERBOSITY=ERROR unless it is set (vault.cli), which keeps them to
+    errors (a refused TLS handshake logs nothing)."""
+    handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.captureWarnings(True)

@@ -27,7 +27,7 @@ from vault.keys import LocalKeyFile, passphrase_from_environment
 from vault.lockout import Limits, StoreFailureLimiter
 from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
-from vault.profiles import PROFILES
+from vault.profiles import MODALITY_NAMES, PROFILES
 from vault.replication import IndexSync
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
@@ -65,6 +65,9 @@ class Settings:
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
     hsm: HsmConfig | None = None  # seal the key file with a key kept in a PKCS#11 token (vault.hsm)
     shred_store: str = ""  # per-template shred secrets (vault.shredding); default: beside the key file
+    # host:port of a second TLS listener that asks for no client certificate: token-only clients
+    # (a token is then the only identity) and health checks. None: only the mutual-TLS listener.
+    token_listen: str | None = None
 
 
 def is_loopback(listen: str) -> bool:
@@ -107,6 +110,8 @@ class VaultServer:
                                  "this machine only, --plaintext")
             if not is_loopback(settings.listen):
                 raise VaultError(f"refusing to serve plaintext on {settings.listen}: plaintext is for loopback only")
+            if settings.token_listen:
+                raise VaultError("--token-listen serves TLS for token-only clients: it needs --tls-dir")
         state = Path(settings.state_dir)
         if not (settings.store_url and settings.key_file):  # else nothing of this server lives there
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -128,7 +133,7 @@ class VaultServer:
         self.index = MatchIndex()
         # With the keys, never with the data: a copy of the data without it opens no revoked template,
         # and revives no revoked token.
-        self.shreds = open_ledger(settings.shred_store or ledger_path(key_file), self.keys)
+        self.shreds = open_ledger(settings.shred_store or ledger_path(key_file))
         self.tokens = TokenRegistry(self.store, self.keys.token_key(), revocations=self.shreds)
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
@@ -144,9 +149,12 @@ class VaultServer:
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.token_port: int | None = None
 
     async def start(self) -> int:
         check_address_free(self.settings.listen)  # before the minutes a large store takes to load
+        if self.settings.token_listen:
+            check_address_free(self.settings.token_listen)
         one_native_thread()  # the cores are the extraction workers'
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         if added := await asyncio.to_thread(self.tokens.reconcile):
@@ -160,6 +168,7 @@ class VaultServer:
                 f"file {self.keys.path} (the wrong key file, the wrong passphrase's copy, or a store from another "
                 "deployment). Give the key file this store was sealed with (--key-file)")
         self.vault.warn_identify_capacity()
+        self._log_identify_capacity()
         self.sync.start()
         await asyncio.to_thread(self.extractor.warm)
         await asyncio.to_thread(warm_up, PROFILES.values())
@@ -183,6 +192,14 @@ class VaultServer:
                     [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())],
                     root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True)
                 self.port = self.server.add_secure_port(self.settings.listen, credentials)
+                if self.settings.token_listen:
+                    # TLS that asks for no client certificate: a caller here is who its token says
+                    # (vault.auth.Authenticator), or UNAUTHENTICATED; the health service answers anyone.
+                    server_only = grpc.ssl_server_credentials(
+                        [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())])
+                    self.token_port = self.server.add_secure_port(self.settings.token_listen, server_only)
+                    if not self.token_port:
+                        self.port = 0
             else:
                 self.port = self.server.add_insecure_port(self.settings.listen)
         except RuntimeError:  # grpc: "Failed to bind to address"
@@ -190,7 +207,8 @@ class VaultServer:
         if not self.port:
             self.sync.stop()
             self._close()
-            raise VaultError(f"cannot listen on {self.settings.listen}: the address is in use (another vault or "
+            where = self.settings.listen + (f" or {self.settings.token_listen}" if self.settings.token_listen else "")
+            raise VaultError(f"cannot listen on {where}: the address is in use (another vault or "
                              "program holds it) or not this machine's; stop it or choose another --listen")
         await self.server.start()
         if self.settings.metrics_listen:
@@ -201,6 +219,9 @@ class VaultServer:
         log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",
                  self.settings.listen, self.port, "mutual TLS" if self.settings.tls_dir else "plaintext loopback",
                  loaded, self.extractor.workers)
+        if self.token_port:
+            log.info("token-only clients and health checks: TLS without client certificates on %s (port %d)",
+                     self.settings.token_listen, self.token_port)
         if refused:
             log.error("%d templates failed authentication and are excluded from matching", refused)
         if self.settings.port_file:
@@ -208,6 +229,15 @@ class VaultServer:
             tmp.write_text(str(self.port))
             tmp.replace(self.settings.port_file)
         return self.port
+
+    def _log_identify_capacity(self) -> None:
+        """What Identify can promise, per tenant and modality, as `vault key status` says it (the
+        galleries too large for the target are also warned about by Vault.warn_identify_capacity)."""
+        for tenant in self.keys.tenants():
+            for modality, c in self.vault.identify_capacity(tenant):
+                log.info("tenant %s: Identify over %d %s templates at FPIR %g, expected FNIR %.3f (fused templates "
+                         "%.3f): %s", tenant, c.templates, MODALITY_NAMES[modality], c.fpir_target, c.expected_fnir,
+                         c.expected_fnir_fused, "ok" if c.reachable else "TOO LARGE for the FPIR target")
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

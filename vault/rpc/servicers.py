@@ -5,10 +5,14 @@ Identity, roles, deadlines, errors and metrics are the interceptor's (vault.rpc.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault.administration import Administration
 from vault.core import Sample, Vault
+from vault.exceptions import InvalidArgument
 from vault.features import SampleReport
 from vault.rpc.interceptor import caller
 from vault.tokens import TokenInfo
@@ -58,15 +62,44 @@ class VaultServicer(vault_pb2_grpc.VaultServicer):
                                   sample_reports=[report_pb(r) for r in done.reports])
 
     async def ListTemplates(self, request, context):
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 0-{MAX_PAGE_SIZE} (0: every template in one response)")
+        after = page_position(request.page_token)
         rows = await self.vault.list_templates(caller(), request.subject_id, request.include_revoked,
                                                request.only_old_key_versions)
-        return pb.ListTemplatesResponse(templates=[
+        next_token = ""
+        if request.page_size or after is not None:  # pages: template id order, each after the last one sent
+            rows = sorted((r for r in rows if after is None or r.template_id > after), key=lambda r: r.template_id)
+            size = request.page_size or DEFAULT_PAGE_SIZE
+            if len(rows) > size:
+                rows = rows[:size]
+                next_token = base64.urlsafe_b64encode(f"{PAGE_TOKEN_PREFIX}{rows[-1].template_id}".encode()).decode()
+        return pb.ListTemplatesResponse(next_page_token=next_token, templates=[
             pb.TemplateInfo(
                 template_id=r.template_id, subject_id=r.subject_id, modality=r.modality, finger=r.finger,
                 status=r.status, created_at=timestamp(r.created_at), revoked_at=timestamp(r.revoked_at),
                 key_version=r.key_version, profile=r.profile, sample_count=r.sample_count,
                 revoke_reason=r.revoke_reason, replaced_by=r.replaced_by)
             for r in rows])
+
+
+MAX_PAGE_SIZE = 10_000
+DEFAULT_PAGE_SIZE = 1000  # a page_token with page_size 0
+PAGE_TOKEN_PREFIX = "after:"
+
+
+def page_position(token: str) -> str | None:
+    """The template id a page token says to continue after (None: the first page). A keyset, not an
+    offset: templates enrolled or revoked between pages neither repeat nor skip the others."""
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (UnicodeError, binascii.Error, ValueError):
+        text = ""
+    if not text.startswith(PAGE_TOKEN_PREFIX) or not 1 <= len(text) - len(PAGE_TOKEN_PREFIX) <= 128:
+        raise InvalidArgument("page_token is not one this server gave (pass next_page_token as it came)")
+    return text[len(PAGE_TOKEN_PREFIX):]
 
 
 class AdminServicer(vault_pb2_grpc.AdminServicer):

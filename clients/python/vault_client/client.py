@@ -109,11 +109,24 @@ class VaultClient:
         return self._call(self._vault.Reissue, request, self.settings.enroll_timeout_s)
 
     def list_templates(self, subject_id: str = "", *, include_revoked: bool = False,
-                       only_old_key_versions: bool = False) -> List[pb.TemplateInfo]:
-        """Template metadata (never template bytes)."""
-        request = pb.ListTemplatesRequest(subject_id=subject_id, include_revoked=include_revoked,
-                                          only_old_key_versions=only_old_key_versions)
-        return list(self._call(self._vault.ListTemplates, request).templates)
+                       only_old_key_versions: bool = False, page_size: int = 1000) -> List[pb.TemplateInfo]:
+        """Template metadata (never template bytes), every page of it (page_size templates a call)."""
+        return list(self.iter_templates(subject_id, include_revoked=include_revoked,
+                                        only_old_key_versions=only_old_key_versions, page_size=page_size))
+
+    def iter_templates(self, subject_id: str = "", *, include_revoked: bool = False,
+                       only_old_key_versions: bool = False, page_size: int = 1000) -> Iterator[pb.TemplateInfo]:
+        """Template metadata a page at a time (ListTemplates' page_token), in template id order."""
+        token = ""
+        while True:
+            request = pb.ListTemplatesRequest(subject_id=subject_id, include_revoked=include_revoked,
+                                              only_old_key_versions=only_old_key_versions, page_size=page_size,
+                                              page_token=token)
+            response = self._call(self._vault.ListTemplates, request)
+            yield from response.templates
+            token = response.next_page_token
+            if not token:
+                return
 
     # -- Admin ------------------------------------------------------------------------------------
     def create_token(self, role: str, name: str = "", expires_in_s: int = 0) -> pb.CreateTokenResponse:

@@ -37,18 +37,23 @@ RETRY_POLICY = {
 
 @dataclass(frozen=True)
 class TlsIdentity:
-    """The client's certificate and key (they name its tenant and role) and the site CA."""
+    """The site CA (which the server's certificate must chain to) and, for mutual TLS, the client's
+    certificate and key (they name its tenant and role). Without a certificate the channel is TLS
+    that only checks the server: for a token-only client on the server's --token-listen port."""
 
     ca_certificate: bytes
-    certificate: bytes
-    private_key: bytes
+    certificate: Optional[bytes] = None
+    private_key: Optional[bytes] = None
 
     @classmethod
-    def from_dir(cls, folder: "str | Path", name: str) -> "TlsIdentity":
-        """Read ca.crt, NAME.crt and NAME.key from a folder (the layout `vault pki issue` writes)."""
+    def from_dir(cls, folder: "str | Path", name: Optional[str] = None) -> "TlsIdentity":
+        """Read ca.crt, and NAME.crt and NAME.key when a name is given, from a folder (the layout
+        `vault pki issue` writes)."""
         folder = Path(folder)
-        return cls((folder / "ca.crt").read_bytes(), (folder / f"{name}.crt").read_bytes(),
-                   (folder / f"{name}.key").read_bytes())
+        ca = (folder / "ca.crt").read_bytes()
+        if name is None:
+            return cls(ca)
+        return cls(ca, (folder / f"{name}.crt").read_bytes(), (folder / f"{name}.key").read_bytes())
 
 
 @dataclass(frozen=True)
@@ -63,24 +68,26 @@ class Settings:
 
     @classmethod
     def from_environment(cls, **overrides) -> "Settings":
-        """VAULT_SERVER, VAULT_TLS_DIR + VAULT_IDENTITY, VAULT_TOKEN or VAULT_TOKEN_FILE; keyword
-        arguments win over the environment."""
+        """VAULT_SERVER, VAULT_TLS_DIR (+ VAULT_IDENTITY for mutual TLS), VAULT_TOKEN or
+        VAULT_TOKEN_FILE; keyword arguments win over the environment. VAULT_TLS_DIR without
+        VAULT_IDENTITY needs a token: a token-only client (the server's --token-listen port)."""
         env = os.environ
         values = {"target": env.get("VAULT_SERVER", cls.target)}
-        if env.get("VAULT_TLS_DIR"):
-            if not env.get("VAULT_IDENTITY"):
-                raise ValueError("VAULT_TLS_DIR needs VAULT_IDENTITY (the client certificate's name)")
-            values["tls"] = TlsIdentity.from_dir(env["VAULT_TLS_DIR"], env["VAULT_IDENTITY"])
         if env.get("VAULT_TOKEN_FILE"):
             values["token"] = Path(env["VAULT_TOKEN_FILE"]).read_text().strip()
         elif env.get("VAULT_TOKEN"):
             values["token"] = env["VAULT_TOKEN"]
+        if env.get("VAULT_TLS_DIR"):
+            if not env.get("VAULT_IDENTITY") and not values.get("token"):
+                raise ValueError("VAULT_TLS_DIR needs VAULT_IDENTITY (the client certificate's name) or a token "
+                                 "(VAULT_TOKEN_FILE / VAULT_TOKEN)")
+            values["tls"] = TlsIdentity.from_dir(env["VAULT_TLS_DIR"], env.get("VAULT_IDENTITY") or None)
         values.update(overrides)
         return cls(**values)
 
 
 def open_channel(settings: Settings) -> grpc.Channel:
-    """A channel with the retry policy; TLS with the client certificate when one is given."""
+    """A channel with the retry policy; TLS (with the client certificate when one is given)."""
     options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_POLICY))]
     if settings.tls is None:
         return grpc.insecure_channel(settings.target, options=options)
