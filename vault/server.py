@@ -133,7 +133,7 @@ class VaultServer:
         self.index = MatchIndex()
         # With the keys, never with the data: a copy of the data without it opens no revoked template,
         # and revives no revoked token.
-        self.shreds = open_ledger(settings.shred_store or ledger_path(key_file))
+        self.shreds = open_ledger(settings.shred_store or ledger_path(key_file), self.keys)
         self.tokens = TokenRegistry(self.store, self.keys.token_key(), revocations=self.shreds)
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
