@@ -162,13 +162,13 @@ def test_concurrent_tries_cannot_pass_the_lockout_limit():
 
 # -- the interceptor, on a loopback server -------------------------------------------------------------
 class SlowExtractor(VectorExtractor):
-    async def extract_many(self, modality, samples, require_single_face=False, features=()):
+    async def extract_many(self, modality, samples, require_single_face=False, features=(), client=None):
         await asyncio.sleep(5)
         return await super().extract_many(modality, samples, require_single_face, features)
 
 
 class BrokenExtractor(VectorExtractor):
-    async def extract_many(self, modality, samples, require_single_face=False, features=()):
+    async def extract_many(self, modality, samples, require_single_face=False, features=(), client=None):
         raise RuntimeError("secret internal detail")
 
 

@@ -550,3 +550,145 @@ def test_a_start_on_an_empty_or_foreign_store_does_not_shred_the_ledger(site, tm
                 assert reply.decision == pb.MATCH, person
 
     run(back_on_the_right_store())
+
+
+# -- finding 7: failed extractions are spent from the client's budget, and no client takes every worker --
+def test_probes_without_a_face_are_counted_and_end_in_a_lockout(site):
+    from doubles import NO_SIGNAL
+
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file, limits=Limits(per_subject=5, per_client=10)) as (server, channel):
+            stub, audit = vault_pb2_grpc.VaultStub(channel), vault_pb2_grpc.AuditStub(channel)
+            await stub.Enroll(pb.EnrollRequest(subject_id="ana", modality=pb.FACE, samples=[face("ana", 1)]))
+            answers = []
+            for n in range(12):  # the attacker's large images without a face: seconds of a worker each
+                request = (pb.VerifyRequest(subject_id="ana", modality=pb.FACE, probe=pb.Sample(image=NO_SIGNAL))
+                           if n % 2 else pb.IdentifyRequest(modality=pb.FACE, probe=pb.Sample(image=NO_SIGNAL)))
+                try:
+                    await (stub.Verify if n % 2 else stub.Identify)(request)
+                    answers.append("OK")
+                except grpc.aio.AioRpcError as error:
+                    answers.append(f"{error.code().name}/{dict(error.trailing_metadata() or ()).get('vault-reason')}")
+            assert answers == ["FAILED_PRECONDITION/None"] * 10 + ["RESOURCE_EXHAUSTED/locked-out"] * 2, answers
+            records = [r async for r in audit.ReadAudit(pb.ReadAuditRequest())]
+            assert [r.decision for r in records if r.rpc == "Lockout"] == ["LOCKED_OUT"]
+
+    run(main())
+
+
+def test_one_client_with_costly_samples_cannot_starve_another_of_extraction_workers(site):
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from doubles import SLOW_NO_FACE, timed_extract
+    from vault.auth import PANEL, Identity
+    from vault.core import IMAGE, Sample
+    from vault.exceptions import PoorSample
+    from vault.extraction import Extractor
+
+    class ModelFreeExtractor(Extractor):
+        """The real pool (worker processes, queue bound, fair share) running timed_extract."""
+
+        work = staticmethod(timed_extract)
+
+        def _new_pool(self):
+            return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    state, key_file = site
+    attacker, door = (Identity("default", frozenset({PANEL}), name) for name in ("attacker", "door-7"))
+
+    async def main():
+        async with loopback_vault(state, key_file) as (server, channel):
+            extractor = ModelFreeExtractor(workers=2)
+            await asyncio.to_thread(extractor.warm)
+            server.vault.extractor = extractor
+            try:
+                await vault_pb2_grpc.VaultStub(channel).Enroll(
+                    pb.EnrollRequest(subject_id="ana", modality=pb.FACE, samples=[face("ana", 1)]))
+
+                async def flood():
+                    try:
+                        await server.vault.verify(attacker, Sample(IMAGE, SLOW_NO_FACE), subject_id="ana", modality=1)
+                    except PoorSample:
+                        pass
+
+                attack = [asyncio.create_task(flood()) for _ in range(8)]  # 4 threads x 2, as the red team ran
+                await asyncio.sleep(0.3)
+                started = time.perf_counter()
+                answer = await server.vault.verify(door, Sample(IMAGE, sample_bytes("ana", 2)), subject_id="ana",
+                                                   modality=1)
+                waited = time.perf_counter() - started
+                await asyncio.gather(*attack)
+            finally:
+                extractor.close()
+            assert answer.matched
+            # Without a fair share the door's sample queues behind the attacker's eight (1.5 s each
+            # on two workers: ~6 s); with it, a worker is free for the door at once.
+            assert waited < 1.2, f"the door waited {waited:.1f} s for a worker"
+
+    run(main())
+
+
+# -- finding 5: hill-climbing on score bands, and answers that count toward no limit ---------------------
+def test_a_climb_on_score_bands_gets_no_gradient_and_every_answer_is_spent(site):
+    import numpy as np
+
+    from doubles import VectorExtractor
+
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file, allow_face_embeddings=True, auditor_score_bands=True,
+                                  limits=Limits(per_subject=1_000_000, per_client=40)) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            await stub.Enroll(pb.EnrollRequest(subject_id="ana", modality=pb.FACE, samples=[face("ana", 1)]))
+            # A genuine probe still gets its band, and that answer is spent from the budget too.
+            auditor_view = [await stub.Verify(pb.VerifyRequest(subject_id="ana", modality=pb.FACE, probe=face("ana", n)))
+                            for n in (2, 3)]
+            assert all(r.decision == pb.MATCH and 1 <= r.score_band <= 10 for r in auditor_view)
+            # The auditor climbs from another person's face, keeping a step when the band rises.
+            start, _ = VectorExtractor().vector(pb.FACE, "image", sample_bytes("mallory", 1))
+            rng = np.random.default_rng(7)
+            x, best, bands, calls = start, 0, [], 0
+            while True:
+                step = x + 0.15 * rng.standard_normal(x.shape) / np.sqrt(x.size)
+                try:
+                    reply = await stub.Verify(pb.VerifyRequest(
+                        subject_id="ana", modality=pb.FACE,
+                        probe=pb.Sample(face_embedding=pb.FaceEmbedding(values=step.tolist()))))
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    break
+                calls += 1
+                assert reply.decision == pb.NO_MATCH
+                bands.append(reply.score_band)
+                if reply.score_band > best:
+                    x, best = step, reply.score_band
+            assert set(bands) == {0}, "a NO_MATCH disclosed a score band: a gradient to climb"
+            assert calls == 40 - 2  # the per-client budget (less the two banded matches) ends the climb
+
+    run(main())
+
+
+def test_identify_answers_with_candidates_are_spent_from_the_client_budget(site):
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file, limits=Limits(per_subject=5, per_client=6)) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            for person in ("ana", "ben"):
+                await stub.Enroll(pb.EnrollRequest(subject_id=person, modality=pb.FACE, samples=[face(person, 1)]))
+            named = []
+            for n in range(10):  # the red team learnt 7 subject ids with 120 calls that counted for nothing
+                try:
+                    found = await stub.Identify(pb.IdentifyRequest(modality=pb.FACE, probe=face("ana", n + 2)))
+                    named.append([c.subject_id for c in found.candidates])
+                except grpc.aio.AioRpcError as error:
+                    assert dict(error.trailing_metadata() or ()).get("vault-reason") == "locked-out"
+                    named.append("locked-out")
+            assert named == [["ana"]] * 6 + ["locked-out"] * 4, named
+
+    run(main())

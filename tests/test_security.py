@@ -234,7 +234,9 @@ def test_score_bands_only_for_auditors_when_enabled(tls_server, pki_dir, tmp_pat
         auditor = Client(server.port, pki_dir, "acme-auditor")
         genuine = auditor.call("vault", "Verify", pb.VerifyRequest(subject_id="fay", modality=pb.FACE, probe=orl("s7", 5)))
         impostor = auditor.call("vault", "Verify", pb.VerifyRequest(subject_id="fay", modality=pb.FACE, probe=orl("s8", 5)))
-        assert 1 <= impostor.score_band < genuine.score_band <= 10
+        # A band only with a MATCH: a NO_MATCH's band would be a gradient to climb (issue 24, finding 5).
+        assert (impostor.decision, impostor.score_band) == (pb.NO_MATCH, 0)
+        assert genuine.decision == pb.MATCH and 1 <= genuine.score_band <= 10
         panel = Client(server.port, pki_dir, "acme-panel")
         assert panel.call("vault", "Verify", pb.VerifyRequest(subject_id="fay", modality=pb.FACE, probe=orl("s7", 5))).score_band == 0
     finally:

@@ -24,14 +24,14 @@ import numpy as np
 from vault.audit import AuditEntry
 from vault.cohort import CohortShifts, TemplateCohort
 from vault.auth import AUDITOR, Identity
-from vault.exceptions import FailedPrecondition, InvalidArgument, NotFound, VaultError
+from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample, VaultError
 from vault.shredding import ShredLedger
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
 from vault.features import SampleReport, fuse, unit
 from vault.features.sface import embedding_features
 from vault.identification import Capacity, capacity
 from vault.keys import KeyStore, TenantKey
-from vault.lockout import FailureLimiter
+from vault.lockout import SPENT, FailureLimiter
 from vault.matching import MatchIndex
 from vault.profiles import CURRENT, FACE, FINGERPRINT, MODALITY_NAMES, PROFILES
 from vault.protection import Protector, RowIdentity
@@ -131,7 +131,7 @@ class Vault:
         subject_id = check_id(subject_id, "subject_id")
         modality = check_modality(modality)
         finger = check_finger(modality, finger)
-        vectors, reports = await self._features(modality, samples, require_single_face)
+        vectors, reports = await self._features(modality, samples, require_single_face, client=caller_key(caller))
         row, code, key, shred = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
         audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
                            f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
@@ -152,7 +152,8 @@ class Vault:
         old = await asyncio.to_thread(self.store.get, caller.tenant, old_id)
         if old is None or old.status != LIVE:
             raise NotFound("no live template with that template_id")
-        vectors, reports = await self._features(old.modality, samples, require_single_face)
+        vectors, reports = await self._features(old.modality, samples, require_single_face,
+                                                client=caller_key(caller))
         row, code, key, shred = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
         audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
                            "reissued", reason)
@@ -240,23 +241,29 @@ class Vault:
             where = {"template_id": claimed} if live else None
             person = row.subject_id if live else claimed
         self.limiter.begin(caller.tenant, caller.name, person)
-        matched = None
+        outcome = None  # what the try spends (vault.lockout): None until there is an answer
+        spent = _Spent()
         try:
             # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
             (vector,), (report,) = await self._features(modality, [probe], require_single_face,
-                                                        self._probe_features(caller.tenant, modality))
+                                                        self._probe_features(caller.tenant, modality),
+                                                        spent, client=caller_key(caller))
             matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector),
                                                **where) if where else (False, 0.0))
+            # An auditor's score band (where the site enables them) only comes with a MATCH: a band
+            # for NO_MATCH would tell a climber which way is warmer (issue 24, finding 5: deciles
+            # let one climb from another person's face to a MATCH in ~500 calls). A banded answer
+            # is spent from the client's budget.
+            band = 0
+            if matched and self.auditor_score_bands and AUDITOR in caller.roles:
+                band = max(1, min(10, int(best * 10) + 1))
             audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
                                **{claim: claimed})
             await asyncio.to_thread(self.store.record, audit)
+            outcome = SPENT if band else matched
         finally:
-            locked = self.limiter.end(caller.tenant, caller.name, person, matched)
-        if locked:
-            await self._record_lockout(caller, person)
-        band = 0
-        if self.auditor_score_bands and AUDITOR in caller.roles:
-            band = max(1, min(10, int(best * 10) + 1))  # coarse on purpose: a decile is useless for hill-climbing
+            if self.limiter.end(caller.tenant, caller.name, person, SPENT if spent else outcome):
+                await self._record_lockout(caller, person)  # also when the try ends in an error
         return Verification(matched, audit.decision_id, report, band)
 
     async def identify(self, caller: Identity, probe: Sample | None, *, modality: int, finger: int = 0,
@@ -270,10 +277,12 @@ class Vault:
         if not 1 <= limit <= MAX_CANDIDATES:
             raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
         self.limiter.begin(caller.tenant, caller.name)
-        found = None
+        found = None  # what the try spends (vault.lockout): candidates are an answer like a NO_MATCH
+        spent = _Spent()
         try:
             (vector,), (report,) = await self._features(modality, [probe], require_single_face,
-                                                        self._probe_features(caller.tenant, modality))
+                                                        self._probe_features(caller.tenant, modality),
+                                                        spent, client=caller_key(caller))
             code_for = self._probe_codes(caller.tenant, vector)
             winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
                                               self.identification.fpir)
@@ -281,11 +290,10 @@ class Vault:
                                ",".join(h.template_id for h in winners),
                                "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
             await asyncio.to_thread(self.store.record, audit)
-            found = bool(winners)
+            found = SPENT if winners else False
         finally:
-            locked = self.limiter.end(caller.tenant, caller.name, None, found)
-        if locked:
-            await self._record_lockout(caller, None)
+            if self.limiter.end(caller.tenant, caller.name, None, SPENT if spent else found):
+                await self._record_lockout(caller, None)  # also when the try ends in an error
         return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
                               audit.decision_id, report)
 
@@ -376,9 +384,10 @@ class Vault:
 
     # -- shared steps -----------------------------------------------------------------------------
     async def _features(self, modality: int, samples: list[Sample], require_single_face: bool,
-                        features: tuple[str, ...] = ()):
+                        features: tuple[str, ...] = (), spent: "_Spent | None" = None, client: object = None):
         """Feature vectors (one per extractor in `features`, default the current profile's) and
-        reports of the samples, extracted in the worker pool."""
+        reports of the samples, extracted in the worker pool (`client`'s fair share of it). A sample
+        the workers refused (no face, too few minutiae, undecodable) sets `spent`: it cost a worker."""
         if not samples:
             raise InvalidArgument("at least one sample is required")
         if len(samples) > MAX_SAMPLES:
@@ -401,8 +410,13 @@ class Vault:
                 to_extract.append((ISO_19794_2, sample.data))
             else:
                 raise InvalidArgument("a sample has no data")
-        extracted = (await self.extractor.extract_many(modality, to_extract, require_single_face, features)
-                     if to_extract else [])
+        try:
+            extracted = (await self.extractor.extract_many(modality, to_extract, require_single_face, features,
+                                                           client=client) if to_extract else [])
+        except (PoorSample, InvalidSample):
+            if spent is not None:
+                spent.set()
+            raise
         vectors = [v for v, _ in extracted] + embedded
         reports = [r for _, r in extracted] + [SampleReport() for _ in embedded]
         return vectors, reports
@@ -473,6 +487,24 @@ class Vault:
             "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT",
             f"per-subject limit {self.limiter.limits.per_subject}" if subject else
             f"per-client limit {self.limiter.limits.per_client}"))
+
+
+class _Spent:
+    """Set when a probe's extraction failed in a worker: the try is spent from the client's budget."""
+
+    def __init__(self):
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def __bool__(self) -> bool:
+        return self._set
+
+
+def caller_key(caller: Identity) -> tuple[str, str]:
+    """Whose fair share of the extraction workers a call uses (vault.extraction.Extractor)."""
+    return (caller.tenant, caller.name)
 
 
 def store_identity(store: TemplateStore) -> str | None:

@@ -8,11 +8,18 @@ Each sample also has a hard time limit: the worker arms a SIGALRM timer whose de
 end the process, so a sample that keeps dlib or OpenVINO busy in native code (where no Python
 check can run) is stopped by the kernel. The pool is then rebuilt and the calls in flight get a
 retryable RESOURCE_EXHAUSTED.
+
+Each client gets a fair share (issue 24, finding 7): at most `per_client_workers` of its samples run
+at once (half the workers, at least one; the rest of its samples wait their turn in the server, not
+in the pool's queue) and at most `per_client_pending` wait or run, so one client sending costly
+samples (a large image without a face: seconds of a worker each) cannot occupy every worker nor fill
+the queue, and other clients' samples go to a free worker at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import select
@@ -145,11 +152,16 @@ def _warm_up(server_pid: int) -> None:
 
 
 class Extractor:
+    work = staticmethod(extract)  # what a worker runs per sample (a module-level function: it is pickled)
+
     def __init__(self, workers: int | None = None, max_pending: int | None = None, sample_time_limit_s: float = 15.0):
         self.workers = workers or len(os.sched_getaffinity(0))
         self.max_pending = max_pending or 8 * self.workers
         self.sample_time_limit_s = sample_time_limit_s
         self._pending = 0
+        self.per_client_workers = max(1, self.workers // 2)
+        self.per_client_pending = max(10, self.max_pending // 4)  # 10: one enrolment's samples
+        self._clients: dict[object, list] = {}  # client -> [samples pending, asyncio.Semaphore]
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -162,29 +174,43 @@ class Extractor:
         return self._pending
 
     async def extract(self, modality: int, kind: str, payload: bytes, require_single_face: bool = False,
-                      features: tuple[str, ...] = ()) -> tuple[Vectors, SampleReport]:
-        return (await self.extract_many(modality, [(kind, payload)], require_single_face, features))[0]
+                      features: tuple[str, ...] = (), client: object = None) -> tuple[Vectors, SampleReport]:
+        return (await self.extract_many(modality, [(kind, payload)], require_single_face, features, client))[0]
 
     async def extract_many(self, modality: int, samples: list[tuple[str, bytes]], require_single_face: bool = False,
-                           features: tuple[str, ...] = ()) -> list[tuple[Vectors, SampleReport]]:
-        """Extract several samples in parallel; all-or-nothing admission against the bound."""
+                           features: tuple[str, ...] = (), client: object = None) -> list[tuple[Vectors, SampleReport]]:
+        """Extract several samples in parallel; all-or-nothing admission against the bound, and
+        `client`'s fair share (None: no share, e.g. tools)."""
         if self._pending + len(samples) > self.max_pending:
             raise Overloaded(
                 f"extraction queue is full ({self._pending} samples pending, limit {self.max_pending}); retry later"
             )
+        share = self._clients.get(client) if client is not None else None
+        if share is not None and share[0] + len(samples) > self.per_client_pending:
+            raise Overloaded(f"this client already has {share[0]} samples waiting for extraction (limit "
+                             f"{self.per_client_pending}); retry later")
+        if client is not None and share is None:
+            share = self._clients[client] = [0, asyncio.Semaphore(self.per_client_workers)]
         self._pending += len(samples)
+        if share is not None:
+            share[0] += len(samples)
         pool = self._pool
+
+        async def one(kind: str, payload: bytes):
+            async with share[1] if share is not None else contextlib.nullcontext():
+                return await asyncio.wrap_future(pool.submit(self.work, modality, kind, payload, require_single_face,
+                                                             self.sample_time_limit_s, features))
+
         try:
-            futures = [
-                asyncio.wrap_future(pool.submit(extract, modality, kind, payload, require_single_face,
-                                                self.sample_time_limit_s, features))
-                for kind, payload in samples
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            results = await asyncio.gather(*(one(kind, payload) for kind, payload in samples), return_exceptions=True)
         except BrokenProcessPool:
             results = [BrokenProcessPool()]
         finally:
             self._pending -= len(samples)
+            if share is not None:
+                share[0] -= len(samples)
+                if not share[0]:
+                    self._clients.pop(client, None)
         for result in results:
             if isinstance(result, VaultError):
                 raise result

@@ -8,6 +8,12 @@ A try counts from the moment it is admitted (`begin`), not only once it has fail
 tries cannot slip past the limit: a try is admitted only while failures plus tries in flight stay
 below it. `FailureLimiter` keeps the counts in memory (one process); `StoreFailureLimiter`, which
 the server uses, keeps them in the template store, so all replicas of one store share them.
+
+Every answer that tells the caller something, or costs the server an extraction, is spent from the
+client's budget (per_client): a failed verification (NO_MATCH, which also counts for the subject),
+and, for the client only (SPENT), an identification that named candidates, a verification that
+returned a score band, and a probe whose extraction failed (no face, too few minutiae, an image that
+does not decode). A match with no band, and a call refused before extraction, spend nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from dataclasses import dataclass
 from vault.exceptions import Overloaded
 
 
+SPENT = "spent"  # an attempt's outcome that counts toward the client's budget only (see above)
+
+
 class LockedOut(Overloaded):
     """Too many failed attempts."""
 
@@ -29,7 +38,7 @@ class LockedOut(Overloaded):
 @dataclass(frozen=True)
 class Limits:
     per_subject: int = 5  # failed verifications of one subject by one client
-    per_client: int = 50  # failed verifications and empty identifications by one client
+    per_client: int = 50  # informative answers and failed extractions for one client (module docstring)
     window_s: float = 300.0
     lockout_s: float = 300.0
 
@@ -62,9 +71,10 @@ class FailureLimiter:
             for key in keys:
                 self._in_flight[key] = self._in_flight.get(key, 0) + 1
 
-    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | None = False) -> bool:
+    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | str | None = False) -> bool:
         """Close an admitted try: a failure counts (True when it triggers a lockout), a match
-        clears the subject's failures, None (the try ended without a decision) counts nothing."""
+        clears the subject's failures, SPENT counts for the client only, None (the try ended
+        without a decision) counts nothing."""
         with self._lock:
             for key in self._keys(tenant, client, subject):
                 left = self._in_flight.get(key, 0) - 1
@@ -74,6 +84,8 @@ class FailureLimiter:
                     self._in_flight.pop(key, None)
         if matched is None:
             return False
+        if matched == SPENT:
+            return self.failed(tenant, client, None)
         if matched:
             if subject is not None:
                 self.succeeded(tenant, client, subject)
@@ -136,7 +148,7 @@ class StoreFailureLimiter:
         with self._lock:
             self._open.setdefault((tenant, client, subject or ""), []).append(attempt_id)
 
-    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | None = False) -> bool:
+    def end(self, tenant: str, client: str, subject: str | None = None, matched: bool | str | None = False) -> bool:
         key = (tenant, client, subject or "")
         with self._lock:
             attempts = self._open.get(key)

@@ -225,17 +225,23 @@ class SqlStore:
     def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | None, limits,
                     now: float) -> bool:
         """Close an attempt: a failure counts (True when it locks the client or the subject out), a
-        match clears the subject's failures, None (no decision) leaves no trace."""
+        match clears the subject's failures, "spent" (vault.lockout.SPENT) counts for the client
+        only, None (no decision) leaves no trace."""
+        spent = matched == "spent"
         with self._audit_lock, self._transaction() as cur:
             self._lock_audit(cur)
             self._execute(cur, "DELETE FROM attempts WHERE tenant = ? AND client = ? AND at < ?",
                           (tenant, client, now - max(limits.window_s, OPEN_ATTEMPT_S)))
-            if matched is None or matched:
+            if spent:  # 'cleared' counts for the client only
+                self._execute(cur, "UPDATE attempts SET state = 'cleared', at = ? WHERE attempt_id = ?", (now, attempt_id))
+                subject = ""
+            elif matched is None or matched:
                 self._execute(cur, "DELETE FROM attempts WHERE attempt_id = ?", (attempt_id,))
                 if matched and subject:
                     self._clear_subject(cur, tenant, client, subject)
                 return False
-            self._execute(cur, "UPDATE attempts SET state = 'failed', at = ? WHERE attempt_id = ?", (now, attempt_id))
+            else:
+                self._execute(cur, "UPDATE attempts SET state = 'failed', at = ? WHERE attempt_id = ?", (now, attempt_id))
             locked = False
             for scope, limit in self._scopes(subject, limits):
                 if self._count(cur, tenant, client, scope, now, limits, with_open=False) >= limit:
