@@ -17,7 +17,7 @@ from vault.auth import ADMIN, AUDITOR, ENROLLER, PANEL, AccessPolicy, Authentica
 from vault.core import Vault
 from vault.exceptions import NotFound, PermissionDenied, Unauthenticated
 from vault.keys import LocalKeyFile
-from vault.lockout import FailureLimiter, Limits, LockedOut
+from vault.lockout import PER_CLIENT, PER_SUBJECT, SPENT, FailureLimiter, Limits, LockedOut
 from vault.matching import warm_up
 from vault.metrics import Metrics
 from vault.profiles import PROFILES
@@ -84,19 +84,21 @@ def test_authenticator_without_tls_is_the_local_operator_unless_a_token_says_oth
         Authenticator(tls=True, tokens=tokens).identify(None, None)
 
 
-def test_lockout_counts_per_subject_and_per_client_and_expires():
+def test_lockout_counts_per_subject_and_per_client_and_expires(store):
+    """The one lockout rule (vault.store.sql, as production runs it) on a temp SQLite store."""
     now = [0.0]
-    limiter = FailureLimiter(Limits(per_subject=2, per_client=3, window_s=10, lockout_s=60), clock=lambda: now[0])
+    limiter = FailureLimiter(store, Limits(per_subject=2, per_client=3, window_s=10, lockout_s=60),
+                             clock=lambda: now[0])
 
-    def fail(client: str, subject: str) -> bool:
+    def fail(client: str, subject: str) -> tuple[str, ...]:
         limiter.begin("t", client, subject)
         return limiter.end("t", client, subject, matched=False)
 
-    assert not fail("door", "ana")
-    assert fail("door", "ana")
+    assert fail("door", "ana") == ()
+    assert fail("door", "ana") == (PER_SUBJECT,)
     with pytest.raises(LockedOut, match="this subject"):
         limiter.begin("t", "door", "ana")
-    assert fail("door", "bob")  # other subjects still open; the third failure of this client
+    assert fail("door", "bob") == (PER_CLIENT,)  # other subjects still open; the third failure of this client
     with pytest.raises(LockedOut, match="this client"):
         limiter.begin("t", "door")
     limiter.begin("t", "door-2", "ana")  # another client is not affected
@@ -143,9 +145,22 @@ def test_a_token_is_refused_with_another_tenants_certificate(store, tmp_path):
         tls.identify(other, certificate)
 
 
-def test_concurrent_tries_cannot_pass_the_lockout_limit():
+def test_spent_counts_for_the_client_only(store):
+    """SPENT (an informative answer, a failed extraction) comes out of the client's budget, never
+    the subject's: a subject's limit is reached by NO_MATCHes alone."""
+    limiter = FailureLimiter(store, Limits(per_subject=2, per_client=4))
+    for _ in range(3):
+        limiter.begin("t", "door", "ana")
+        assert limiter.end("t", "door", "ana", matched=SPENT) == ()
+    limiter.begin("t", "door", "ana")  # three spent tries: the subject is still open
+    assert limiter.end("t", "door", "ana", matched=SPENT) == (PER_CLIENT,)
+    with pytest.raises(LockedOut, match="this client"):
+        limiter.begin("t", "door")
+
+
+def test_concurrent_tries_cannot_pass_the_lockout_limit(store):
     """Issue 14, finding 6: tries in flight count, so 8 at once against a limit of 5 admit 5."""
-    limiter = FailureLimiter(Limits(per_subject=5, per_client=100))
+    limiter = FailureLimiter(store, Limits(per_subject=5, per_client=100))
     admitted = 0
     for _ in range(8):
         try:
@@ -178,7 +193,7 @@ async def serve(store, extractor=None, call_timeout_s=120.0):
     one only a hung call reaches (a busy test machine must not fail a test that is not about time)."""
     await asyncio.to_thread(warm_up, PROFILES.values())
     tokens = TokenRegistry(store, store.keys.token_key())
-    core = Vault(store, store.keys, extractor or VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=2)))
+    core = Vault(store, store.keys, extractor or VectorExtractor(), limiter=FailureLimiter(store, Limits(per_subject=2)))
     metrics = Metrics()
     gatekeeper = Gatekeeper(set(SERVICE_NAMES), Authenticator(tls=False, tokens=tokens), AccessPolicy(), store,
                             metrics, call_timeout_s)

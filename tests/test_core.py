@@ -42,7 +42,7 @@ def vault(tmp_path):
     keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
     store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
     shreds = open_ledger(ledger_path(keys.path), keys)  # as the server keeps it: beside the key file
-    core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(Limits(per_subject=3, per_client=6)),
+    core = Vault(store, keys, VectorExtractor(), limiter=FailureLimiter(store, Limits(per_subject=3, per_client=6)),
                  shreds=shreds)
     yield core
     store.close()
@@ -222,10 +222,25 @@ def test_lockout_after_repeated_failures_is_audited(vault):
         assert not run(vault.verify(PANEL, photo("mallory", shot), subject_id="ana", modality=FACE)).matched
     with pytest.raises(LockedOut):
         run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE))
-    assert [r.entry.decision for r in vault.store.audit_records("default")][-1] == "LOCKED_OUT"
+    [lockout] = [r.entry for r in vault.store.audit_records("default") if r.entry.decision == "LOCKED_OUT"]
+    assert (lockout.subject_id, lockout.detail) == ("ana", "per-subject limit 3")
     # Another door is not locked out by this one's failures.
     other_door = Identity("default", frozenset({"panel"}), "door-2")
     assert run(vault.verify(other_door, photo("ana", 3), subject_id="ana", modality=FACE)).matched
+
+
+def test_a_lockout_names_the_limit_that_tripped(vault):
+    """The per-client limit tripping on a Verify that names a subject is audited as the per-client
+    limit (with the subject the try named), never as the per-subject one."""
+    for person in ("ana", "bob", "cem"):
+        enroll(vault, person)
+    for person in ("ana", "bob", "cem", "ana", "bob"):  # 5 failures, at most 2 per subject
+        assert not run(vault.verify(PANEL, photo("mallory", 1), subject_id=person, modality=FACE)).matched
+    assert not run(vault.verify(PANEL, photo("mallory", 1), subject_id="cem", modality=FACE)).matched  # the 6th
+    [lockout] = [r.entry for r in vault.store.audit_records("default") if r.entry.decision == "LOCKED_OUT"]
+    assert (lockout.rpc, lockout.subject_id, lockout.detail) == ("Lockout", "cem", "per-client limit 6")
+    with pytest.raises(LockedOut, match="this client"):
+        run(vault.verify(PANEL, photo("cem", 3), subject_id="cem", modality=FACE))
 
 
 def test_fingerprints_by_finger_and_iso_records(vault):

@@ -113,7 +113,7 @@ class Vault:
     keys: KeyStore
     extractor: Extractor
     index: MatchIndex = field(default_factory=MatchIndex)
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    limiter: FailureLimiter | None = None  # default: the default limits over this store's attempts
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)
     allow_face_embeddings: bool = False
     auditor_score_bands: bool = False
@@ -121,6 +121,8 @@ class Vault:
     shreds: ShredLedger | None = None  # per-template shred secrets (vault.shredding); None: rows sealed without
 
     def __post_init__(self):
+        if self.limiter is None:
+            self.limiter = FailureLimiter(self.store)
         self._ledger_paired = False  # the shred ledger knows which store it belongs to (pair_ledger)
         self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
         self.template_cohort = TemplateCohort(self.protector)  # each fingerprint template's offset
@@ -262,8 +264,8 @@ class Vault:
             await asyncio.to_thread(self.store.record, audit)
             outcome = SPENT if band else matched
         finally:
-            if self.limiter.end(caller.tenant, caller.name, person, SPENT if spent else outcome):
-                await self._record_lockout(caller, person)  # also when the try ends in an error
+            if tripped := self.limiter.end(caller.tenant, caller.name, person, SPENT if spent else outcome):
+                await self._record_lockout(caller, person, tripped)  # also when the try ends in an error
         return Verification(matched, audit.decision_id, report, band)
 
     async def identify(self, caller: Identity, probe: Sample | None, *, modality: int, finger: int = 0,
@@ -292,8 +294,8 @@ class Vault:
             await asyncio.to_thread(self.store.record, audit)
             found = SPENT if winners else False
         finally:
-            if self.limiter.end(caller.tenant, caller.name, None, SPENT if spent else found):
-                await self._record_lockout(caller, None)  # also when the try ends in an error
+            if tripped := self.limiter.end(caller.tenant, caller.name, None, SPENT if spent else found):
+                await self._record_lockout(caller, None, tripped)  # also when the try ends in an error
         return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
                               audit.decision_id, report)
 
@@ -481,12 +483,13 @@ class Vault:
 
         return code_for
 
-    async def _record_lockout(self, caller: Identity, subject: str | None) -> None:
-        log.warning("lockout of %s after repeated failures", caller.name)
+    async def _record_lockout(self, caller: Identity, subject: str | None, tripped: tuple[str, ...]) -> None:
+        """Audit a lockout, naming the limits the try tripped (the subject the try named is kept
+        even when only the per-client limit tripped)."""
+        detail = self.limiter.limits.describe(tripped)
+        log.warning("lockout of %s after repeated failures (%s)", caller.name, detail)
         await asyncio.to_thread(self.store.record, AuditEntry(
-            "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT",
-            f"per-subject limit {self.limiter.limits.per_subject}" if subject else
-            f"per-client limit {self.limiter.limits.per_client}"))
+            "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT", detail))
 
 
 class _Spent:

@@ -24,7 +24,7 @@ from vault.exceptions import VaultError
 from vault.extraction import Extractor, one_native_thread
 from vault.hsm import HsmConfig, Pkcs11Sealer
 from vault.keys import LocalKeyFile, passphrase_from_environment
-from vault.lockout import Limits, StoreFailureLimiter
+from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.profiles import MODALITY_NAMES, PROFILES
@@ -136,7 +136,7 @@ class VaultServer:
         self.shreds = open_ledger(settings.shred_store or ledger_path(key_file), self.keys)
         self.tokens = TokenRegistry(self.store, self.keys.token_key(), revocations=self.shreds)
         self.authenticator = Authenticator(tls=settings.tls_dir is not None, tokens=self.tokens)
-        self.vault = Vault(self.store, self.keys, self.extractor, self.index, StoreFailureLimiter(self.store, settings.limits),
+        self.vault = Vault(self.store, self.keys, self.extractor, self.index, FailureLimiter(self.store, settings.limits),
                            settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands,
                            shreds=self.shreds)
         self.administration = Administration(self.vault, self.tokens)

@@ -65,6 +65,19 @@ class ChangeListener(Protocol):
     def close(self) -> None: ...
 
 
+# The attempts role's vocabulary (the rule is vault.lockout's, kept in SQL by vault.store.sql):
+SPENT = "spent"  # an attempt's outcome that counts toward the client's budget only
+PER_SUBJECT, PER_CLIENT = "per-subject", "per-client"  # the limits a lockout can trip
+
+
+class Attempts(Protocol):
+    """Verification attempts and lockouts, shared by every replica of one store (vault.lockout)."""
+
+    def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]: ...
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | str | None,
+                    limits, now: float) -> tuple[str, ...]: ...
+
+
 class TemplateStore(Protocol):
     """What the vault needs of a store; SqlStore (vault.store.sql) is the one implementation, with
     SQLite and PostgreSQL backends. Every write that changes templates or tokens appends its audit
@@ -93,10 +106,10 @@ class TemplateStore(Protocol):
     def changes_after(self, cursor: int, limit: int = 1000) -> list[Change]: ...
     def change_listener(self) -> ChangeListener: ...
     def prune_changes(self, older_than_s: float) -> int: ...
-    # lockout (vault.lockout.StoreFailureLimiter)
+    # lockout (vault.lockout.FailureLimiter)
     def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]: ...
-    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | None, limits,
-                    now: float) -> bool: ...
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | str | None,
+                    limits, now: float) -> tuple[str, ...]: ...
     # audit
     def record(self, audit: AuditEntry) -> None: ...
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]: ...
@@ -174,7 +187,7 @@ MIGRATIONS: list[str] = [
         kind         TEXT NOT NULL
     );
     """,
-    # 4: failed and in-flight verification attempts and lockouts (vault.lockout.StoreFailureLimiter),
+    # 4: failed and in-flight verification attempts and lockouts (vault.lockout.FailureLimiter),
     # shared by every replica of one store. subject '' is a client-wide entry.
     """
     CREATE TABLE attempts (

@@ -10,8 +10,9 @@ from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.exceptions import FailedPrecondition
-from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS, Change,
-                              TemplateRow, TokenRow, audit_from, audit_values, row_from, row_values)
+from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, PER_CLIENT, PER_SUBJECT, REMOVE, REVOKED, SPENT,
+                              TEMPLATE_COLUMNS, Change, TemplateRow, TokenRow, audit_from, audit_values, row_from,
+                              row_values)
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
@@ -200,16 +201,17 @@ class SqlStore:
         return True
 
     # -- lockout: attempts shared by every replica of this store ---------------------------------
-    # An attempt row is 'open' while its call runs, then 'failed' (counts for the client and the
-    # subject) or 'cleared' (a failure that counts for the client only: its subject was matched
-    # since, or locked out); a match or a call without decision leaves no row.
+    # The one lockout rule (vault.lockout). An attempt row is 'open' while its call runs, then
+    # 'failed' (counts for the client and the subject) or 'cleared' (counts for the client only:
+    # SPENT, or a failure whose subject was matched since, or locked out); a match or a call without
+    # decision leaves no row.
     def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]:
         """Admit a verification attempt (attempt id, "") or refuse it (None, why). Serialised with
         every other writer of the store (the audit lock), so replicas cannot admit past a limit
         together; attempts in flight count, so concurrent ones cannot either."""
         with self._audit_lock, self._transaction() as cur:
             self._lock_audit(cur)
-            for scope, limit in self._scopes(subject, limits):
+            for scope, name, limit in self._scopes(subject, limits):
                 found = self._execute(cur, "SELECT until FROM lockouts WHERE tenant = ? AND client = ? AND subject = ?",
                                       (tenant, client, scope)).fetchone()
                 what = "this subject from this client" if scope else "this client"
@@ -222,28 +224,27 @@ class SqlStore:
                                "VALUES (?, ?, ?, ?, ?, 'open')", (attempt_id, tenant, client, subject, now))
             return attempt_id, ""
 
-    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | None, limits,
-                    now: float) -> bool:
-        """Close an attempt: a failure counts (True when it locks the client or the subject out), a
-        match clears the subject's failures, "spent" (vault.lockout.SPENT) counts for the client
-        only, None (no decision) leaves no trace."""
-        spent = matched == "spent"
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | str | None,
+                    limits, now: float) -> tuple[str, ...]:
+        """Close an attempt: a failure counts, a match clears the subject's failures, SPENT counts
+        for the client only, None (no decision) leaves no trace. The limits the attempt tripped
+        (PER_SUBJECT, PER_CLIENT), which lock the subject or the client out; () when none."""
         with self._audit_lock, self._transaction() as cur:
             self._lock_audit(cur)
             self._execute(cur, "DELETE FROM attempts WHERE tenant = ? AND client = ? AND at < ?",
                           (tenant, client, now - max(limits.window_s, OPEN_ATTEMPT_S)))
-            if spent:  # 'cleared' counts for the client only
+            if matched == SPENT:  # 'cleared' counts for the client only
                 self._execute(cur, "UPDATE attempts SET state = 'cleared', at = ? WHERE attempt_id = ?", (now, attempt_id))
                 subject = ""
             elif matched is None or matched:
                 self._execute(cur, "DELETE FROM attempts WHERE attempt_id = ?", (attempt_id,))
                 if matched and subject:
                     self._clear_subject(cur, tenant, client, subject)
-                return False
+                return ()
             else:
                 self._execute(cur, "UPDATE attempts SET state = 'failed', at = ? WHERE attempt_id = ?", (now, attempt_id))
-            locked = False
-            for scope, limit in self._scopes(subject, limits):
+            tripped = []
+            for scope, name, limit in self._scopes(subject, limits):
                 if self._count(cur, tenant, client, scope, now, limits, with_open=False) >= limit:
                     self._execute(cur, "DELETE FROM lockouts WHERE tenant = ? AND client = ? AND subject = ?",
                                   (tenant, client, scope))
@@ -254,12 +255,13 @@ class SqlStore:
                     else:
                         self._execute(cur, "DELETE FROM attempts WHERE tenant = ? AND client = ? AND state != 'open'",
                                       (tenant, client))
-                    locked = True
-            return locked
+                    tripped.append(name)
+            return tuple(tripped)
 
     @staticmethod
-    def _scopes(subject: str, limits) -> list[tuple[str, int]]:
-        return [("", limits.per_client)] + ([(subject, limits.per_subject)] if subject else [])
+    def _scopes(subject: str, limits) -> list[tuple[str, str, int]]:
+        """(scope, limit name, limit): the client's ('' scope) and, for a named subject, the subject's."""
+        return [("", PER_CLIENT, limits.per_client)] + ([(subject, PER_SUBJECT, limits.per_subject)] if subject else [])
 
     def _count(self, cur, tenant: str, client: str, scope: str, now: float, limits, with_open: bool) -> int:
         counted = "'failed'" if scope else "'failed', 'cleared'"
