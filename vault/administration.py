@@ -5,13 +5,12 @@ tenant and appends its own audit record.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
 from vault.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
 from vault.auth import ROLES, Identity, check_name
-from vault.core import Vault, check_id
+from vault.core import Vault, check_id, off_loop
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.identification import Capacity
 from vault.store import LIVE
@@ -43,16 +42,16 @@ class Administration:
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
         name = check_name(name, "name")
-        return await asyncio.to_thread(self.tokens.create, caller.tenant, role, name,
+        return await off_loop(self.tokens.create, caller.tenant, role, name,
                                        AuditEntry("CreateToken", caller.tenant, caller.name, decision="created"),
                                        lifetime_s or DEFAULT_LIFETIME_S)
 
     async def list_tokens(self, caller: Identity) -> list[TokenInfo]:
-        return await asyncio.to_thread(self.tokens.list, caller.tenant)
+        return await off_loop(self.tokens.list, caller.tenant)
 
     async def revoke_token(self, caller: Identity, token_id: str) -> None:
         token_id = check_id(token_id, "token_id")
-        await asyncio.to_thread(self.tokens.revoke, caller.tenant, token_id,
+        await off_loop(self.tokens.revoke, caller.tenant, token_id,
                                 AuditEntry("RevokeToken", caller.tenant, caller.name, decision="revoked"))
 
     # -- keys ---------------------------------------------------------------------------------------
@@ -60,37 +59,40 @@ class Administration:
         """A new current key version for the tenant; templates under older versions keep matching
         until they are re-enrolled (KeyStatus lists who is left)."""
         keys, store = self.vault.keys, self.vault.store
-        keys.ensure_tenant(caller.tenant)
-        key = await asyncio.to_thread(keys.rotate, caller.tenant)
-        await asyncio.to_thread(store.record, AuditEntry(
+        await off_loop(keys.ensure_tenant, caller.tenant)
+        key = await off_loop(keys.rotate, caller.tenant)
+        await off_loop(store.record, AuditEntry(
             "RotateKey", caller.tenant, caller.name, decision="rotated", detail=f"key_version={key.version}"))
         return key.version
 
     async def destroy_key_version(self, caller: Identity, version: int) -> int:
         """Destroy an old key version no live template uses (crypto-shredding): the number of
         revoked templates sealed under it, which nothing can open any more."""
-        if version == self.vault.keys.current_version(caller.tenant):
+        if version == await off_loop(self.vault.keys.current_version, caller.tenant):
             raise FailedPrecondition("the current key version cannot be destroyed: rotate first")
-        rows = await asyncio.to_thread(self.vault.store.list, caller.tenant, None, True)
+        rows = await off_loop(self.vault.store.list, caller.tenant, None, True)
         live = sum(r.key_version == version and r.status == LIVE for r in rows)
         if live:
             raise FailedPrecondition(f"{live} live templates use key version {version}: re-enrol or revoke them first "
                                      "(KeyStatus lists their subjects)")
-        await asyncio.to_thread(self.vault.keys.destroy, caller.tenant, version)
+        await off_loop(self.vault.keys.destroy, caller.tenant, version)
         shredded = sum(r.key_version == version for r in rows)
-        await asyncio.to_thread(self.vault.store.record, AuditEntry(
+        await off_loop(self.vault.store.record, AuditEntry(
             "DestroyKeyVersion", caller.tenant, caller.name, decision="destroyed",
             detail=f"key_version={version} templates={shredded}"))
         return shredded
 
     async def key_status(self, caller: Identity) -> KeyStatus:
+        return await off_loop(self._key_status, caller.tenant)
+
+    def _key_status(self, tenant: str) -> KeyStatus:
         keys = self.vault.keys
-        current = keys.current_version(caller.tenant)
-        rows = [r for r in await asyncio.to_thread(self.vault.store.list, caller.tenant) if r.status == LIVE]
+        current = keys.current_version(tenant)
+        rows = [r for r in self.vault.store.list(tenant) if r.status == LIVE]
         counts = Counter(r.key_version for r in rows)
-        return KeyStatus(current, {v: counts.get(v, 0) for v in keys.versions(caller.tenant)},
+        return KeyStatus(current, {v: counts.get(v, 0) for v in keys.versions(tenant)},
                          sorted({r.subject_id for r in rows if r.key_version < current}),
-                         self.vault.identify_capacity(caller.tenant))
+                         self.vault.identify_capacity(tenant))
 
     # -- audit ----------------------------------------------------------------------------------------
     async def read_audit(self, caller: Identity, after: int = 0, limit: int = 0) -> list[tuple[int, AuditRecord]]:
@@ -100,7 +102,7 @@ class Administration:
         limit = limit or 1000
         if not 1 <= limit <= MAX_AUDIT_BATCH or after < 0:
             raise InvalidArgument(f"limit must be 1-{MAX_AUDIT_BATCH}, after_seq >= 0")
-        records = await asyncio.to_thread(self.vault.store.tenant_audit, caller.tenant, after, limit)
+        records = await off_loop(self.vault.store.tenant_audit, caller.tenant, after, limit)
         return [(after + i + 1, record) for i, record in enumerate(records)]
 
     async def verify_audit(self, caller: Identity) -> tuple[int, list[ChainProblem]]:
@@ -108,12 +110,15 @@ class Administration:
         caller's tenant's records, problems found). Problems in the tenant's own records carry their
         number in its trail; a break elsewhere is reported without numbers or details, which are the
         operator's (`vault audit verify --state-dir`)."""
-        records = await asyncio.to_thread(lambda: list(self.vault.store.audit_records()))
+        return await off_loop(self._verify_audit, caller.tenant)
+
+    def _verify_audit(self, tenant: str) -> tuple[int, list[ChainProblem]]:
+        records = list(self.vault.store.audit_records())
         anchor_file = self.vault.store.anchor
         anchor = anchor_file.head() if anchor_file is not None else None
         alarms = anchor_file.alarms() if anchor_file is not None else []
         problems = verify_chain(self.vault.keys.audit_key(), records, anchor)
-        own = {r.seq: n for n, r in enumerate((r for r in records if r.entry.tenant == caller.tenant), start=1)}
+        own = {r.seq: n for n, r in enumerate((r for r in records if r.entry.tenant == tenant), start=1)}
         shown = [ChainProblem(own[p.seq], p.problem) for p in problems if p.seq in own]
         # A cut tail the anchor saw: the lost records' seqs are reused by newer ones, so no number
         # in this tenant's trail names them; every tenant is told (any of them may have lost records).

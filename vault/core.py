@@ -5,6 +5,9 @@ directly. Each operation reads top to bottom:
     validate -> extract (worker processes) -> protect (tenant key) -> store + audit (one
     transaction) -> update the in-memory index -> a decision or metadata
 
+Nothing that blocks runs on the event loop: every store, limiter, key, protection and matching
+step runs through `off_loop` (a worker thread), in Verify and Identify alike; the loop only awaits.
+
 Who the caller is and whether their role allows the operation is settled before the core is
 called (vault.rpc.interceptor); the core receives the caller's Identity to scope every read and
 write to its tenant. Nothing it returns, logs or stores holds an image, a feature vector, a code or
@@ -14,6 +17,7 @@ a score (except an auditor's coarse score band, when the site enables it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -134,7 +138,8 @@ class Vault:
         modality = check_modality(modality)
         finger = check_finger(modality, finger)
         vectors, reports = await self._features(modality, samples, require_single_face, client=caller_key(caller))
-        row, code, key, shred = self._new_template(caller.tenant, subject_id, modality, finger, vectors)
+        row, code, key, shred = await off_loop(self._new_template, caller.tenant, subject_id, modality, finger,
+                                               vectors)
         audit = AuditEntry("Enroll", caller.tenant, caller.name, subject_id, row.template_id, "enrolled",
                            f"samples={len(vectors)} profile={row.profile} key_version={row.key_version}")
 
@@ -151,12 +156,13 @@ class Vault:
                       require_single_face: bool = False) -> Reissue:
         old_id = check_id(template_id, "template_id")
         reason = check_reason(reason)
-        old = await asyncio.to_thread(self.store.get, caller.tenant, old_id)
+        old = await off_loop(self.store.get, caller.tenant, old_id)
         if old is None or old.status != LIVE:
             raise NotFound("no live template with that template_id")
         vectors, reports = await self._features(old.modality, samples, require_single_face,
                                                 client=caller_key(caller))
-        row, code, key, shred = self._new_template(caller.tenant, old.subject_id, old.modality, old.finger, vectors)
+        row, code, key, shred = await off_loop(self._new_template, caller.tenant, old.subject_id, old.modality,
+                                               old.finger, vectors)
         audit = AuditEntry("Reissue", caller.tenant, caller.name, old.subject_id, f"{old_id}->{row.template_id}",
                            "reissued", reason)
 
@@ -184,7 +190,7 @@ class Vault:
         if target == "template_id":
             candidates = [value]
         else:
-            candidates = [r.template_id for r in await asyncio.to_thread(self.store.list, caller.tenant, value)]
+            candidates = [r.template_id for r in await off_loop(self.store.list, caller.tenant, value)]
         audit = AuditEntry("Revoke", caller.tenant, caller.name, value if target == "subject_id" else "",
                            "", "revoked", reason)
 
@@ -204,9 +210,9 @@ class Vault:
     async def list_templates(self, caller: Identity, subject_id: str = "", include_revoked: bool = False,
                              only_old_key_versions: bool = False) -> list[TemplateRow]:
         subject = check_id(subject_id, "subject_id") if subject_id else None
-        rows = await asyncio.to_thread(self.store.list, caller.tenant, subject, include_revoked)
+        rows = await off_loop(self.store.list, caller.tenant, subject, include_revoked)
         if only_old_key_versions:
-            current = self.keys.current_version(caller.tenant)
+            current = await off_loop(self.keys.current_version, caller.tenant)
             rows = [r for r in rows if r.status == LIVE and r.key_version < current]
         return rows
 
@@ -235,23 +241,21 @@ class Vault:
             # the probe is read, and so every error it can cause, is the same whether the template
             # exists or not (issue 24, finding 6).
             modality = modality or (FINGERPRINT if probe.kind == ISO_19794_2 else FACE)
-            row = await asyncio.to_thread(self.store.get, caller.tenant, claimed)
+            row = await off_loop(self.store.get, caller.tenant, claimed)
             # Unknown, another tenant's, revoked, other-modality and other-finger templates all
             # answer NO_MATCH, audited and counted alike: no oracle for what exists.
             live = (row is not None and row.status == LIVE and modality == row.modality
                     and finger in (0, row.finger))
             where = {"template_id": claimed} if live else None
             person = row.subject_id if live else claimed
-        self.limiter.begin(caller.tenant, caller.name, person)
-        outcome = None  # what the try spends (vault.lockout): None until there is an answer
-        spent = _Spent()
-        try:
+        async with self._attempt(caller, person) as attempt:
             # Extract even when nothing can match, so the answer's timing does not reveal enrolment.
-            (vector,), (report,) = await self._features(modality, [probe], require_single_face,
-                                                        self._probe_features(caller.tenant, modality),
-                                                        spent, client=caller_key(caller))
-            matched, best = (self.index.verify(caller.tenant, modality, self._probe_codes(caller.tenant, vector),
-                                               **where) if where else (False, 0.0))
+            (vector,), (report,) = await self._features(
+                modality, [probe], require_single_face, await off_loop(self._probe_features, caller.tenant, modality),
+                attempt.spent, client=caller_key(caller))
+            matched, best = (await off_loop(self.index.verify, caller.tenant, modality,
+                                            self._probe_codes(caller.tenant, vector), **where)
+                             if where else (False, 0.0))
             # An auditor's score band (where the site enables them) only comes with a MATCH: a band
             # for NO_MATCH would tell a climber which way is warmer (issue 24, finding 5: deciles
             # let one climb from another person's face to a MATCH in ~500 calls). A banded answer
@@ -261,11 +265,8 @@ class Vault:
                 band = max(1, min(10, int(best * 10) + 1))
             audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
                                **{claim: claimed})
-            await asyncio.to_thread(self.store.record, audit)
-            outcome = SPENT if band else matched
-        finally:
-            if tripped := self.limiter.end(caller.tenant, caller.name, person, SPENT if spent else outcome):
-                await self._record_lockout(caller, person, tripped)  # also when the try ends in an error
+            await off_loop(self.store.record, audit)
+            attempt.outcome = SPENT if band else matched
         return Verification(matched, audit.decision_id, report, band)
 
     async def identify(self, caller: Identity, probe: Sample | None, *, modality: int, finger: int = 0,
@@ -278,24 +279,18 @@ class Vault:
         limit = max_candidates or 1
         if not 1 <= limit <= MAX_CANDIDATES:
             raise InvalidArgument(f"max_candidates must be 1-{MAX_CANDIDATES}")
-        self.limiter.begin(caller.tenant, caller.name)
-        found = None  # what the try spends (vault.lockout): candidates are an answer like a NO_MATCH
-        spent = _Spent()
-        try:
-            (vector,), (report,) = await self._features(modality, [probe], require_single_face,
-                                                        self._probe_features(caller.tenant, modality),
-                                                        spent, client=caller_key(caller))
-            code_for = self._probe_codes(caller.tenant, vector)
-            winners = await asyncio.to_thread(self.index.identify, caller.tenant, modality, code_for, limit, finger,
-                                              self.identification.fpir)
+        async with self._attempt(caller, None) as attempt:
+            (vector,), (report,) = await self._features(
+                modality, [probe], require_single_face, await off_loop(self._probe_features, caller.tenant, modality),
+                attempt.spent, client=caller_key(caller))
+            winners = await off_loop(self.index.identify, caller.tenant, modality,
+                                     self._probe_codes(caller.tenant, vector), limit, finger, self.identification.fpir)
             audit = AuditEntry("Identify", caller.tenant, caller.name, ",".join(h.subject_id for h in winners),
                                ",".join(h.template_id for h in winners),
                                "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
-            await asyncio.to_thread(self.store.record, audit)
-            found = SPENT if winners else False
-        finally:
-            if tripped := self.limiter.end(caller.tenant, caller.name, None, SPENT if spent else found):
-                await self._record_lockout(caller, None, tripped)  # also when the try ends in an error
+            await off_loop(self.store.record, audit)
+            # Candidates are an answer like a NO_MATCH (vault.lockout)
+            attempt.outcome = SPENT if winners else False
         return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
                               audit.decision_id, report)
 
@@ -483,13 +478,53 @@ class Vault:
 
         return code_for
 
+    @contextlib.asynccontextmanager
+    async def _attempt(self, caller: Identity, subject: str | None):
+        """One try under the lockout rule (vault.lockout), its limiter calls off the event loop:
+        admitted (or LockedOut, before anything else happens), then ended however the body ends
+        (an error, a cancelled call), and a lockout it trips audited."""
+        tenant, client = caller.tenant, caller.name
+        admitted = asyncio.ensure_future(off_loop(self.limiter.begin, tenant, client, subject))
+        try:
+            await asyncio.shield(admitted)
+        except asyncio.CancelledError:
+            # The call went away while the store admitted the try: once admitted, it ends counting nothing.
+            admitted.add_done_callback(lambda done: None if done.cancelled() or done.exception() else
+                                       _background(off_loop(self.limiter.end, tenant, client, subject, None)))
+            raise
+        attempt = _Attempt()
+        try:
+            yield attempt
+        finally:
+            outcome = SPENT if attempt.spent else attempt.outcome
+            if tripped := await asyncio.shield(off_loop(self.limiter.end, tenant, client, subject, outcome)):
+                await self._record_lockout(caller, subject, tripped)  # also when the try ends in an error
+
     async def _record_lockout(self, caller: Identity, subject: str | None, tripped: tuple[str, ...]) -> None:
         """Audit a lockout, naming the limits the try tripped (the subject the try named is kept
         even when only the per-client limit tripped)."""
         detail = self.limiter.limits.describe(tripped)
         log.warning("lockout of %s after repeated failures (%s)", caller.name, detail)
-        await asyncio.to_thread(self.store.record, AuditEntry(
+        await off_loop(self.store.record, AuditEntry(
             "Lockout", caller.tenant, caller.name, subject or "", "", "LOCKED_OUT", detail))
+
+
+class _Attempt:
+    """A try in progress: what it spends (vault.lockout), None until there is an answer."""
+
+    def __init__(self):
+        self.outcome: bool | str | None = None
+        self.spent = _Spent()
+
+
+_BACKGROUND: set[asyncio.Future] = set()
+
+
+def _background(coroutine) -> None:
+    """Run a coroutine to its end with nobody awaiting it (kept referenced until done)."""
+    task = asyncio.ensure_future(coroutine)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 class _Spent:
@@ -525,10 +560,17 @@ def row_identity(row: TemplateRow) -> RowIdentity:
                        row.key_version, profile.sealed_sample_count(row.sample_count) if profile else None)
 
 
+async def off_loop(call, /, *args, **kwargs):
+    """The one way the core runs a blocking step (store, limiter, keys, protection, matching): in a
+    worker thread, never on the event loop, so one slow call (a PostgreSQL round trip, a large
+    gallery) delays only itself."""
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
 async def committed(change):
     """Run a store change and its index update to the end even if the call is cancelled meanwhile
     (client deadline, shutdown): the database and the in-memory index never disagree."""
-    return await asyncio.shield(asyncio.to_thread(change))
+    return await asyncio.shield(off_loop(change))
 
 
 def prefetched(rows, batch: int = 2000, depth: int = 8):
