@@ -2,13 +2,16 @@
 base made locally from Debian packages (container/base-image.sh), numeric non-root user, code
 read-only (--read-only too), keys and data on two volumes, only ca.crt/server.crt/server.key mounted
 (no CA key), the HEALTHCHECK over the token port with the CA alone, metrics reachable from outside
-the container. Reports the image's size. Skipped where podman or mmdebstrap are missing, or not root
-(.ci/run installs them on Debian)."""
+the container. Reports the image's size. Then compose.yaml with podman-compose: two PostgreSQL
+services (data, and the key side's shred ledger) from container/postgres.Dockerfile and two
+replicas, each healthy; a template enrolled on one replica verifies on the other. Skipped where
+podman, podman-compose or mmdebstrap are missing, or not root (.ci/run installs them on Debian)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 BASE = "localhost/vault-base:bookworm"
 IMAGE = "localhost/vault:test"
+POSTGRES_IMAGE = "localhost/vault-postgres:bookworm"
 UID = 10001
 
 
@@ -157,3 +161,88 @@ def test_the_image_runs_as_the_readme_says(image, tmp_path):
     finally:
         podman("rm", "-f", name, check=False)
         podman("volume", "rm", "-f", data, keys, check=False)
+
+
+@pytest.fixture(scope="module")
+def postgres_image(image):
+    """container/postgres.Dockerfile on the same base (a rebuild is the layer cache's)."""
+    started = time.monotonic()
+    podman("build", "--format", "docker", "--network", "host", "-t", POSTGRES_IMAGE,
+           "-f", str(ROOT / "container" / "postgres.Dockerfile"), str(ROOT / "container"), timeout=900)
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", POSTGRES_IMAGE).stdout.strip())
+    print(f"image {POSTGRES_IMAGE}: {size / 1e6:.0f} MB, built in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    yield POSTGRES_IMAGE
+
+
+def compose_site(tmp_path: Path) -> Path:
+    """compose.yaml's site files: server_files' plus the two databases' passwords and the servers'
+    pgpass (0600, the server's user), and an enroller and a panel certificate for the client."""
+    site, _, _ = server_files(tmp_path)
+    for role in ("enroller", "panel"):
+        pki.issue(site / "pki", f"acme-{role}", tenant="acme", role=role)
+    secrets_dir = site / "secrets"
+    db, ledger = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    (secrets_dir / "db-password").write_text(db + "\n")
+    (secrets_dir / "ledger-password").write_text(ledger + "\n")
+    (secrets_dir / "pgpass").write_text(f"db:5432:vault:vault:{db}\nledger:5432:ledger:vault:{ledger}\n")
+    for name in ("db-password", "ledger-password", "pgpass"):
+        (secrets_dir / name).chmod(0o600)
+    os.chown(secrets_dir / "pgpass", UID, UID)
+    return site
+
+
+def test_compose_runs_two_replicas_on_postgresql(image, postgres_image, tmp_path):
+    if shutil.which("podman-compose") is None:
+        pytest.skip("needs podman-compose (a Debian package; .ci/run installs it)")
+    site = compose_site(tmp_path)
+    project = f"vault-{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in ("VAULT_1_PORT", "VAULT_1_TOKEN_PORT", "VAULT_2_PORT", "VAULT_2_TOKEN_PORT")}
+    env = {**podman_environment(), "VAULT_SITE": str(site), "VAULT_IMAGE": image, **{k: str(v) for k, v in ports.items()}}
+
+    def compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        done = subprocess.run(["podman-compose", "-p", project, "-f", str(ROOT / "compose.yaml"), *args],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+        assert done.returncode == 0, f"podman-compose {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    services = ("db", "ledger", "vault-1", "vault-2")
+    names = {service: f"{project}_{service}_1" for service in services}
+    started = time.monotonic()
+    try:
+        compose("up", "-d", "--no-build")
+        for service in services:  # one after another: each waits the rest of the others' time
+            wait_healthy(names[service])
+        up_s = time.monotonic() - started
+        print(f"compose up: {len(services)} services healthy {up_s:.0f} s after `podman-compose up -d`", file=sys.stderr)
+        (ROOT / "bench-out").mkdir(exist_ok=True)
+        (ROOT / "bench-out" / "compose-up.txt").write_text(f"compose up, all healthy: {up_s:.1f} s\n")
+        # Enrol on one replica, verify on the other (the change feed carries it within a second).
+        client = ["--tls-dir", str(site / "pki")]
+        face, other = tmp_path / "alice.pgm", tmp_path / "bob.pgm"
+        face.write_bytes(read("face", "orl", "s1", "1.pgm"))
+        enrolled = vault_cli("enroll", "--server", f"localhost:{ports['VAULT_1_PORT']}", *client,
+                             "--identity", "acme-enroller", "--subject", "alice", str(face))
+        assert enrolled.returncode == 0, enrolled.stderr
+        face.write_bytes(read("face", "orl", "s1", "5.pgm"))
+        other.write_bytes(read("face", "orl", "s2", "5.pgm"))
+        on_2 = ["--server", f"localhost:{ports['VAULT_2_PORT']}", *client, "--identity", "acme-panel", "--subject", "alice"]
+        deadline = time.monotonic() + 10
+        while (verified := vault_cli("verify", *on_2, str(face))).returncode == 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert verified.returncode == 0 and "MATCH" in verified.stdout, verified.stdout + verified.stderr
+        assert vault_cli("verify", *on_2, str(other)).returncode == 3  # NO_MATCH: someone else
+        # The shred secret went to the key side's database, never to the data's.
+        assert podman("exec", "--user", "postgres", names["ledger"], "psql", "-Atc", "SELECT count(*) FROM shred_secrets", "ledger"
+                      ).stdout.strip() == "1"
+        tables = podman("exec", "--user", "postgres", names["db"], "psql", "-Atc", "SELECT tablename FROM pg_tables WHERE schemaname = "
+                        "current_schema()", "vault").stdout.split()
+        assert "templates" in tables and "shred_secrets" not in tables
+        # No secret in any log: neither database password nor the key passphrase.
+        logs = "".join(podman("logs", names[s], check=False).stdout + podman("logs", names[s], check=False).stderr
+                       for s in services)
+        for secret_file in ("db-password", "ledger-password", "passphrase"):
+            assert (site / "secrets" / secret_file).read_text().strip() not in logs
+    finally:
+        subprocess.run(["podman-compose", "-p", project, "-f", str(ROOT / "compose.yaml"), "down", "-v"],
+                       capture_output=True, env=env, cwd=ROOT, timeout=300)
+        podman("network", "rm", "-f", f"{project}_default", check=False)
