@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -126,7 +127,8 @@ class AuditAnchor:
 
     def _write(self, document: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # replicas on one host share the file
+        # Replicas on one host share the file, and in containers each is PID 1: a random name.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
         with os.fdopen(create_private(tmp), "w") as handle:
             json.dump(document, handle)
         os.replace(tmp, self.path)
