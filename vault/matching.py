@@ -27,6 +27,7 @@ from numba.extending import intrinsic
 
 from vault.identification import per_comparison_fmr
 from vault.normalisation import cohort_stats, normalise
+from vault.prefilter import best_rows
 from vault.profiles import ProtectionProfile
 
 
@@ -54,6 +55,25 @@ def _mismatch_kernel(words: int, planes: int):
                     differs |= codes[r, w, p] ^ probe[w, p]
                 total += _popcount(differs)
             out[r] = total
+
+    return mismatches
+
+
+@functools.cache
+def _listed_mismatch_kernel(words: int, planes: int):
+    """As _mismatch_kernel, for the listed rows only (read in place: no gathered copy)."""
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True)
+    def mismatches(codes, rows, probe, out):
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            total = 0
+            for w in range(words):
+                differs = codes[r, w, 0] ^ probe[w, 0]
+                for p in range(1, planes):
+                    differs |= codes[r, w, p] ^ probe[w, p]
+                total += _popcount(differs)
+            out[i] = total
 
     return mismatches
 
@@ -116,13 +136,19 @@ class Gallery:
         self.key_version = key_version
         self.threshold_shift = threshold_shift
         self._codes = np.zeros((16, profile.words, profile.planes), dtype=np.uint64)  # interleaved rows
+        # Each row's first words, held again side by side: what a prefiltered search reads
+        # (vault.prefilter); (0, ...) where the profile sets none.
+        self._prefix_words = min(profile.prefilter.words, profile.words) if profile.prefilter else 0
+        self._prefixes = np.zeros((16 if self._prefix_words else 0, self._prefix_words, profile.planes), np.uint64)
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._fused = np.zeros(16, dtype=bool)  # the row's template was enrolled from several samples
         self._offsets = np.zeros(16, dtype=np.float32)  # taken off the row's scores (vault.cohort)
         self._template_ids: list[str] = []  # per row
         self._subject_ids: list[str] = []  # per row
-        self._rows_of: dict[str, list[int]] = {}  # template id -> its rows
-        self._by_subject: dict[str, set[str]] = {}
+        # Tuples, not lists and sets: a million templates' small containers are most of what the
+        # gallery holds beside the codes (benchmarks/identify_speed.py: memory per template).
+        self._rows_of: dict[str, tuple[int, ...]] = {}  # template id -> its rows
+        self._by_subject: dict[str, tuple[str, ...]] = {}  # subject id -> its template ids
         # The normalisation cohort (vault.normalisation): its template ids, as a set, their subjects
         # and the highest cohort order among them; None until a search needs it, and after it changed.
         self._cohort: tuple[list[str], frozenset[str], np.ndarray, bytes] | None = None
@@ -150,19 +176,66 @@ class Gallery:
                 grown = np.zeros((2 * size, *self._codes.shape[1:]), dtype=np.uint64)
                 grown[:n] = self._codes[:n]
                 self._codes = grown
+                if self._prefix_words:
+                    prefixes = np.zeros((2 * size, *self._prefixes.shape[1:]), dtype=np.uint64)
+                    prefixes[:n] = self._prefixes[:n]
+                    self._prefixes = prefixes
                 self._fingers = np.concatenate([self._fingers, np.zeros(size, dtype=np.uint8)])
                 self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
                 self._offsets = np.concatenate([self._offsets, np.zeros(size, dtype=np.float32)])
             rows = list(range(n, n + len(codes)))
             self._codes[n:n + len(codes)] = codes.transpose(0, 2, 1)
+            if self._prefix_words:
+                self._prefixes[n:n + len(codes)] = self._codes[n:n + len(codes), :self._prefix_words]
             self._fingers[rows] = finger
             self._fused[rows] = sample_count > 1
             self._offsets[rows] = offsets
             self._template_ids += [template_id] * len(codes)
             self._subject_ids += [subject_id] * len(codes)
-            self._rows_of[template_id] = rows
-            self._by_subject.setdefault(subject_id, set()).add(template_id)
+            self._rows_of[template_id] = tuple(rows)
+            self._by_subject[subject_id] = self._by_subject.get(subject_id, ()) + (template_id,)
             if self._cohort is not None and self._enters_cohort(template_id):
+                self._new_cohort()
+
+    def add_many(self, template_ids: list[str], subject_ids: list[str], codes: np.ndarray, finger: int = 0) -> None:
+        """Add one-sample templates in bulk (a replica loading its store, benchmarks): one packed
+        code (planes, words) each, no offsets; ids already held are skipped."""
+        codes = np.asarray(codes, dtype=np.uint64).reshape(-1, self.profile.planes, self.profile.words)
+        with self._lock:
+            seen, fresh = set(self._rows_of), []
+            for i, template_id in enumerate(template_ids):
+                if template_id not in seen:
+                    seen.add(template_id)
+                    fresh.append(i)
+            n, count = len(self._template_ids), len(fresh)
+            size = len(self._codes)
+            while n + count > size:
+                size *= 2
+            if size != len(self._codes):
+                grown = np.zeros((size, *self._codes.shape[1:]), dtype=np.uint64)
+                grown[:n] = self._codes[:n]
+                self._codes = grown
+                if self._prefix_words:
+                    prefixes = np.zeros((size, *self._prefixes.shape[1:]), dtype=np.uint64)
+                    prefixes[:n] = self._prefixes[:n]
+                    self._prefixes = prefixes
+                extra = size - len(self._fingers)
+                self._fingers = np.concatenate([self._fingers, np.zeros(extra, dtype=np.uint8)])
+                self._fused = np.concatenate([self._fused, np.zeros(extra, dtype=bool)])
+                self._offsets = np.concatenate([self._offsets, np.zeros(extra, dtype=np.float32)])
+            self._codes[n:n + count] = codes[fresh].transpose(0, 2, 1)
+            if self._prefix_words:
+                self._prefixes[n:n + count] = self._codes[n:n + count, :self._prefix_words]
+            self._fingers[n:n + count] = finger
+            self._fused[n:n + count] = False
+            self._offsets[n:n + count] = 0.0
+            for row, i in enumerate(fresh, start=n):
+                template_id, subject_id = template_ids[i], subject_ids[i]
+                self._template_ids.append(template_id)
+                self._subject_ids.append(subject_id)
+                self._rows_of[template_id] = (row,)
+                self._by_subject[subject_id] = self._by_subject.get(subject_id, ()) + (template_id,)
+            if self._cohort is not None and count:
                 self._new_cohort()
 
     def remove(self, template_id: str) -> bool:
@@ -176,22 +249,24 @@ class Gallery:
             if self._cohort is not None and template_id in self._cohort[1]:
                 self._new_cohort()
             subject_id = self._subject_ids[rows[0]]
-            subject_templates = self._by_subject[subject_id]
-            subject_templates.discard(template_id)
-            if not subject_templates:
+            subject_templates = tuple(t for t in self._by_subject[subject_id] if t != template_id)
+            if subject_templates:
+                self._by_subject[subject_id] = subject_templates
+            else:
                 del self._by_subject[subject_id]
             for row in sorted(rows, reverse=True):
                 last = len(self._template_ids) - 1
                 if row != last:
                     self._codes[row] = self._codes[last]
+                    if self._prefix_words:
+                        self._prefixes[row] = self._prefixes[last]
                     self._fingers[row] = self._fingers[last]
                     self._fused[row] = self._fused[last]
                     self._offsets[row] = self._offsets[last]
                     moved = self._template_ids[last]
                     self._template_ids[row] = moved
                     self._subject_ids[row] = self._subject_ids[last]
-                    moved_rows = self._rows_of[moved]
-                    moved_rows[moved_rows.index(last)] = row
+                    self._rows_of[moved] = tuple(row if r == last else r for r in self._rows_of[moved])
                 self._template_ids.pop()
                 self._subject_ids.pop()
             return True
@@ -206,8 +281,33 @@ class Gallery:
 
     def _scores(self, probe: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         """Agreement of a packed probe (planes, words) with gallery rows, less each row's offset."""
-        agreements = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows], self.profile.hash_count)
+        if isinstance(rows, slice):
+            agreements = _interleaved_agreement(np.ascontiguousarray(probe.T), self._codes[rows],
+                                                self.profile.hash_count)
+        else:  # listed rows, read in place
+            differing = np.empty(len(rows), dtype=np.int64)
+            _listed_mismatch_kernel(self.profile.words, self.profile.planes)(
+                self._codes, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(probe.T), differing)
+            agreements = (1.0 - differing / self.profile.hash_count).astype(np.float32)
         return agreements - self._offsets[rows]
+
+    def _candidates(self, probe: np.ndarray, rows: np.ndarray, n: int, finger: int) -> np.ndarray:
+        """The rows a 1:N search scores in full: all of them, or the best by the prefix of their
+        codes where the profile sets a Prefilter and the gallery is large (vault.prefilter)."""
+        prefilter = self.profile.prefilter
+        if prefilter is None or not self._prefix_words or len(rows) < prefilter.from_rows:
+            return rows
+        words = self._prefix_words
+        probe_prefix = np.ascontiguousarray(probe.T[:words])
+        mismatches = np.empty(len(rows), dtype=np.int64)
+        if finger:
+            _listed_mismatch_kernel(words, self.profile.planes)(self._prefixes, rows, probe_prefix, mismatches)
+        else:
+            _mismatch_kernel(words, self.profile.planes)(self._prefixes[:n], probe_prefix, mismatches)
+        offsets = self._offsets[rows]
+        # an offset is taken off agreement: in prefix mismatches it is that share of the positions, added
+        extra = offsets * (words * 64) if offsets.any() else None
+        return rows[best_rows(mismatches, prefilter.keeps(len(rows)), extra)]
 
     def _new_cohort(self) -> None:
         """Forget the cohort and what was computed against it (it is chosen again when needed)."""
@@ -319,12 +419,13 @@ class Gallery:
         rate (vault.identification); `threshold` overrides both (benchmarks that sweep it)."""
         with self._lock:
             n = len(self._template_ids)
-            if finger:
-                rows = np.flatnonzero(self._fingers[:n] == finger)
-                scores = self._scores(probe, rows)
+            rows = np.flatnonzero(self._fingers[:n] == finger) if finger else np.arange(n)
+            candidates = self._candidates(probe, rows, n, finger)
+            if len(candidates) == n:
+                scores = self._scores(probe, slice(0, n))  # every row, in one pass without a gather
             else:
-                rows = np.arange(n)
-                scores = self._scores(probe, slice(0, n))
+                rows = candidates
+                scores = self._scores(probe, rows)
             if self.profile.score_norm is not None:
                 # Normalise the best by raw agreement only: the cohort statistics move a score by
                 # far less than the gap between a genuine template and the bulk of the gallery.
