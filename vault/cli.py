@@ -147,7 +147,8 @@ def cli():
 @setting("--max-failures-per-subject", env="VAULT_MAX_FAILURES_PER_SUBJECT", type=click.IntRange(min=1), default=5,
          help="failed verifications of one person by one client before a lockout")
 @setting("--max-failures-per-client", env="VAULT_MAX_FAILURES_PER_CLIENT", type=click.IntRange(min=1), default=50,
-         help="failed verifications and empty identifications of one client before a lockout")
+         help="answers and failed extractions of one client before a lockout: NO_MATCH, every Identify, "
+              "a banded MATCH, a probe without a face (raise it for doors running Identify)")
 @setting("--failure-window", env="VAULT_FAILURE_WINDOW", type=click.FloatRange(min=1), default=300.0,
          help="seconds over which failures count")
 @setting("--lockout", env="VAULT_LOCKOUT", type=click.FloatRange(min=1), default=300.0, help="seconds a lockout lasts")
