@@ -3,9 +3,11 @@ key file, protection and match index serve concurrent Enroll, Verify, Identify, 
 Revoke and KeyStatus calls on a loopback gRPC server in this process, with asyncio's debug mode
 reporting every callback that holds the loop longer than SLOW_S ("Executing ... took ...").
 
-The store, the key store and the index's searches are delayed by a blocking sleep of DELAY_S per
-call, as a PostgreSQL round trip to a far replica or a large gallery would be: any of them made on
-the loop shows up as a slow callback. A delayed call made in a worker thread does not."""
+Extraction runs in a thread (as in the real pool's processes). The store, the key store and the
+index's searches are delayed by a blocking sleep of DELAY_S per call, as a PostgreSQL round trip to
+a far replica or a large gallery would be: any of them made on the loop shows up as a slow
+callback, and is named (a delayed call notes whether it runs on the loop's thread). A delayed call
+made in a worker thread does neither."""
 
 from __future__ import annotations
 
@@ -34,16 +36,27 @@ from vault.tokens import TokenRegistry
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 
-DELAY_S = 0.3  # each delayed call blocks its thread this long
-SLOW_S = 0.15  # asyncio debug mode reports a callback that holds the loop longer
+DELAY_S = 0.5  # each delayed call blocks its thread this long
+# asyncio debug mode reports a callback that holds the loop longer: a delayed call made on the loop
+# always does; an ordinary callback on a busy 2-core test machine does not come near it.
+SLOW_S = 0.45
+ON_LOOP: list[str] = []  # delayed calls made on the event loop's thread (named, for the failure message)
+
+
+def delay(what: str) -> None:
+    try:
+        asyncio.get_running_loop()  # raises in a worker thread: only the loop's thread has one running
+        ON_LOOP.append(what)
+    except RuntimeError:
+        pass
+    time.sleep(DELAY_S)
 
 
 class Delayed:
     """A real object whose public methods each block for DELAY_S first, counting the calls."""
 
-    def __init__(self, inner, delay_s: float = DELAY_S):
+    def __init__(self, inner):
         object.__setattr__(self, "_inner", inner)
-        object.__setattr__(self, "_delay_s", delay_s)
         object.__setattr__(self, "calls", 0)
 
     def __getattr__(self, name):
@@ -52,7 +65,7 @@ class Delayed:
             return value
 
         def delayed(*args, **kwargs):
-            time.sleep(self._delay_s)
+            delay(f"{type(self._inner).__name__}.{name}")
             object.__setattr__(self, "calls", self.calls + 1)
             return value(*args, **kwargs)
 
@@ -67,21 +80,30 @@ class DelayedIndex(MatchIndex):
 
     calls = 0
 
-    def _delay(self):
-        time.sleep(DELAY_S)
+    def _delay(self, what: str):
+        delay(f"MatchIndex.{what}")
         self.calls += 1
 
     def verify(self, *args, **kwargs):
-        self._delay()
+        self._delay("verify")
         return super().verify(*args, **kwargs)
 
     def identify(self, *args, **kwargs):
-        self._delay()
+        self._delay("identify")
         return super().identify(*args, **kwargs)
 
     def galleries(self, *args, **kwargs):
-        self._delay()
+        self._delay("galleries")
         return super().galleries(*args, **kwargs)
+
+
+class PooledExtractor(VectorExtractor):
+    """The fixed-vector double, off the loop as the real extraction pool's worker processes are."""
+
+    async def extract_many(self, modality, samples, require_single_face=False, features=(), client=None):
+        parent = super()
+        return await asyncio.to_thread(lambda: asyncio.run(parent.extract_many(modality, samples, require_single_face,
+                                                                               features, client)))
 
 
 class SlowCallbacks(logging.Handler):
@@ -113,8 +135,9 @@ def run_in_debug_mode(coroutine):
     async def main():
         loop = asyncio.get_running_loop()
         loop.slow_callback_duration = SLOW_S
-        # Threads enough for every delayed call at once: the test waits for the delays in parallel.
-        loop.set_default_executor(ThreadPoolExecutor(48))
+        # More threads than the default, so the test waits for more delays at once (not so many
+        # that their contention for the GIL stretches the loop's own callbacks).
+        loop.set_default_executor(ThreadPoolExecutor(16))
         return await coroutine
 
     return asyncio.run(main(), debug=True)
@@ -123,19 +146,22 @@ def run_in_debug_mode(coroutine):
 def test_the_detector_sees_a_blocking_call_on_the_loop(slow_callbacks):
     """The check below can fail: one delayed store call made on the loop is reported."""
     async def blocking():
-        time.sleep(DELAY_S)
+        delay("a blocking call")
 
+    ON_LOOP.clear()
     run_in_debug_mode(blocking())
     assert len(slow_callbacks.seen) == 1 and "took" in slow_callbacks.seen[0]
+    assert ON_LOOP == ["a blocking call"]
 
 
 def test_concurrent_calls_never_block_the_event_loop(tmp_path, slow_callbacks):
+    ON_LOOP.clear()
     keys = LocalKeyFile(deterministic_key_file(tmp_path / "keys.json"))
     real_store = open_store(f"sqlite:///{tmp_path / 'vault.db'}", keys.audit_key())
     store, slow_keys, index = Delayed(real_store), Delayed(keys), DelayedIndex()
     warm_up(PROFILES.values())
     tokens = TokenRegistry(store, keys.token_key())
-    core = Vault(store, slow_keys, VectorExtractor(), index,
+    core = Vault(store, slow_keys, PooledExtractor(), index,
                  limiter=FailureLimiter(store, Limits(per_subject=1000, per_client=1000)))
     administration = Administration(core, tokens)
     people = ["ana", "bob", "cem", "dia"]
@@ -184,4 +210,5 @@ def test_concurrent_calls_never_block_the_event_loop(tmp_path, slow_callbacks):
     assert [a.candidates[0].subject_id for a in answers[12:16]] == people
     assert len(answers[-1].revoked_template_ids) == 1
     assert store.calls > 50 and slow_keys.calls > 10 and index.calls > 20  # the delayed parts were used
+    assert ON_LOOP == []
     assert slow_callbacks.seen == []
