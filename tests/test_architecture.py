@@ -116,3 +116,41 @@ def test_the_client_package_needs_only_grpc_and_protobuf():
     assert "vault_client.client" in graph
     outside = {t.split(".")[0] for targets in graph.values() for t in targets} - {"vault_client", "__future__"}
     assert "grpc" in outside and outside - set(sys.stdlib_module_names) <= {"grpc", "google"}
+
+
+def role_members(role) -> set[str]:
+    """The methods and attributes a typing.Protocol names, its bases' included."""
+    import typing
+
+    return {name for cls in role.__mro__ if cls not in (object, typing.Protocol, typing.Generic)
+            for name in [*vars(cls), *getattr(cls, "__annotations__", {})] if not name.startswith("_")}
+
+
+def store_uses(path: Path, holder: str) -> set[str]:
+    """What a module reads of the store it holds as `self.<holder>` or a plain `<holder>`."""
+    used = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            value = node.value
+            if (isinstance(value, ast.Attribute) and value.attr == holder and isinstance(value.value, ast.Name)
+                    and value.value.id == "self") or (isinstance(value, ast.Name) and value.id == holder):
+                used.add(node.attr)
+    return used
+
+
+def test_each_part_uses_only_its_store_role():
+    """The store is seen through small roles (vault.store.base): each part of the vault reads only
+    the methods of the role it is typed with, and SqlStore implements every role."""
+    from vault.core import VaultStore
+    from vault.store import base
+
+    parts = {"vault/tokens.py": ("store", base.Tokens), "vault/replication.py": ("store", base.ChangeFeed),
+             "vault/lockout.py": ("attempts", base.Attempts), "vault/rpc/interceptor.py": ("audit_store", base.AuditTrail),
+             "vault/backup.py": ("store", base.Backups), "vault/core.py": ("store", VaultStore)}
+    outside = {part: sorted(store_uses(ROOT / part, holder) - role_members(role))
+               for part, (holder, role) in parts.items()}
+    assert {part: names for part, names in outside.items() if names} == {}
+    assert all(store_uses(ROOT / part, holder) for part, (holder, _) in parts.items())
+    every = role_members(base.TemplateStore)
+    assert every == set().union(*(role_members(r) for r in (base.Templates, base.Tokens, base.ChangeFeed,
+                                                             base.Attempts, base.AuditTrail, base.Backups))) | {"close"}

@@ -344,6 +344,34 @@ def test_cut_connections_are_replaced_and_a_lost_store_answers_unavailable():
 
 
 
+def test_one_storage_stack_implements_every_role_and_the_ledger_shares_its_connections(backend, tmp_path):
+    """Templates, tokens, change feed, attempts, audit and backups: each a small protocol, all of
+    them implemented by SqlStore on either backend; the shred ledger opens its database through the
+    same connection handling (vault.store.connections)."""
+    from vault.keys import LocalKeyFile
+    from vault.shredding import open_ledger
+    from vault.store import base
+    from vault.store.connections import PostgresDatabase, SqliteDatabase
+
+    store = backend.open()
+    try:
+        for role in (base.Templates, base.Tokens, base.ChangeFeed, base.Attempts, base.AuditTrail, base.Backups,
+                     base.TemplateStore):
+            assert isinstance(store, role), role.__name__
+        assert isinstance(store.database, PostgresDatabase if backend.name == "postgres" else SqliteDatabase)
+    finally:
+        store.close()
+    postgres = backend.name == "postgres"
+    ledger = open_ledger(backend.url if postgres else tmp_path / "keys.json.shred.db", LocalKeyFile(tmp_path / "keys.json"))
+    try:
+        assert isinstance(ledger._database, PostgresDatabase if postgres else SqliteDatabase)
+        ledger.put("t1", "acme", b"s" * 32)
+        assert ledger.secrets(["t1"]) == {"t1": b"s" * 32}
+        assert postgres or ledger._database.path.stat().st_mode & 0o777 == 0o600
+    finally:
+        ledger.close()
+
+
 def test_replicas_share_one_lockout_and_count_attempts_in_flight(backend):
     """Issue 14, finding 6: two replicas of one store count the same attempts, so an attacker gets
     the limit, not twice it, and tries in flight count."""

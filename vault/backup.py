@@ -30,7 +30,7 @@ from typing import Iterator
 
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.private_files import create_private
-from vault.store.sql import BACKUP_TABLES
+from vault.store.base import BACKUP_TABLES, Backups
 
 __all__ = ["FORMAT", "BackupSummary", "backup_key", "write_backup", "restore_backup"]
 
@@ -67,7 +67,7 @@ def _counts_line(counts: dict[str, int]) -> bytes:
     return json.dumps(counts, sort_keys=True).encode()
 
 
-def write_backup(store, path: str | os.PathLike, key: bytes) -> BackupSummary:
+def write_backup(store: Backups, path: str | os.PathLike, key: bytes) -> BackupSummary:
     """Write an archive of `store` (online: one consistent snapshot while the vault serves),
     authenticated under `key` (backup_key). Written 0600 beside `path` first and renamed into
     place, so `path` never names half an archive."""
@@ -139,7 +139,7 @@ def _json(path: Path, line: str) -> dict:
     return record
 
 
-def restore_backup(path: str | os.PathLike, store, key: bytes) -> BackupSummary:
+def restore_backup(path: str | os.PathLike, store: Backups, key: bytes) -> BackupSummary:
     """Load an archive into an empty store (either backend) in one transaction, all or nothing,
     once its HMAC under `key` (backup_key of the deployment's key store) checks out."""
     path = Path(path)

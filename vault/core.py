@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -39,8 +40,7 @@ from vault.lockout import SPENT, FailureLimiter
 from vault.matching import MatchIndex
 from vault.profiles import CURRENT, FACE, FINGERPRINT, MODALITY_NAMES, PROFILES
 from vault.protection import Protector, RowIdentity
-from vault.store import LIVE, TemplateRow, TemplateStore
-from vault.store.base import ADD
+from vault.store.base import ADD, LIVE, Attempts, AuditTrail, TemplateRow, Templates
 
 __all__ = ["FACE_EMBEDDING", "IMAGE", "ISO_19794_2", "Candidate", "Enrolment", "Identification",
            "IdentifyPolicy", "Reissue", "Sample", "Vault", "Verification"]
@@ -108,12 +108,17 @@ class Identification:
     report: SampleReport
 
 
+class VaultStore(Templates, AuditTrail, Attempts, Protocol):
+    """The store roles the core uses (vault.store.base): templates, the audit trail, and the
+    attempts its default limiter counts."""
+
+
 @dataclass
 class Vault:
     """Templates of every tenant: the store, the tenant keys, the extraction pool and the
     in-memory match index, under one set of rules."""
 
-    store: TemplateStore
+    store: VaultStore
     keys: KeyStore
     extractor: Extractor
     index: MatchIndex = field(default_factory=MatchIndex)
@@ -318,11 +323,14 @@ class Vault:
     # -- the in-memory index ----------------------------------------------------------------------
     def load_index(self) -> tuple[int, int]:
         """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
-        authentication (edited, swapped, sealed under other keys) is logged and never matches."""
+        authentication (edited, swapped, sealed under other keys) is logged and never matches.
+        Templates of one code go into their galleries in bulk (MatchIndex.add_many), a batch per
+        group at a time: a replica's start-up is mostly this loop."""
         loaded = refused = retired = 0
         keys: dict[tuple[str, int], TenantKey] = {}  # one key-store lookup per key version, not per row
         shred_secrets = self.shreds.secrets() if self.shreds is not None else {}
         live: set[str] = set()
+        batches: dict[tuple, _Batch] = {}
         rows = self.store.live_rows()
         if self.store.prefetch_reads:
             rows = prefetched(rows)
@@ -336,11 +344,25 @@ class Vault:
                 group = (row.tenant, row.key_version)
                 if group not in keys:
                     keys[group] = self.keys.tenant_key(*group)
-                self._index_row(row, key=keys[group], shred_secrets=shred_secrets)
+                key = keys[group]
+                code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed,
+                                             shred_secrets.get(row.template_id))
                 loaded += 1
             except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
                 refused += 1
                 log.error("template %s excluded from matching: %s", row.template_id, error.message)
+                continue
+            if len(code) != 1:  # a template whose sample codes are kept apart: rows of its own
+                self._index_row(row, code=code, key=key)
+                continue
+            batch = batches.setdefault((row.tenant, row.modality, profile.name, row.key_version),
+                                       _Batch(profile, self.cohort_shifts.shift(key, profile)))
+            offsets = self.template_cohort.offsets(key, profile, code)
+            batch.append(row, code[0], 0.0 if offsets is None else float(offsets[0]))
+            if len(batch.template_ids) >= _Batch.SIZE:
+                batch.flush_into(self.index, row.tenant, row.modality, row.key_version)
+        for (tenant, modality, _, key_version), batch in batches.items():
+            batch.flush_into(self.index, tenant, modality, key_version)
         if retired:
             log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
         if self.shreds is not None and (finished := self.shreds.retain(live, store_identity(self.store))):
@@ -545,7 +567,7 @@ def caller_key(caller: Identity) -> tuple[str, str]:
     return (caller.tenant, caller.name)
 
 
-def store_identity(store: TemplateStore) -> str | None:
+def store_identity(store: AuditTrail) -> str | None:
     """What names a template store across restarts, backups and restores: the MAC of its first audit
     record (under the audit key, so unique to the deployment); None for a store with no audit trail.
     The shred ledger sweeps only against the store it belongs to (vault.shredding.ShredLedger.retain)."""
@@ -571,6 +593,32 @@ async def committed(change):
     """Run a store change and its index update to the end even if the call is cancelled meanwhile
     (client deadline, shutdown): the database and the in-memory index never disagree."""
     return await asyncio.shield(off_loop(change))
+
+
+class _Batch:
+    """Unsealed one-code templates of one group, waiting to go into the index together."""
+
+    SIZE = 4096
+
+    def __init__(self, profile, threshold_shift: float):
+        self.profile, self.threshold_shift = profile, threshold_shift
+        self.template_ids, self.subject_ids, self.codes = [], [], []
+        self.fingers, self.fused, self.offsets = [], [], []
+
+    def append(self, row: TemplateRow, code, offset: float) -> None:
+        self.template_ids.append(row.template_id)
+        self.subject_ids.append(row.subject_id)
+        self.codes.append(code)
+        self.fingers.append(row.finger)
+        self.fused.append(row.sample_count > 1)
+        self.offsets.append(offset)
+
+    def flush_into(self, index: MatchIndex, tenant: str, modality: int, key_version: int) -> None:
+        if self.template_ids:
+            index.add_many(tenant, modality, self.profile, key_version, self.template_ids, self.subject_ids,
+                           np.stack(self.codes), np.asarray(self.fingers, np.uint8), np.asarray(self.fused),
+                           self.threshold_shift, np.asarray(self.offsets, np.float32))
+        self.__init__(self.profile, self.threshold_shift)
 
 
 def prefetched(rows, batch: int = 2000, depth: int = 8):

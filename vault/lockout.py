@@ -79,9 +79,9 @@ class FailureLimiter:
         limits this try tripped (PER_SUBJECT, PER_CLIENT; empty: no lockout)."""
         key = (tenant, client, subject or "")
         with self._lock:
-            attempts = self._open.get(key)
-            attempt_id = attempts.pop(0) if attempts else None
-            if attempts == []:
+            open_ids = self._open.get(key)
+            attempt_id = open_ids.pop(0) if open_ids else None
+            if open_ids == []:
                 del self._open[key]
         if attempt_id is None:
             return ()

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from vault.store.base import ADD, LIVE, REMOVE, TemplateRow
+from vault.store.base import ADD, LIVE, REMOVE, ChangeFeed, TemplateRow
 
 log = logging.getLogger("vault.replication")
 
@@ -34,7 +34,7 @@ ApplyChange = Callable[[str, TemplateRow], None]
 
 
 class IndexSync:
-    def __init__(self, store, apply_change: ApplyChange, interval_s: float = 0.5,
+    def __init__(self, store: ChangeFeed, apply_change: ApplyChange, interval_s: float = 0.5,
                  index_ids: Callable[[], Iterable[str]] | None = None, reconcile_s: float = 60.0,
                  batch: int = 1000, keep_changes_s: float = 7 * 86400.0, prune_every_s: float = 3600.0):
         """`index_ids` returns the template ids the index holds now (for reconciliation; without it

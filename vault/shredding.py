@@ -31,17 +31,14 @@ import hashlib
 import logging
 import os
 import secrets
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault.exceptions import StoreUnavailable
-from vault.store.sqlite import transaction as sqlite_transaction
+from vault.store.connections import open_database
 
 __all__ = ["BUCKETS", "ShredLedger", "bucket_of", "ledger_path", "open_ledger", "unwrap", "wrap"]
 
@@ -63,6 +60,8 @@ BUCKET_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/shred/' || current_s
 # The start-up sweep never shreds this large a share of the ledger (see ShredLedger.retain).
 SWEEP_MOST = 0.5
 SWEEP_FEW = 10
+# Deleted secrets are overwritten in the file, not left in free pages; no WAL copies.
+SQLITE_PRAGMAS = ("secure_delete=ON", "journal_mode=DELETE")
 
 
 def ledger_path(key_file: str | os.PathLike) -> Path:
@@ -99,31 +98,17 @@ class ShredLedger:
     def __init__(self, url: str, keys):
         self.url = url
         self.keys = keys
-        self._lock = threading.Lock()
-        self._postgres = url.startswith(("postgresql://", "postgres://"))
-        if self._postgres:
-            from psycopg_pool import ConnectionPool
-
-            # As the template store's pool (vault.store.postgres): a connection the server cut is
-            # replaced on checkout instead of failing the call.
-            self._pool = ConnectionPool(url, min_size=1, max_size=4, open=False, name="vault-shreds",
-                                        check=ConnectionPool.check_connection, timeout=10)
-            self._pool.open(wait=True, timeout=30)
-        else:
-            self._db = self._open_sqlite(Path(url.removeprefix("sqlite:///")))
-        self._run(self._create)
-        self._wrap_clear_secrets()
-        self._finish_rotations()
-
-    @staticmethod
-    def _open_sqlite(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        os.chmod(path, 0o600)
-        # Deleted secrets are overwritten in the file, not left in free pages; no WAL copies.
-        connection.execute("PRAGMA secure_delete=ON")
-        connection.execute("PRAGMA journal_mode=DELETE")
-        return connection
+        # The template store's connection handling (vault.store.connections), on a database of its own.
+        self._database = open_database(url, name="vault-shreds", sqlite_pragmas=SQLITE_PRAGMAS, max_connections=4,
+                                       what="the shred ledger")
+        self._postgres = self._database.postgres
+        try:
+            self._run(self._create)
+            self._wrap_clear_secrets()
+            self._finish_rotations()
+        except BaseException:
+            self._database.close()
+            raise
 
     def _create(self, cur) -> None:
         if self._postgres:
@@ -142,22 +127,13 @@ class ShredLedger:
                 cur.execute(f"ALTER TABLE shred_secrets ADD COLUMN {column} INTEGER")
         cur.execute(BUCKET_INDEX)
 
-    @contextmanager
-    def _transaction(self):
-        if self._postgres:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
-            return
-        with sqlite_transaction(self._db, self._lock) as cur:
-            yield cur
-
     def _run(self, work):
         """Run work(cursor) in one transaction."""
-        with self._transaction() as cur:
+        with self._database.transaction() as cur:
             return work(cur)
 
     def _sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self._postgres else text
+        return text.replace("?", self._database.placeholder)
 
     def _lock_buckets(self, cur, buckets) -> None:
         """Serialise writers of these buckets (a rotation must not miss a secret put meanwhile).
@@ -405,11 +381,7 @@ class ShredLedger:
         return {t for t, in self._run(lambda cur: _fetch(cur, "SELECT token_id FROM revoked_tokens", ()))}
 
     def close(self) -> None:
-        if self._postgres:
-            self._pool.close()
-        else:
-            with self._lock:
-                self._db.close()
+        self._database.close()
 
 
 def _fetch(cur, sql: str, params) -> list:

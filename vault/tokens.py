@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from vault.audit import AuditEntry
 from vault.exceptions import InvalidArgument, NotFound, Unauthenticated
-from vault.store.base import TemplateStore, TokenRow
+from vault.store.base import TokenRow, Tokens
 
 log = logging.getLogger("vault.tokens")
 
@@ -52,7 +52,7 @@ class TokenInfo:
 
 
 class TokenRegistry:
-    def __init__(self, store: TemplateStore, key: bytes, revocations=None):
+    def __init__(self, store: Tokens, key: bytes, revocations=None):
         """`key`: 32 secret bytes from the key store (vault.keys.KeyStore.token_key); `revocations`:
         the key side's ledger of revoked token ids (vault.shredding.ShredLedger), None for none."""
         self.store = store

@@ -21,6 +21,7 @@ import grpc
 from vault.audit import AuditEntry
 from vault.auth import AccessPolicy, Authenticator, Identity, bearer_token
 from vault.exceptions import InvalidArgument, PermissionDenied, Unauthenticated, VaultError
+from vault.store.base import AuditTrail
 
 __all__ = ["Gatekeeper", "caller"]
 
@@ -36,10 +37,10 @@ def caller() -> Identity:
 
 
 class Gatekeeper(grpc.aio.ServerInterceptor):
-    def __init__(self, services: set[str], authenticator: Authenticator, policy: AccessPolicy, audit_store,
+    def __init__(self, services: set[str], authenticator: Authenticator, policy: AccessPolicy, audit_store: AuditTrail,
                  metrics=None, call_timeout_s: float | None = None):
         """`services`: full names of the services this guards (e.g. vault.v1.Vault); `audit_store`
-        records denials (anything with record(AuditEntry))."""
+        records denials (its audit role: vault.store.base.AuditTrail)."""
         self.services = services
         self.authenticator = authenticator
         self.policy = policy

@@ -1,4 +1,5 @@
-"""The scale-out store: PostgreSQL through psycopg 3 and a psycopg_pool connection pool.
+"""The scale-out store: PostgreSQL through psycopg 3 and a psycopg_pool connection pool
+(vault.store.connections).
 
 Several vault replicas share one database. What has to be serialised across them is done by the
 database: the audit chain's appends (a transaction-scoped advisory lock), migrations (another), and
@@ -13,9 +14,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vault.exceptions import StoreUnavailable
+from vault.store.connections import PostgresDatabase
 from vault.store.sql import SqlStore
 
 CHANNEL = "vault_changes"
@@ -33,26 +33,19 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, audit_key: bytes | None, min_connections: int = 1, max_connections: int = 8):
         super().__init__(audit_key)
         self.url = url
-        # check: a pooled connection the server cut (restart, pg_terminate_backend) is replaced on
-        # checkout instead of failing the next call.
-        self._pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=False,
-                                    name="vault-store", check=ConnectionPool.check_connection, timeout=10)
-        self._pool.open(wait=True, timeout=30)
+        # Binary results: sealed templates arrive as bytes, not hex text to decode (start-up reads
+        # every live row).
+        self.database = PostgresDatabase(url, "vault-store", min_connections, max_connections, binary=True,
+                                         what="the template store")
+        self._pool = self.database.pool
         try:
             self._migrate()
         except BaseException:
-            self._pool.close()
+            self.database.close()
             raise
 
-    @contextmanager
     def _transaction(self):
-        # Binary results: sealed templates arrive as bytes, not hex text to decode (start-up reads
-        # every live row).
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
-                yield cur
-        except (psycopg.OperationalError, PoolTimeout) as error:  # retryable: UNAVAILABLE, not INTERNAL
-            raise StoreUnavailable("the template store cannot be reached; retry shortly") from error
+        return self.database.transaction()
 
     @contextmanager
     def _snapshot(self):
@@ -74,7 +67,7 @@ class PostgresStore(SqlStore):
         return PostgresListener(self.url)
 
     def close(self) -> None:
-        self._pool.close()
+        self.database.close()
 
 
 class PostgresListener:

@@ -10,22 +10,21 @@ from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.exceptions import FailedPrecondition
-from vault.store.base import (ADD, AUDIT_COLUMNS, LIVE, MIGRATIONS, PER_CLIENT, PER_SUBJECT, REMOVE, REVOKED, SPENT,
-                              TEMPLATE_COLUMNS, Change, TemplateRow, TokenRow, audit_from, audit_values, row_from,
-                              row_values)
+from vault.store.base import (ADD, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, PER_CLIENT, PER_SUBJECT, REMOVE,
+                              REVOKED, SPENT, TEMPLATE_COLUMNS, TOKEN_COLUMNS, Change, TemplateRow, TokenRow,
+                              audit_from, audit_values, row_from, row_values)
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
 OPEN_ATTEMPT_S = 120.0  # an attempt still open after this (a replica died mid-call) no longer counts
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
-TOKEN_COLUMNS = "token_id, tenant, role, name, secret_hash, created_at, revoked_at, expires_at"
-# What a backup holds: table -> (columns, order). Never keys; sealed codes only open with the key store.
-BACKUP_TABLES = {"templates": (TEMPLATE_COLUMNS, "template_id"), "tokens": (TOKEN_COLUMNS, "token_id"),
-                 "audit": (AUDIT_COLUMNS, "seq")}
 QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
 
 
 class SqlStore:
+    """Every role of vault.store.base (templates, tokens, change feed, attempts, audit, backups), in
+    SQL both backends run; a backend gives it connections (vault.store.connections)."""
+
     placeholder = "?"
     prefetch_reads = False
 
