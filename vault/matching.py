@@ -102,6 +102,14 @@ def agreements_with_later(codes: np.ndarray, first: int, hash_count: int) -> np.
     return np.concatenate([_interleaved_agreement(rows[a], rows[a + 1:], hash_count) for a in range(first)])
 
 
+def _interleave(codes: np.ndarray, rows: np.ndarray) -> None:
+    """Write packed codes (n, planes, words) into interleaved rows (n, words, planes), a plane at a
+    time: numpy's copy of the whole transpose walks two elements at a time and takes several times
+    as long (a replica's start-up writes a million rows)."""
+    for plane in range(codes.shape[1]):
+        rows[:, :, plane] = codes[:, plane, :]
+
+
 def warm_up(profiles) -> None:
     """Compile (or load from numba's cache) the kernel of each profile before the first request."""
     for profile in profiles:
@@ -184,7 +192,7 @@ class Gallery:
                 self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
                 self._offsets = np.concatenate([self._offsets, np.zeros(size, dtype=np.float32)])
             rows = list(range(n, n + len(codes)))
-            self._codes[n:n + len(codes)] = codes.transpose(0, 2, 1)
+            _interleave(codes, self._codes[n:n + len(codes)])
             if self._prefix_words:
                 self._prefixes[n:n + len(codes)] = self._codes[n:n + len(codes), :self._prefix_words]
             self._fingers[rows] = finger
@@ -197,9 +205,12 @@ class Gallery:
             if self._cohort is not None and self._enters_cohort(template_id):
                 self._new_cohort()
 
-    def add_many(self, template_ids: list[str], subject_ids: list[str], codes: np.ndarray, finger: int = 0) -> None:
-        """Add one-sample templates in bulk (a replica loading its store, benchmarks): one packed
-        code (planes, words) each, no offsets; ids already held are skipped."""
+    def add_many(self, template_ids: list[str], subject_ids: list[str], codes: np.ndarray, fingers=0,
+                 fused=False, offsets=0.0) -> None:
+        """Add templates of one code each in bulk (a replica loading its store, benchmarks): packed
+        codes (n, planes, words), and per template (or one for all) its finger, whether it was
+        enrolled from several samples fused, and its code's score offset; ids already held are
+        skipped."""
         codes = np.asarray(codes, dtype=np.uint64).reshape(-1, self.profile.planes, self.profile.words)
         with self._lock:
             seen, fresh = set(self._rows_of), []
@@ -223,12 +234,12 @@ class Gallery:
                 self._fingers = np.concatenate([self._fingers, np.zeros(extra, dtype=np.uint8)])
                 self._fused = np.concatenate([self._fused, np.zeros(extra, dtype=bool)])
                 self._offsets = np.concatenate([self._offsets, np.zeros(extra, dtype=np.float32)])
-            self._codes[n:n + count] = codes[fresh].transpose(0, 2, 1)
+            _interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
             if self._prefix_words:
                 self._prefixes[n:n + count] = self._codes[n:n + count, :self._prefix_words]
-            self._fingers[n:n + count] = finger
-            self._fused[n:n + count] = False
-            self._offsets[n:n + count] = 0.0
+            for column, values in ((self._fingers, fingers), (self._fused, fused), (self._offsets, offsets)):
+                values = np.asarray(values)
+                column[n:n + count] = values[fresh] if values.ndim else values
             for row, i in enumerate(fresh, start=n):
                 template_id, subject_id = template_ids[i], subject_ids[i]
                 self._template_ids.append(template_id)
@@ -467,6 +478,22 @@ class MatchIndex:
             if gallery is None:
                 gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
             gallery.add(template_id, subject_id, finger, code, sample_count, offsets)
+
+    def add_many(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
+                 template_ids: list[str], subject_ids: list[str], codes: np.ndarray, fingers=0, fused=False,
+                 threshold_shift: float = 0.0, offsets=0.0) -> None:
+        """Templates of one code each into one group in bulk (Gallery.add_many); removed ids skipped."""
+        with self._lock:
+            keep = [i for i, t in enumerate(template_ids) if t not in self._removed]
+            if len(keep) != len(template_ids):
+                pick = lambda values: values if np.ndim(values) == 0 else np.asarray(values)[keep]  # noqa: E731
+                template_ids, subject_ids = [template_ids[i] for i in keep], [subject_ids[i] for i in keep]
+                codes, fingers, fused, offsets = np.asarray(codes)[keep], pick(fingers), pick(fused), pick(offsets)
+            group = self._groups.setdefault((tenant, modality), {})
+            gallery = group.get((profile.name, key_version))
+            if gallery is None:
+                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
+            gallery.add_many(template_ids, subject_ids, codes, fingers, fused, offsets)
 
     def remove(self, tenant: str, modality: int, template_id: str) -> bool:
         with self._lock:
