@@ -198,7 +198,7 @@ async def serve(store, extractor=None, call_timeout_s=120.0):
     gatekeeper = Gatekeeper(set(SERVICE_NAMES), Authenticator(tls=False, tokens=tokens), AccessPolicy(), store,
                             metrics, call_timeout_s)
     server = grpc.aio.server(interceptors=[gatekeeper])
-    administration = Administration(core, tokens)
+    administration = Administration(store.keys, store, tokens, core.identify_capacity)
     vault_pb2_grpc.add_VaultServicer_to_server(VaultServicer(core), server)
     vault_pb2_grpc.add_AdminServicer_to_server(AdminServicer(administration), server)
     vault_pb2_grpc.add_AuditServicer_to_server(AuditServicer(administration), server)

@@ -2,7 +2,7 @@
 
 - no import cycle inside the product package;
 - the product imports neither benchmarks nor tests (research data stays outside it);
-- the core (vault.core, vault.administration and all they reach) is free of gRPC and protobuf:
+- the core (vault.core, vault.administration, the store and all they reach) is free of gRPC and protobuf:
   only vault.rpc and the server assembly know about them.
 """
 
@@ -100,7 +100,7 @@ def test_the_product_imports_neither_benchmarks_nor_tests():
 
 def test_the_core_is_free_of_grpc_and_protobuf():
     graph = import_graph()
-    core = reachable(internal(graph), ["vault.core", "vault.administration"])
+    core = reachable(internal(graph), ["vault.core", "vault.administration", "vault.store"])
     assert "vault.core" in core and "vault.store.sql" in core
     leaks = {m: sorted(t for t in graph[m] if t.split(".")[0] in ("grpc", "google") or t.startswith(("vault_client", "vault.rpc")))
              for m in core}
@@ -141,12 +141,14 @@ def store_uses(path: Path, holder: str) -> set[str]:
 def test_each_part_uses_only_its_store_role():
     """The store is seen through small roles (vault.store.base): each part of the vault reads only
     the methods of the role it is typed with, and SqlStore implements every role."""
+    from vault.administration import AdminStore
     from vault.core import VaultStore
     from vault.store import base
 
     parts = {"vault/tokens.py": ("store", base.Tokens), "vault/replication.py": ("store", base.ChangeFeed),
              "vault/lockout.py": ("attempts", base.Attempts), "vault/rpc/interceptor.py": ("audit_store", base.AuditTrail),
-             "vault/backup.py": ("store", base.Backups), "vault/core.py": ("store", VaultStore)}
+             "vault/backup.py": ("store", base.Backups), "vault/core.py": ("store", VaultStore),
+             "vault/administration.py": ("store", AdminStore)}
     outside = {part: sorted(store_uses(ROOT / part, holder) - role_members(role))
                for part, (holder, role) in parts.items()}
     assert {part: names for part, names in outside.items() if names} == {}
@@ -154,3 +156,20 @@ def test_each_part_uses_only_its_store_role():
     every = role_members(base.TemplateStore)
     assert every == set().union(*(role_members(r) for r in (base.Templates, base.Tokens, base.ChangeFeed,
                                                              base.Attempts, base.AuditTrail, base.Backups))) | {"close"}
+
+
+def test_the_readmes_name_the_calls_the_client_retries():
+    """The client's retry policy and both READMEs agree on which calls the channel repeats."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "clients" / "python"))
+    from vault_client.connection import _RETRIED
+
+    retried = {method for methods in _RETRIED.values() for method in methods}
+    for readme in (ROOT / "README.md", ROOT / "clients" / "python" / "README.md"):
+        text = " ".join(readme.read_text().split())
+        named = set(re.findall(r"\b(Verify|Identify|ListTemplates|Revoke|RevokeToken|Enroll|Reissue|CreateToken|"
+                               r"RotateKey|DestroyKeyVersion)\b", text[text.index("safe to repeat"):][:500]))
+        assert retried & named == retried - {"ListTokens", "KeyStatus", "ReadAudit", "VerifyAudit"}, readme
+        assert "retry calls that change nothing" not in text and "retries calls that change nothing" not in text

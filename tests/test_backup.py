@@ -18,7 +18,7 @@ from vault.audit import AuditEntry, verify_chain
 from vault.backup import restore_backup, write_backup
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.store import open_store
-from vault.store.base import TokenRow
+from vault.tokens import TokenRow
 from vault_client.v1 import vault_pb2 as pb
 
 BACKUP_KEY = b"backup-key-for-tests-only-32-byt"  # what vault.backup.backup_key derives from a key store

@@ -49,6 +49,11 @@ def vault(tmp_path):
     shreds.close()
 
 
+def administration_of(vault: Vault) -> Administration:
+    return Administration(vault.keys, vault.store, TokenRegistry(vault.store, vault.keys.token_key()),
+                          vault.identify_capacity)
+
+
 def enroll(vault, person: str, shots=(1, 2), modality: int = FACE, finger: int = 0):
     return run(vault.enroll(ENROLLER, person, modality, finger, [photo(person, s) for s in shots]))
 
@@ -308,7 +313,7 @@ def test_auditor_score_bands_only_where_enabled(vault):
 
 
 def test_key_rotation_keeps_old_templates_matching_until_reenrolled(vault):
-    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    admin = administration_of(vault)
     old = enroll(vault, "ana")
     assert run(admin.rotate_key(Identity("default", frozenset({"admin"}), "root"))) == 2
     new = enroll(vault, "bob")
@@ -329,7 +334,7 @@ def test_destroying_an_old_key_version_shreds_its_revoked_templates(vault):
     from vault.exceptions import FailedPrecondition as Refused
     from vault.exceptions import KeyStoreError as Missing
 
-    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    admin = administration_of(vault)
     root = Identity("default", frozenset({"admin"}), "root")
     old = enroll(vault, "ana")
     backup = vault.store.get("default", old.template_id)  # a backup taken before anything below
@@ -348,7 +353,7 @@ def test_destroying_an_old_key_version_shreds_its_revoked_templates(vault):
 
 
 def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
-    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    admin = administration_of(vault)
     enroll(vault, "ana")
     run(vault.verify(OTHER_TENANT_PANEL, photo("ana", 1), subject_id="ana", modality=FACE))
     enroll(vault, "bob")
@@ -371,7 +376,7 @@ def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
     from vault.audit import AuditAnchor
 
     vault.store.anchor = AuditAnchor(tmp_path / "keys.json.audit-head")
-    admin = Administration(vault, TokenRegistry(vault.store, vault.keys.token_key()))
+    admin = administration_of(vault)
     for person in ("ana", "bob", "cem"):
         enroll(vault, person)
     assert run(admin.verify_audit(AUDITOR)) == (3, [])

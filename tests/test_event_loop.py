@@ -163,7 +163,7 @@ def test_concurrent_calls_never_block_the_event_loop(tmp_path, slow_callbacks):
     tokens = TokenRegistry(store, keys.token_key())
     core = Vault(store, slow_keys, PooledExtractor(), index,
                  limiter=FailureLimiter(store, Limits(per_subject=1000, per_client=1000)))
-    administration = Administration(core, tokens)
+    administration = Administration(slow_keys, store, tokens, core.identify_capacity)
     people = ["ana", "bob", "cem", "dia"]
 
     async def main():

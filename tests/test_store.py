@@ -251,10 +251,10 @@ def test_a_running_replica_prunes_the_feed_on_schedule(store):
 
 
 def test_tokens_are_stored_with_their_audit_records(store):
-    from vault.store.base import TokenRow
+    from vault.tokens import TokenRow
 
-    store.insert_token(TokenRow("id1", "t", "panel", "door", "$argon2id$hash", 1.0), AuditEntry("CreateToken", "t", "op"))
-    store.insert_token(TokenRow("id2", "u", "admin", "root", "$argon2id$hash", 2.0), AuditEntry("CreateToken", "u", "op"))
+    store.insert_token(TokenRow("id1", "t", "panel", "door", "hmac-sha256:00", 1.0), AuditEntry("CreateToken", "t", "op"))
+    store.insert_token(TokenRow("id2", "u", "admin", "root", "hmac-sha256:00", 2.0), AuditEntry("CreateToken", "u", "op"))
     assert [t.token_id for t in store.tokens("t")] == ["id1"] and store.token("id2").tenant == "u"
     assert not store.revoke_token("u", "id1", 3.0, AuditEntry("RevokeToken", "u", "op"))  # another tenant's
     assert store.revoke_token("t", "id1", 3.0, AuditEntry("RevokeToken", "t", "op"))

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from vault.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
 from vault.auth import ROLES, Identity, check_name
-from vault.core import Vault, check_id, off_loop
+from vault.core import check_id, off_loop
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.identification import Capacity
-from vault.store import LIVE
+from vault.keys import KeyStore
+from vault.store.base import LIVE, AuditTrail, Templates
 from vault.tokens import DEFAULT_LIFETIME_S, TokenInfo, TokenRegistry
 
 __all__ = ["Administration", "KeyStatus", "MAX_AUDIT_BATCH"]
@@ -29,10 +31,19 @@ class KeyStatus:
     identify: list[tuple[int, Capacity]]  # (modality, what Identify can promise)
 
 
+class AdminStore(Templates, AuditTrail, Protocol):
+    """The store roles administration uses (vault.store.base): template metadata and the audit trail."""
+
+
 class Administration:
-    def __init__(self, vault: Vault, tokens: TokenRegistry):
-        self.vault = vault
+    def __init__(self, keys: KeyStore, store: AdminStore, tokens: TokenRegistry,
+                 capacity: Callable[[str], list[tuple[int, Capacity]]]):
+        """`capacity(tenant)`: what Identify can promise over the tenant's galleries
+        (vault.core.Vault.identify_capacity)."""
+        self.keys = keys
+        self.store = store
         self.tokens = tokens
+        self.capacity = capacity
 
     # -- tokens -----------------------------------------------------------------------------------
     async def create_token(self, caller: Identity, role: str, name: str,
@@ -58,7 +69,7 @@ class Administration:
     async def rotate_key(self, caller: Identity) -> int:
         """A new current key version for the tenant; templates under older versions keep matching
         until they are re-enrolled (KeyStatus lists who is left)."""
-        keys, store = self.vault.keys, self.vault.store
+        keys, store = self.keys, self.store
         await off_loop(keys.ensure_tenant, caller.tenant)
         key = await off_loop(keys.rotate, caller.tenant)
         await off_loop(store.record, AuditEntry(
@@ -68,16 +79,16 @@ class Administration:
     async def destroy_key_version(self, caller: Identity, version: int) -> int:
         """Destroy an old key version no live template uses (crypto-shredding): the number of
         revoked templates sealed under it, which nothing can open any more."""
-        if version == await off_loop(self.vault.keys.current_version, caller.tenant):
+        if version == await off_loop(self.keys.current_version, caller.tenant):
             raise FailedPrecondition("the current key version cannot be destroyed: rotate first")
-        rows = await off_loop(self.vault.store.list, caller.tenant, None, True)
+        rows = await off_loop(self.store.list, caller.tenant, None, True)
         live = sum(r.key_version == version and r.status == LIVE for r in rows)
         if live:
             raise FailedPrecondition(f"{live} live templates use key version {version}: re-enrol or revoke them first "
                                      "(KeyStatus lists their subjects)")
-        await off_loop(self.vault.keys.destroy, caller.tenant, version)
+        await off_loop(self.keys.destroy, caller.tenant, version)
         shredded = sum(r.key_version == version for r in rows)
-        await off_loop(self.vault.store.record, AuditEntry(
+        await off_loop(self.store.record, AuditEntry(
             "DestroyKeyVersion", caller.tenant, caller.name, decision="destroyed",
             detail=f"key_version={version} templates={shredded}"))
         return shredded
@@ -86,13 +97,13 @@ class Administration:
         return await off_loop(self._key_status, caller.tenant)
 
     def _key_status(self, tenant: str) -> KeyStatus:
-        keys = self.vault.keys
+        keys = self.keys
         current = keys.current_version(tenant)
-        rows = [r for r in self.vault.store.list(tenant) if r.status == LIVE]
+        rows = [r for r in self.store.list(tenant) if r.status == LIVE]
         counts = Counter(r.key_version for r in rows)
         return KeyStatus(current, {v: counts.get(v, 0) for v in keys.versions(tenant)},
                          sorted({r.subject_id for r in rows if r.key_version < current}),
-                         self.vault.identify_capacity(tenant))
+                         self.capacity(tenant))
 
     # -- audit ----------------------------------------------------------------------------------------
     async def read_audit(self, caller: Identity, after: int = 0, limit: int = 0) -> list[tuple[int, AuditRecord]]:
@@ -102,7 +113,7 @@ class Administration:
         limit = limit or 1000
         if not 1 <= limit <= MAX_AUDIT_BATCH or after < 0:
             raise InvalidArgument(f"limit must be 1-{MAX_AUDIT_BATCH}, after_seq >= 0")
-        records = await off_loop(self.vault.store.tenant_audit, caller.tenant, after, limit)
+        records = await off_loop(self.store.tenant_audit, caller.tenant, after, limit)
         return [(after + i + 1, record) for i, record in enumerate(records)]
 
     async def verify_audit(self, caller: Identity) -> tuple[int, list[ChainProblem]]:
@@ -113,11 +124,11 @@ class Administration:
         return await off_loop(self._verify_audit, caller.tenant)
 
     def _verify_audit(self, tenant: str) -> tuple[int, list[ChainProblem]]:
-        records = list(self.vault.store.audit_records())
-        anchor_file = self.vault.store.anchor
+        records = list(self.store.audit_records())
+        anchor_file = self.store.anchor
         anchor = anchor_file.head() if anchor_file is not None else None
         alarms = anchor_file.alarms() if anchor_file is not None else []
-        problems = verify_chain(self.vault.keys.audit_key(), records, anchor)
+        problems = verify_chain(self.keys.audit_key(), records, anchor)
         own = {r.seq: n for n, r in enumerate((r for r in records if r.entry.tenant == tenant), start=1)}
         shown = [ChainProblem(own[p.seq], p.problem) for p in problems if p.seq in own]
         # A cut tail the anchor saw: the lost records' seqs are reused by newer ones, so no number

@@ -110,7 +110,8 @@ def bearer_token(metadata) -> str | None:
 
 class Authenticator:
     """Resolves who is calling from what the transport saw: a bearer token (checked against the
-    token registry: argon2id, so call it off the event loop) or the TLS client certificate."""
+    token registry: an HMAC and store reads, so call it off the event loop) or the TLS client
+    certificate."""
 
     def __init__(self, tls: bool, tokens=None):
         self.tls = tls

@@ -36,11 +36,12 @@ from vault.features import SampleReport, fuse, unit
 from vault.features.sface import embedding_features
 from vault.identification import Capacity, capacity
 from vault.keys import KeyStore, TenantKey
-from vault.lockout import SPENT, FailureLimiter
+from vault.lockout import SPENT, Attempts, FailureLimiter
 from vault.matching import MatchIndex
-from vault.profiles import CURRENT, FACE, FINGERPRINT, MODALITY_NAMES, PROFILES
+from vault.modalities import FACE, FINGERPRINT, MODALITY_NAMES
+from vault.profiles import CURRENT, PROFILES
 from vault.protection import Protector, RowIdentity
-from vault.store.base import ADD, LIVE, Attempts, AuditTrail, TemplateRow, Templates
+from vault.store.base import ADD, LIVE, AuditTrail, TemplateRow, Templates
 
 __all__ = ["FACE_EMBEDDING", "IMAGE", "ISO_19794_2", "Candidate", "Enrolment", "Identification",
            "IdentifyPolicy", "Reissue", "Sample", "Vault", "Verification"]

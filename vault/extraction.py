@@ -34,7 +34,8 @@ import numpy as np
 
 from vault.exceptions import InvalidArgument, Overloaded, VaultError
 from vault.features import SampleReport, unit
-from vault.profiles import CURRENT, DLIB, FACE, FINGERPRINT, MINUTIAE, SFACE
+from vault.modalities import DLIB, FACE, FINGERPRINT, MINUTIAE, SFACE
+from vault.profiles import CURRENT
 
 IMAGE, ISO_19794_2 = "image", "iso_19794_2"
 

@@ -15,7 +15,7 @@ returned a score band, and a probe whose extraction failed (no face, too few min
 does not decode). A match with no band, and a call refused before extraction, spend nothing.
 
 There is one rule, and it is kept where the attempts are: the template store's attempts role
-(`vault.store.base.Attempts`, written once in SQL in vault.store.sql for SQLite and PostgreSQL), so
+(`Attempts` below, written once in SQL in vault.store.sql for SQLite and PostgreSQL), so
 every replica of one store counts the same attempts, and the embedded default and the fast tests
 run the rule production runs. `FailureLimiter` is the core's handle on it. Its calls block (a lock
 and a database transaction): the core makes them off the event loop.
@@ -26,11 +26,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from vault.exceptions import Overloaded
-from vault.store.base import PER_CLIENT, PER_SUBJECT, SPENT, Attempts
 
-__all__ = ["PER_CLIENT", "PER_SUBJECT", "SPENT", "FailureLimiter", "Limits", "LockedOut"]
+__all__ = ["PER_CLIENT", "PER_SUBJECT", "SPENT", "Attempts", "FailureLimiter", "Limits", "LockedOut"]
+
+SPENT = "spent"  # an attempt's outcome that counts toward the client's budget only (see above)
+PER_SUBJECT, PER_CLIENT = "per-subject", "per-client"  # the limits a lockout can trip
 
 
 class LockedOut(Overloaded):
@@ -52,8 +55,19 @@ class Limits:
         return ", ".join(f"{name} limit {values[name]}" for name in tripped)
 
 
+@runtime_checkable
+class Attempts(Protocol):
+    """The store's attempts role (vault.store.base; the rule in SQL, vault.store.sql): attempts and
+    lockouts, shared by every replica of one store."""
+
+    def begin_attempt(self, tenant: str, client: str, subject: str, limits: Limits,
+                      now: float) -> tuple[str | None, str]: ...
+    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | str | None,
+                    limits: Limits, now: float) -> tuple[str, ...]: ...
+
+
 class FailureLimiter:
-    """The limits over a store's attempts (vault.store.base.Attempts). With R replicas of one store
+    """The limits over a store's attempts (Attempts). With R replicas of one store
     an attacker gets the limit, not R times it. Each attempt costs two small writes, serialised with
     the store's other writes."""
 

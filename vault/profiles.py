@@ -16,14 +16,8 @@ from vault.identification import ScoreModel
 from vault.normalisation import CohortNorm
 from vault.prefilter import Prefilter
 
-FACE = 1  # vault.v1.Modality values
-FINGERPRINT = 2
-MODALITY_NAMES = {FACE: "face", FINGERPRINT: "fingerprint"}  # for logs and metric labels
-
-# Feature extractors (vault.extraction): which one makes the vectors a profile protects.
-DLIB = "dlib"  # face_recognition's HOG detector and 128-D ResNet embedding (vault.features.face)
-SFACE = "sface"  # OpenCV Zoo's YuNet detector and 128-D SFace embedding (vault.features.sface)
-MINUTIAE = "minutiae"  # LEADER minutiae or an ISO/IEC 19794-2 record (vault.features.fingerprint)
+# Modalities and feature extractors live in vault.modalities; named here too for older importers.
+from vault.modalities import DLIB, FACE, FINGERPRINT, MINUTIAE, MODALITY_NAMES, SFACE  # noqa: E402,F401
 
 
 @dataclass(frozen=True)

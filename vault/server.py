@@ -27,7 +27,8 @@ from vault.keys import LocalKeyFile, passphrase_from_environment
 from vault.lockout import FailureLimiter, Limits
 from vault.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
-from vault.profiles import MODALITY_NAMES, PROFILES
+from vault.modalities import MODALITY_NAMES
+from vault.profiles import PROFILES
 from vault.replication import IndexSync
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
@@ -139,7 +140,7 @@ class VaultServer:
         self.vault = Vault(self.store, self.keys, self.extractor, self.index, FailureLimiter(self.store, settings.limits),
                            settings.identification, settings.allow_face_embeddings, settings.auditor_score_bands,
                            shreds=self.shreds)
-        self.administration = Administration(self.vault, self.tokens)
+        self.administration = Administration(self.keys, self.store, self.tokens, self.vault.identify_capacity)
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
         self.sync = IndexSync(self.store, self.vault.apply_change, interval_s=0.5,
                               index_ids=self.index.template_ids, reconcile_s=60.0)

@@ -26,18 +26,44 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from vault.audit import AuditEntry
 from vault.exceptions import InvalidArgument, NotFound, Unauthenticated
-from vault.store.base import TokenRow, Tokens
 
 log = logging.getLogger("vault.tokens")
 
 PREFIX = "vt_"
 SCHEME = "hmac-sha256:"  # rows of tokens made before tokens expired: the MAC covers no expiry
-EXPIRING = SCHEME + "exp:"  # the MAC covers the expiry too; any other secret_hash (argon2 rows) is refused
+EXPIRING = SCHEME + "exp:"  # the MAC covers the expiry too; any other secret_hash is refused (the first
+# token rows held argon2id hashes of their secrets; tokens have used HMAC since)
 DEFAULT_LIFETIME_S = 90 * 24 * 3600
 MIN_LIFETIME_S, MAX_LIFETIME_S = 60, 2 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token as stored: only an HMAC of its secret under a key-store key (vault.tokens)."""
+
+    token_id: str
+    tenant: str
+    role: str
+    name: str
+    secret_hash: str
+    created_at: float
+    revoked_at: float | None = None
+    expires_at: float | None = None  # None: a token made before tokens expired
+
+
+@runtime_checkable
+class Tokens(Protocol):
+    """The store's token role (vault.store.base): token rows, only MACs of their secrets."""
+
+    def insert_token(self, token: TokenRow, audit: AuditEntry) -> None: ...
+    def token(self, token_id: str) -> TokenRow | None: ...
+    def tokens(self, tenant: str) -> list[TokenRow]: ...
+    def revoke_token(self, tenant: str, token_id: str, at: float, audit: AuditEntry) -> bool: ...
+    def revoked_tokens(self) -> list[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)

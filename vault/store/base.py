@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
 from vault.audit import AuditEntry, AuditRecord
+from vault.lockout import Attempts
+from vault.tokens import TokenRow, Tokens
 
 LIVE, REVOKED = 1, 2
 
@@ -35,20 +37,6 @@ class TemplateRow:
     replaced_by: str = ""
 
 
-@dataclass(frozen=True)
-class TokenRow:
-    """An API token as stored: only an HMAC of its secret under a key-store key (vault.tokens)."""
-
-    token_id: str
-    tenant: str
-    role: str
-    name: str
-    secret_hash: str
-    created_at: float
-    revoked_at: float | None = None
-    expires_at: float | None = None  # None: a token made before tokens expired
-
-
 ADD, REMOVE = "add", "remove"  # change kinds: a template became live / stopped being live
 
 
@@ -70,6 +58,8 @@ class ChangeListener(Protocol):
 # Each part of the vault depends on the role it uses, never on the whole store. SqlStore
 # (vault.store.sql, with its SQLite and PostgreSQL backends) is the one implementation of them all.
 # Every write that changes templates or tokens appends its audit record in the same transaction.
+# Two roles are defined beside the rules that use them, with their records: Tokens and TokenRow
+# (vault.tokens), Attempts (vault.lockout).
 
 @runtime_checkable
 class Templates(Protocol):
@@ -86,17 +76,6 @@ class Templates(Protocol):
 
 
 @runtime_checkable
-class Tokens(Protocol):
-    """API token rows, only MACs of their secrets (vault.tokens)."""
-
-    def insert_token(self, token: TokenRow, audit: AuditEntry) -> None: ...
-    def token(self, token_id: str) -> TokenRow | None: ...
-    def tokens(self, tenant: str) -> list[TokenRow]: ...
-    def revoke_token(self, tenant: str, token_id: str, at: float, audit: AuditEntry) -> bool: ...
-    def revoked_tokens(self) -> list[tuple[str, str]]: ...
-
-
-@runtime_checkable
 class ChangeFeed(Protocol):
     """What replicas follow to keep their indexes current, and the reads that reconcile them
     (vault.replication)."""
@@ -107,20 +86,6 @@ class ChangeFeed(Protocol):
     def prune_changes(self, older_than_s: float) -> int: ...
     def live_template_ids(self) -> set[str]: ...
     def rows(self, template_ids: list[str]) -> list[TemplateRow]: ...
-
-
-# The attempts role's vocabulary (the rule is vault.lockout's, kept in SQL by vault.store.sql):
-SPENT = "spent"  # an attempt's outcome that counts toward the client's budget only
-PER_SUBJECT, PER_CLIENT = "per-subject", "per-client"  # the limits a lockout can trip
-
-
-@runtime_checkable
-class Attempts(Protocol):
-    """Verification attempts and lockouts, shared by every replica of one store (vault.lockout)."""
-
-    def begin_attempt(self, tenant: str, client: str, subject: str, limits, now: float) -> tuple[str | None, str]: ...
-    def end_attempt(self, attempt_id: str, tenant: str, client: str, subject: str, matched: bool | str | None,
-                    limits, now: float) -> tuple[str, ...]: ...
 
 
 @runtime_checkable
@@ -197,7 +162,7 @@ MIGRATIONS: list[str] = [
         mac          BYTEA NOT NULL
     );
     """,
-    # 2: API tokens. Only an argon2id hash of each secret is stored.
+    # 2: API tokens. Only a MAC of each secret is stored (HMAC-SHA256 under a key-store key: vault.tokens).
     """
     CREATE TABLE tokens (
         token_id     TEXT PRIMARY KEY,

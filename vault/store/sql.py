@@ -10,9 +10,10 @@ from typing import Iterator
 
 from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.exceptions import FailedPrecondition
-from vault.store.base import (ADD, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, PER_CLIENT, PER_SUBJECT, REMOVE,
-                              REVOKED, SPENT, TEMPLATE_COLUMNS, TOKEN_COLUMNS, Change, TemplateRow, TokenRow,
-                              audit_from, audit_values, row_from, row_values)
+from vault.lockout import PER_CLIENT, PER_SUBJECT, SPENT
+from vault.store.base import (ADD, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS,
+                              TOKEN_COLUMNS, Change, TemplateRow, audit_from, audit_values, row_from, row_values)
+from vault.tokens import TokenRow
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)

@@ -13,7 +13,8 @@ import grpc
 __all__ = ["TlsIdentity", "Settings", "RETRY_POLICY", "open_channel"]
 
 # Calls the channel retries by itself, on UNAVAILABLE only (the server or its store was not
-# reached, so nothing happened). Never RESOURCE_EXHAUSTED: that is a lockout or a full queue, and
+# reached, so nothing happened): the calls safe to repeat, decisions, reads and revocations (a
+# repeated revocation revokes nothing more). README.md and clients/python/README.md list them. Never RESOURCE_EXHAUSTED: that is a lockout or a full queue, and
 # retrying a lockout only extends it. Never the calls that create something (Enroll, Reissue,
 # CreateToken, RotateKey, DestroyKeyVersion): a retry after a lost answer would do it twice.
 _RETRIED = {
