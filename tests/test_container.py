@@ -243,6 +243,14 @@ def test_compose_runs_two_replicas_on_postgresql(image, postgres_image, tmp_path
         for secret_file in ("db-password", "ledger-password", "passphrase"):
             assert (site / "secrets" / secret_file).read_text().strip() not in logs
     finally:
+        # podman-compose 1.0.3's `down -v` removes the named volumes, not the image's anonymous ones
+        # (each replica's empty state directory) nor the network: those go by name.
+        anonymous = [mount["Name"] for service in services
+                     for container in json.loads(podman("inspect", names[service], check=False).stdout or "[]")
+                     for mount in container.get("Mounts", []) if mount.get("Type") == "volume"
+                     and not mount.get("Name", "").startswith(f"{project}_")]
         subprocess.run(["podman-compose", "-p", project, "-f", str(ROOT / "compose.yaml"), "down", "-v"],
                        capture_output=True, env=env, cwd=ROOT, timeout=300)
         podman("network", "rm", "-f", f"{project}_default", check=False)
+        if anonymous:
+            podman("volume", "rm", "-f", *anonymous, check=False)
