@@ -57,7 +57,7 @@ class Config:
 class Set:
     label: str
     feats: features.Features
-    raw: features.Features | None = None  # faces: dlib's unnormalised embeddings
+    raw: features.Features | None = None  # dlib faces: dlib's unnormalised embeddings (None for SFace)
     boz: bozorth.BozorthScores | None = None
     fvc: bool = False  # fingerprint set: FVC protocol as well as all pairs
     enrol_k: int = 2  # samples fused for multi-sample enrolment
@@ -75,17 +75,21 @@ def load_sets(cfg: Config) -> tuple[list[Set], list[Set]]:
     p = cfg.progress
     faces, fingers = [], []
     orl, lfw = data.orl(), data.lfw()
+    extractor = cfg.face_profile.features  # "sface" (face-sface-v1) or "dlib" (face-iom-v1..v3)
+    dlib = extractor == "dlib"
     if cfg.quick:
         orl_subjects = sorted({s.subject for s in orl.samples}, key=lambda n: int(n[1:]))[:15]
         lfw_subjects = sorted({s.subject for s in lfw.samples})[:60]
-        faces.append(Set("ORL (15 subjects)", features.subset(orl, orl_subjects, "orl-quick", progress=p),
-                         features.subset(orl, orl_subjects, "orl-quick", progress=p, raw=True), enrol_k=3))
-        faces.append(Set("LFW (60 identities)", features.subset(lfw, lfw_subjects, "lfw-quick", progress=p),
-                         features.subset(lfw, lfw_subjects, "lfw-quick", progress=p, raw=True), enrol_k=2))
+        for label, dataset, subjects, name, k in (("ORL (15 subjects)", orl, orl_subjects, "orl-quick", 3),
+                                                  ("LFW (60 identities)", lfw, lfw_subjects, "lfw-quick", 2)):
+            faces.append(Set(label, features.subset(dataset, subjects, name, progress=p, extractor=extractor),
+                             features.subset(dataset, subjects, name, progress=p, raw=True) if dlib else None,
+                             enrol_k=k))
         sets = [(2000, 1)]  # the smallest real images (300x300): LEADER's cost grows with pixels
     else:
-        faces.append(Set("ORL", features.load(orl, progress=p), features.load(orl, progress=p, raw=True), enrol_k=3))
-        faces.append(Set("LFW subset", features.load(lfw, progress=p), features.load(lfw, progress=p, raw=True)))
+        for label, dataset, k in (("ORL", orl, 3), ("LFW subset", lfw, 2)):
+            faces.append(Set(label, features.load(dataset, progress=p, extractor=extractor),
+                             features.load(dataset, progress=p, raw=True) if dlib else None, enrol_k=k))
         sets = [(year, db) for year in (2000, 2002) for db in (1, 2, 3, 4)]
     for year, db in sets:
         ds = data.fvc(year, db)
@@ -117,6 +121,24 @@ def _take(matrix: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 def profile_of(s: Set, cfg: Config) -> ProtectionProfile:
     return cfg.face_profile if s.face else cfg.finger_profile
+
+
+def raw_system(s: Set, cfg: Config) -> str:
+    """The unprotected matcher a set's protected scores are set against."""
+    if not s.face:
+        return "bozorth3 (NBIS)"
+    return "dlib cosine" if s.raw is not None else f"{cfg.face_profile.features} cosine"
+
+
+def agreement_threshold(profile: ProtectionProfile) -> float:
+    """The decision threshold on the agreement scale these figures use. A normalised profile
+    (face-sface-v1) decides on scores normalised against the gallery's cohort; here, as in a new
+    deployment whose gallery is still small, against its prior alone: the normalised threshold t
+    is agreement prior_mean + t * prior_sd."""
+    norm = profile.score_norm
+    if norm is None:
+        return profile.threshold
+    return norm.prior_mean + profile.threshold * norm.prior_sd
 
 
 @dataclass
@@ -158,7 +180,12 @@ def system_scores(s: Set, cfg: Config, keyed: Keyed, protocol: str) -> dict[str,
     profile = profile_of(s, cfg)
     genuine, impostor = protocol_pairs(s, protocol)
     out = {}
-    if s.face:
+    if s.face and s.raw is None:
+        g, i = _usable(genuine, s.feats.ok), _usable(impostor, s.feats.ok)
+        v = s.feats.vectors
+        out[raw_system(s, cfg)] = (np.einsum("ij,ij->i", v[g[:, 0]], v[g[:, 1]]),
+                                   np.einsum("ij,ij->i", v[i[:, 0]], v[i[:, 1]]))
+    elif s.face:
         g, i = _usable(genuine, s.raw.ok), _usable(impostor, s.raw.ok)
         v = s.feats.vectors
         out["dlib cosine"] = (np.einsum("ij,ij->i", v[g[:, 0]], v[g[:, 1]]),
@@ -214,7 +241,8 @@ def accuracy(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, Keye
                 fte = s.boz.ok if name.startswith("bozorth") else (s.raw.ok if "Euclid" in name else s.feats.ok)
                 at = ""
                 if name.startswith(profile.name):
-                    at = f"{pct(np.mean(g < profile.threshold))} / {np.mean(i >= profile.threshold):.1e}"
+                    at = (f"{pct(np.mean(g < agreement_threshold(profile)))} / "
+                          f"{np.mean(i >= agreement_threshold(profile)):.1e}")
                 rows.append([s.label, protocol, name, pct(1 - fte.mean(), 1), f"{r.genuine} / {r.impostor}",
                              pct(r.eer), pct(r.fnmr[1e-2]), pct(r.fnmr[1e-3]), pct(r.fnmr[1e-4]), at])
                 summary.setdefault("accuracy", {})[(s.label, protocol, name)] = r
@@ -402,9 +430,10 @@ def renewability(report: Report, sets: list[Set], cfg: Config, keyed: dict[str, 
         series["impostors (v1 vs v2)"] = rotated[~mates]
         for name, values in series.items():
             rows.append([s.label, name, len(values), f"{values.mean():.3f}",
-                         pct(np.mean(values >= profile.threshold))])
+                         pct(np.mean(values >= agreement_threshold(profile)))])
         summary.setdefault("renewability", {})[s.label] = series
-        report.add(report.histograms(f"{s.label}: renewability ({profile.name})", series, profile.threshold) + "\n")
+        report.add(report.histograms(f"{s.label}: renewability ({profile.name})", series,
+                                     agreement_threshold(profile)) + "\n")
     report.add(table(["set", "comparison", "pairs", "mean score", "≥ threshold"], rows) + "\n")
 
 
@@ -451,7 +480,7 @@ def irreversibility(report: Report, sets: list[Set], cfg: Config, keyed: dict[st
         seconds = (time.perf_counter() - started) / len(targets)
         wrong_bank = attacks.bank_of(Protector(), fresh_key(VICTIM, 1), profile)
         wrong = attacks.preimage(codes[targets], wrong_bank, profile, steps=cfg.attack_steps, seed=cfg.seed)
-        thr = profile.threshold
+        thr = agreement_threshold(profile)
         v1 = lambda x: d.protector.protect_many(d.v1, profile, x)  # noqa: E731
         v2 = lambda x: d.protector.protect_many(d.v2, profile, x)  # noqa: E731
         pair = lambda a, b: np.array([agreement(a[n], b[n:n + 1], profile.hash_count)[0]  # noqa: E731
@@ -574,7 +603,7 @@ def headline(report: Report, faces: list[Set], fingers: list[Set], cfg: Config, 
     lines = ["## Headline\n"]
     for s in faces + fingers:
         profile = profile_of(s, cfg)
-        raw = "dlib cosine" if s.face else "bozorth3 (NBIS)"
+        raw = raw_system(s, cfg)
         r_raw = acc.get((s.label, "all pairs", raw))
         r_prot = acc.get((s.label, "all pairs", f"{profile.name}, key stolen (in-tenant)"))
         r_sec = acc.get((s.label, "all pairs", f"{profile.name}, key secret"))
@@ -598,7 +627,9 @@ def run(folder, cfg: Config, command: str) -> Report:
                f"{' — QUICK mode: small subsets, not for reporting' if cfg.quick else ''}.  \n"
                f"Profiles: {cfg.face_profile.name} (d={cfg.face_profile.feature_dim}, m={cfg.face_profile.hash_count}, "
                f"q={cfg.face_profile.hash_width}, {cfg.face_profile.template_bytes} B, threshold "
-               f"{cfg.face_profile.threshold:.4f}); {cfg.finger_profile.name} (d={cfg.finger_profile.feature_dim}, "
+               f"{cfg.face_profile.threshold:.4f}"
+               f"{' normalised, agreement %.4f at the prior' % agreement_threshold(cfg.face_profile) if cfg.face_profile.score_norm else ''}"
+               f"); {cfg.finger_profile.name} (d={cfg.finger_profile.feature_dim}, "
                f"m={cfg.finger_profile.hash_count}, q={cfg.finger_profile.hash_width}, "
                f"{cfg.finger_profile.template_bytes} B, threshold {cfg.finger_profile.threshold:.4f}).  \n"
                "Data: ORL/AT&T faces (Olivetti Research Laboratory), LFW subset (Huang et al.), FVC2000/FVC2002 B "

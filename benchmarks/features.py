@@ -133,16 +133,16 @@ def save_atomically(cache: Path, **arrays) -> None:
 
 
 def subset(dataset: DataSet, subjects: list[str], name: str, workers: int | None = None,
-           progress: bool = True, raw: bool = False) -> Features:
+           progress: bool = True, raw: bool = False, extractor: str = "dlib") -> Features:
     """Features of the samples of `subjects`: sliced from the full set's cache when it exists,
     else extracted (and cached) under their own `name`, never over the full set's cache."""
     keep = set(subjects)
     index = [i for i, s in enumerate(dataset.samples) if s.subject in keep]
     part = DataSet(name, dataset.modality, tuple(dataset.samples[i] for i in index), dataset.synthetic)
-    if _cache_path(dataset, raw).exists():
-        full = load(dataset, workers, progress, raw)
+    if _cache_path(dataset, raw, extractor).exists():
+        full = load(dataset, workers, progress, raw, extractor)
         return Features(part, full.vectors[index], full.ok[index], full.seconds[index])
-    return load(part, workers, progress, raw)
+    return load(part, workers, progress, raw, extractor)
 
 
 def concat(parts: list[Features], name: str) -> Features:
