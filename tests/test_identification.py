@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tests.conftest import read
@@ -87,3 +88,16 @@ def test_capacity_is_judged_by_the_weaker_kind_of_template():
                 assert not capacity(CURRENT[modality], n, 0.01, (low + high) / 2).reachable
                 assert capacity(CURRENT[modality], n, 0.01, high).reachable
     assert splits  # the fingerprint profile's fused templates are the weaker kind in small galleries
+
+
+def test_an_auditors_band_is_the_tenth_of_genuine_scores_on_the_profiles_own_scale():
+    from vault.profiles import FACE_SFACE_V1
+
+    model = FACE_SFACE_V1.score_model(1)
+    q = model.genuine_quantiles
+    assert model.genuine_band(q[0] - 1.0) == 1 and model.genuine_band(q[-1] + 1.0) == 10
+    assert model.genuine_band(q[len(q) // 2]) == 6  # the median genuine score: its sixth tenth
+    # Normalised face scores run to ~17: a match just over the threshold is a low band, not 10.
+    assert model.genuine_band(FACE_SFACE_V1.threshold + 0.1) <= 2
+    bands = [model.genuine_band(s) for s in np.linspace(q[0], q[-1], 200)]
+    assert bands == sorted(bands) and set(bands) == set(range(1, 11))

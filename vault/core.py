@@ -268,7 +268,10 @@ class Vault:
             # is spent from the client's budget.
             band = 0
             if matched and self.auditor_score_bands and AUDITOR in caller.roles:
-                band = max(1, min(10, int(best * 10) + 1))
+                # The tenth of the current profile's genuine scores the match falls in: face scores
+                # are normalised (threshold ~4), so a band of the raw 0-1 scale said 10 for all.
+                model = CURRENT[modality].score_model(1)
+                band = model.genuine_band(best) if model else max(1, min(10, int(best * 10) + 1))
             audit = AuditEntry("Verify", caller.tenant, caller.name, decision="MATCH" if matched else "NO_MATCH",
                                **{claim: claimed})
             await off_loop(self.store.record, audit)

@@ -63,6 +63,11 @@ class ScoreModel:
         q = self.genuine_quantiles
         return float(np.interp(threshold, q, np.linspace(0.0, 1.0, len(q))))
 
+    def genuine_band(self, score: float) -> int:
+        """1-10: the tenth of genuine scores a score falls in (an auditor's coarse band), on
+        whatever scale the profile decides (raw agreement or normalised)."""
+        return 1 + min(9, int(10 * self.false_non_match_rate(score)))
+
 
 def per_comparison_fmr(fpir: float, searched: int) -> float:
     """The false-match rate per comparison that gives `fpir` over `searched` comparisons."""
