@@ -173,3 +173,12 @@ def test_the_readmes_name_the_calls_the_client_retries():
                                r"RotateKey|DestroyKeyVersion)\b", text[text.index("safe to repeat"):][:500]))
         assert retried & named == retried - {"ListTokens", "KeyStatus", "ReadAudit", "VerifyAudit"}, readme
         assert "retry calls that change nothing" not in text and "retries calls that change nothing" not in text
+
+
+def test_extraction_defaults_to_the_current_profiles_extractors():
+    """vault.extraction reads its default extractors from vault.modalities (not from the profiles, a
+    wing above it): they must be the current profiles' own."""
+    from vault.modalities import CURRENT_EXTRACTORS
+    from vault.profiles import CURRENT
+
+    assert CURRENT_EXTRACTORS == {modality: profile.features for modality, profile in CURRENT.items()}

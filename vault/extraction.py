@@ -34,12 +34,11 @@ import numpy as np
 
 from vault.exceptions import InvalidArgument, Overloaded, VaultError
 from vault.features import SampleReport, unit
-from vault.modalities import DLIB, FACE, FINGERPRINT, MINUTIAE, SFACE
-from vault.profiles import CURRENT
+from vault.modalities import CURRENT_EXTRACTORS, DLIB, FACE, FINGERPRINT, MINUTIAE, SFACE
 
 IMAGE, ISO_19794_2 = "image", "iso_19794_2"
 
-Vectors = dict[str, np.ndarray]  # unit feature vector per extractor (vault.profiles: DLIB, SFACE, MINUTIAE)
+Vectors = dict[str, np.ndarray]  # unit feature vector per extractor (vault.modalities: DLIB, SFACE, MINUTIAE)
 
 
 def extract(modality: int, kind: str, payload: bytes, require_single_face: bool,
@@ -51,8 +50,8 @@ def extract(modality: int, kind: str, payload: bytes, require_single_face: bool,
         signal.signal(signal.SIGALRM, signal.SIG_DFL)  # default action: terminate this worker
         signal.setitimer(signal.ITIMER_REAL, time_limit_s)
     try:
-        if not features and modality in CURRENT:
-            features = (CURRENT[modality].features,)
+        if not features and modality in CURRENT_EXTRACTORS:
+            features = (CURRENT_EXTRACTORS[modality],)
         return _extract(modality, kind, payload, require_single_face, features)
     finally:
         if time_limit_s > 0:
@@ -70,7 +69,7 @@ def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool
         vectors, report = {}, SampleReport()
         # The current extractor first: its report is the one the caller gets, and its refusal
         # (no face, poor quality) is the answer.
-        for name in sorted(features, key=lambda f: f != CURRENT[FACE].features):
+        for name in sorted(features, key=lambda f: f != CURRENT_EXTRACTORS[FACE]):
             if name == SFACE:
                 from vault.features import sface as extractor
             elif name == DLIB:

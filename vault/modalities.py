@@ -10,3 +10,7 @@ MODALITY_NAMES = {FACE: "face", FINGERPRINT: "fingerprint"}  # for logs and metr
 DLIB = "dlib"  # face_recognition's HOG detector and 128-D ResNet embedding (vault.features.face)
 SFACE = "sface"  # OpenCV Zoo's YuNet detector and 128-D SFace embedding (vault.features.sface)
 MINUTIAE = "minutiae"  # LEADER minutiae or an ISO/IEC 19794-2 record (vault.features.fingerprint)
+
+# The extractor of each modality's current protection profile (vault.profiles.CURRENT, which a test
+# holds to this): what extraction runs when a request names none.
+CURRENT_EXTRACTORS = {FACE: SFACE, FINGERPRINT: MINUTIAE}
