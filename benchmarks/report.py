@@ -121,9 +121,17 @@ class Report:
         ax.set_xlabel("score")
         ax.set_ylabel("density")
         right = ax.twinx()
-        right.plot(result.centers, result.d_local, color="k", lw=1, label="D<->(s)")
+        # Bins holding fewer than 5 scores of either kind make D<->(s) jump between 0 and 1 on
+        # chance alone: drawn dotted and grey, so the tails' spikes read as what they are.
+        sparse = ((result.mated_density * width * result.mated < 5)
+                  | (result.nonmated_density * width * result.nonmated < 5))
+        right.plot(result.centers, np.where(sparse, np.nan, result.d_local), color="k", lw=1, label="D<->(s)")
+        right.plot(result.centers, np.where(sparse, result.d_local, np.nan), color="0.5", lw=1, ls=":",
+                   label="D<->(s), bins of < 5 scores")
         right.set_ylim(0, 1.05)
         right.set_ylabel("D<->(s)")
         ax.set_title(f"{name}: D<->sys = {result.d_sys:.3f} (floor {result.floor:.3f})", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        more, more_labels = right.get_legend_handles_labels()
+        ax.legend(handles + more, labels + more_labels, fontsize=7, loc="upper left")
         return f"![{name}]({self._save(fig, 'link ' + name)})"
