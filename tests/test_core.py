@@ -406,3 +406,41 @@ def test_an_older_face_profiles_templates_keep_matching_until_reissued(vault, mo
         assert run(vault.reissue(ENROLLER, row.template_id, [photo(person, 1)])).profile == current.name
     assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
     assert vault.extractor.last_features == (SFACE,)
+
+
+def test_a_try_admitted_after_its_call_was_cancelled_is_closed(vault):
+    """The limiter's calls run off the event loop: a Verify cancelled while the store admits its try
+    (a client's deadline) ends that try once admitted, counting nothing; no attempt stays open."""
+    import threading
+    import time
+
+    enroll(vault, "ana")
+    admitted = threading.Event()
+    begin = vault.store.begin_attempt
+
+    def slow_begin(*args):
+        time.sleep(0.3)
+        try:
+            return begin(*args)
+        finally:
+            admitted.set()
+
+    vault.store.begin_attempt = slow_begin
+
+    async def main():
+        call = asyncio.ensure_future(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.to_thread(admitted.wait, 5)
+        for _ in range(100):  # the closing end() runs in a thread of its own
+            await asyncio.sleep(0.02)
+            with vault.store._transaction() as cur:
+                if not cur.execute("SELECT count(*) FROM attempts").fetchone()[0]:
+                    return True
+        return False
+
+    assert run(main())
+    del vault.store.begin_attempt
+    assert run(vault.verify(PANEL, photo("ana", 3), subject_id="ana", modality=FACE)).matched
