@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import heapq
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -102,6 +101,12 @@ def agreements_with_later(codes: np.ndarray, first: int, hash_count: int) -> np.
     return np.concatenate([_interleaved_agreement(rows[a], rows[a + 1:], hash_count) for a in range(first)])
 
 
+def cohort_order(template_id: str) -> int:
+    """A template's place in the cohort order (vault.normalisation): the first 8 bytes of the
+    SHA-256 of its server-made id, as a number; kept per row (8 B), not per template in a dict."""
+    return int.from_bytes(hashlib.sha256(template_id.encode()).digest()[:8], "big")
+
+
 def _interleave(codes: np.ndarray, rows: np.ndarray) -> None:
     """Write packed codes (n, planes, words) into interleaved rows (n, words, planes), a plane at a
     time: numpy's copy of the whole transpose walks two elements at a time and takes several times
@@ -151,16 +156,17 @@ class Gallery:
         self._fingers = np.zeros(16, dtype=np.uint8)
         self._fused = np.zeros(16, dtype=bool)  # the row's template was enrolled from several samples
         self._offsets = np.zeros(16, dtype=np.float32)  # taken off the row's scores (vault.cohort)
+        self._orders = np.zeros(16, dtype=np.uint64)  # the row's template's place in the cohort order
         self._template_ids: list[str] = []  # per row
         self._subject_ids: list[str] = []  # per row
-        # Tuples, not lists and sets: a million templates' small containers are most of what the
-        # gallery holds beside the codes (benchmarks/identify_speed.py: memory per template).
-        self._rows_of: dict[str, tuple[int, ...]] = {}  # template id -> its rows
-        self._by_subject: dict[str, tuple[str, ...]] = {}  # subject id -> its template ids
+        # A single row or template held as itself, several as a tuple (read through _rows_of_template
+        # and _templates_of): a million templates' small containers are most of what the gallery
+        # holds beside the codes (benchmarks/identify_speed.py: memory per template).
+        self._rows_of: dict[str, int | tuple[int, ...]] = {}  # template id -> its row(s)
+        self._by_subject: dict[str, str | tuple[str, ...]] = {}  # subject id -> its template id(s)
         # The normalisation cohort (vault.normalisation): its template ids, as a set, their subjects
         # and the highest cohort order among them; None until a search needs it, and after it changed.
-        self._cohort: tuple[list[str], frozenset[str], np.ndarray, bytes] | None = None
-        self._order: dict[str, bytes] = {}  # template id -> its place in the cohort order, once computed
+        self._cohort: tuple[list[str], frozenset[str], np.ndarray, int] | None = None
         # (template id, code) -> that code's cohort (mean, sd), valid while the cohort stays the same
         self._stats: dict[tuple[str, int], tuple[float, float]] = {}
         self._lock = threading.Lock()
@@ -191,7 +197,9 @@ class Gallery:
                 self._fingers = np.concatenate([self._fingers, np.zeros(size, dtype=np.uint8)])
                 self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
                 self._offsets = np.concatenate([self._offsets, np.zeros(size, dtype=np.float32)])
+                self._orders = np.concatenate([self._orders, np.zeros(size, dtype=np.uint64)])
             rows = list(range(n, n + len(codes)))
+            self._orders[rows] = cohort_order(template_id)
             _interleave(codes, self._codes[n:n + len(codes)])
             if self._prefix_words:
                 self._prefixes[n:n + len(codes)] = self._codes[n:n + len(codes), :self._prefix_words]
@@ -200,8 +208,8 @@ class Gallery:
             self._offsets[rows] = offsets
             self._template_ids += [template_id] * len(codes)
             self._subject_ids += [subject_id] * len(codes)
-            self._rows_of[template_id] = tuple(rows)
-            self._by_subject[subject_id] = self._by_subject.get(subject_id, ()) + (template_id,)
+            self._rows_of[template_id] = rows[0] if len(rows) == 1 else tuple(rows)
+            self._add_to_subject(subject_id, template_id)
             if self._cohort is not None and self._enters_cohort(template_id):
                 self._new_cohort()
 
@@ -234,6 +242,8 @@ class Gallery:
                 self._fingers = np.concatenate([self._fingers, np.zeros(extra, dtype=np.uint8)])
                 self._fused = np.concatenate([self._fused, np.zeros(extra, dtype=bool)])
                 self._offsets = np.concatenate([self._offsets, np.zeros(extra, dtype=np.float32)])
+                self._orders = np.concatenate([self._orders, np.zeros(extra, dtype=np.uint64)])
+            self._orders[n:n + count] = [cohort_order(template_ids[i]) for i in fresh]
             _interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
             if self._prefix_words:
                 self._prefixes[n:n + count] = self._codes[n:n + count, :self._prefix_words]
@@ -244,25 +254,25 @@ class Gallery:
                 template_id, subject_id = template_ids[i], subject_ids[i]
                 self._template_ids.append(template_id)
                 self._subject_ids.append(subject_id)
-                self._rows_of[template_id] = (row,)
-                self._by_subject[subject_id] = self._by_subject.get(subject_id, ()) + (template_id,)
+                self._rows_of[template_id] = row
+                self._add_to_subject(subject_id, template_id)
             if self._cohort is not None and count:
                 self._new_cohort()
 
     def remove(self, template_id: str) -> bool:
         with self._lock:
-            rows = self._rows_of.pop(template_id, None)
-            if rows is None:
+            if template_id not in self._rows_of:
                 return False
-            self._order.pop(template_id, None)
+            rows = self._rows_of_template(template_id)
+            del self._rows_of[template_id]
             for code in range(len(rows)):
                 self._stats.pop((template_id, code), None)
             if self._cohort is not None and template_id in self._cohort[1]:
                 self._new_cohort()
             subject_id = self._subject_ids[rows[0]]
-            subject_templates = tuple(t for t in self._by_subject[subject_id] if t != template_id)
+            subject_templates = tuple(t for t in self._templates_of(subject_id) if t != template_id)
             if subject_templates:
-                self._by_subject[subject_id] = subject_templates
+                self._by_subject[subject_id] = subject_templates[0] if len(subject_templates) == 1 else subject_templates
             else:
                 del self._by_subject[subject_id]
             for row in sorted(rows, reverse=True):
@@ -274,10 +284,12 @@ class Gallery:
                     self._fingers[row] = self._fingers[last]
                     self._fused[row] = self._fused[last]
                     self._offsets[row] = self._offsets[last]
+                    self._orders[row] = self._orders[last]
                     moved = self._template_ids[last]
                     self._template_ids[row] = moved
                     self._subject_ids[row] = self._subject_ids[last]
-                    self._rows_of[moved] = tuple(row if r == last else r for r in self._rows_of[moved])
+                    held = self._rows_of[moved]
+                    self._rows_of[moved] = row if isinstance(held, int) else tuple(row if r == last else r for r in held)
                 self._template_ids.pop()
                 self._subject_ids.pop()
             return True
@@ -320,15 +332,22 @@ class Gallery:
         extra = offsets * (words * 64) if offsets.any() else None
         return rows[best_rows(mismatches, prefilter.keeps(len(rows)), extra)]
 
+    def _rows_of_template(self, template_id: str) -> tuple[int, ...]:
+        held = self._rows_of[template_id]
+        return (held,) if isinstance(held, int) else held
+
+    def _templates_of(self, subject_id: str) -> tuple[str, ...]:
+        held = self._by_subject.get(subject_id, ())
+        return (held,) if isinstance(held, str) else held
+
+    def _add_to_subject(self, subject_id: str, template_id: str) -> None:
+        held = self._templates_of(subject_id)
+        self._by_subject[subject_id] = template_id if not held else held + (template_id,)
+
     def _new_cohort(self) -> None:
         """Forget the cohort and what was computed against it (it is chosen again when needed)."""
         self._cohort = None
         self._stats.clear()
-
-    def _cohort_order(self, template_id: str) -> bytes:
-        if template_id not in self._order:
-            self._order[template_id] = hashlib.sha256(template_id.encode()).digest()
-        return self._order[template_id]
 
     def _cohort_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The gallery's cohort (vault.normalisation): the first row of each of the templates whose
@@ -337,16 +356,29 @@ class Gallery:
         again only when a template enters or leaves it; rows are read from the templates each time,
         since removing another template moves rows."""
         if self._cohort is None:
-            chosen = heapq.nsmallest(self.profile.score_norm.cohort_size, self._rows_of, key=self._cohort_order)
-            subjects = np.asarray([self._subject_ids[self._rows_of[t][0]] for t in chosen], dtype=object)
-            self._cohort = chosen, frozenset(chosen), subjects, max(map(self._cohort_order, chosen), default=b"")
+            size, n = self.profile.score_norm.cohort_size, len(self._template_ids)
+            orders = self._orders[:n]
+            # the lowest rows by order, enough to hold `size` templates however many rows each has
+            span = min(n, 8 * size)
+            lowest = np.argpartition(orders, span - 1)[:span] if span < n else np.arange(n)
+            lowest = lowest[np.argsort(orders[lowest], kind="stable")]
+            chosen: list[str] = []
+            for row in lowest:
+                template_id = self._template_ids[row]
+                if template_id not in chosen:
+                    chosen.append(template_id)
+                    if len(chosen) == size:
+                        break
+            subjects = np.asarray([self._subject_ids[self._rows_of_template(t)[0]] for t in chosen], dtype=object)
+            highest = cohort_order(chosen[-1]) if chosen else 0
+            self._cohort = chosen, frozenset(chosen), subjects, highest
         chosen, _, subjects, _ = self._cohort
-        return np.asarray([self._rows_of[t][0] for t in chosen], dtype=np.int64), subjects
+        return np.asarray([self._rows_of_template(t)[0] for t in chosen], dtype=np.int64), subjects
 
     def _enters_cohort(self, template_id: str) -> bool:
         """Whether a template just added changes the cohort (amortised: rarely, once it is full)."""
         _, members, _, highest = self._cohort
-        return len(members) < self.profile.score_norm.cohort_size or self._cohort_order(template_id) < highest
+        return len(members) < self.profile.score_norm.cohort_size or cohort_order(template_id) < highest
 
     def _normalised(self, probe: np.ndarray, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """Raw agreements of the probe with `rows`, normalised against the cohort (each row's
@@ -365,7 +397,7 @@ class Gallery:
     def _template_stats(self, rows: np.ndarray, cohort: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's cohort statistics, kept until the cohort changes (a template's own do not
         depend on the probe: Identify computes each once, not once per search)."""
-        names = [(self._template_ids[r], self._rows_of[self._template_ids[r]].index(r)) for r in rows]
+        names = [(self._template_ids[r], self._rows_of_template(self._template_ids[r]).index(r)) for r in rows]
         missing = [i for i, name in enumerate(names) if name not in self._stats]
         if missing:
             members = self._codes[cohort]
@@ -379,9 +411,9 @@ class Gallery:
 
     def _rows(self, subject_id: str | None, template_id: str | None, finger: int) -> list[int]:
         if template_id is not None:
-            rows = list(self._rows_of.get(template_id, ()))
+            rows = list(self._rows_of_template(template_id)) if template_id in self._rows_of else []
         else:
-            rows = [r for t in self._by_subject.get(subject_id, ()) for r in self._rows_of[t]]
+            rows = [r for t in self._templates_of(subject_id) for r in self._rows_of_template(t)]
         return [r for r in rows if not finger or self._fingers[r] == finger]
 
     def has(self, *, subject_id: str | None = None, template_id: str | None = None, finger: int = 0) -> bool:
