@@ -92,7 +92,8 @@ def test_a_sqlite_vault_moves_to_postgresql_and_every_template_verifies(tmp_path
         assert "3 templates" in backup.stdout and "no key material" in backup.stdout
         archive = gzip.open(tmp_path / "vault.backup", "rt").read()
         secrets = list(strings_in(json.loads(keys.read_text())["payload"]))
-        assert len(secrets) == 3 and not [s for s in secrets if len(s) >= 32 and s in archive]
+        # the tenant's and audit secrets and the shred ledger's epoch keys: none is in the archive
+        assert len(secrets) >= 3 and not [s for s in secrets if len(s) >= 32 and s in archive]
     finally:
         server.stop()
 
