@@ -28,7 +28,7 @@ import numpy as np
 
 from vault.audit import AuditEntry
 from vault.cohort import CohortShifts, TemplateCohort
-from vault.auth import AUDITOR, Identity
+from vault.auth import AUDITOR, LOCAL_OPERATOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample, VaultError
 from vault.shredding import ShredLedger
 from vault.extraction import IMAGE, ISO_19794_2, Extractor
@@ -566,8 +566,12 @@ class _Spent:
         return self._set
 
 
-def caller_key(caller: Identity) -> tuple[str, str]:
-    """Whose fair share of the extraction workers a call uses (vault.extraction.Extractor)."""
+def caller_key(caller: Identity) -> tuple[str, str] | None:
+    """Whose fair share of the extraction workers a call uses (vault.extraction.Extractor). None
+    for the plaintext loopback's one local operator: every call there is the same caller, so a
+    share would only leave workers idle (and halve the embedded default's throughput)."""
+    if caller is LOCAL_OPERATOR:
+        return None
     return (caller.tenant, caller.name)
 
 

@@ -10,8 +10,8 @@ check can run) is stopped by the kernel. The pool is then rebuilt and the calls 
 retryable RESOURCE_EXHAUSTED.
 
 Each client gets a fair share (issue 24, finding 7): at most `per_client_workers` of its samples run
-at once (half the workers, at least one; the rest of its samples wait their turn in the server, not
-in the pool's queue) and at most `per_client_pending` wait or run, so one client sending costly
+at once (all workers but one, at least one: one is always free for another client's sample; the rest
+of its samples wait their turn in the server, not in the pool's queue) and at most `per_client_pending` wait or run, so one client sending costly
 samples (a large image without a face: seconds of a worker each) cannot occupy every worker nor fill
 the queue, and other clients' samples go to a free worker at once.
 """
@@ -159,7 +159,7 @@ class Extractor:
         self.max_pending = max_pending or 8 * self.workers
         self.sample_time_limit_s = sample_time_limit_s
         self._pending = 0
-        self.per_client_workers = max(1, self.workers // 2)
+        self.per_client_workers = max(1, self.workers - 1)  # one worker always left for the others
         self.per_client_pending = max(10, self.max_pending // 4)  # 10: one enrolment's samples
         self._clients: dict[object, list] = {}  # client -> [samples pending, asyncio.Semaphore]
         self._pool = self._new_pool()
