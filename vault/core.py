@@ -359,8 +359,10 @@ class Vault:
             if len(code) != 1:  # a template whose sample codes are kept apart: rows of its own
                 self._index_row(row, code=code, key=key)
                 continue
-            batch = batches.setdefault((row.tenant, row.modality, profile.name, row.key_version),
-                                       _Batch(profile, self.cohort_shifts.shift(key, profile)))
+            batch = batches.get((row.tenant, row.modality, profile.name, row.key_version))
+            if batch is None:
+                batch = batches[(row.tenant, row.modality, profile.name, row.key_version)] = _Batch(
+                    profile, self.cohort_shifts.shift(key, profile))
             offsets = self.template_cohort.offsets(key, profile, code)
             batch.append(row, code[0], 0.0 if offsets is None else float(offsets[0]))
             if len(batch.template_ids) >= _Batch.SIZE:
