@@ -8,7 +8,7 @@ curves), unlinkability, renewability, irreversibility (pre-image attack) and spe
 set in ../shared/data, written to OUT/report.md with PNG figures. `tune`: the face transform sweep.
 `--quick`: small subsets (under 2 minutes on 2 cores once features are cached), for tests; its
 figures are not for reporting. Features and bozorth3 scores are cached (benchmarks.features.CACHE).
-Other entry points: `python -m benchmarks.calibrate`, `benchmarks/identify_speed.py` (1:N at scale).
+Other entry points: `python -m benchmarks.calibration.calibrate`, `benchmarks/performance/identify_speed.py` (1:N at scale).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmarks import evaluate, tune
-from vault.profiles import CURRENT, FACE
+from benchmarks.evaluation import evaluate
+from benchmarks.calibration import tune
+from vault.templates.profiles import CURRENT, FACE
 
 
 def main(argv: list[str] | None = None) -> int:

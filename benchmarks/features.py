@@ -1,4 +1,4 @@
-"""Feature vectors of a data set, extracted by the service's own code (vault.extraction.extract)
+"""Feature vectors of a data set, extracted by the service's own code (vault.intake.extraction.extract)
 in a process pool and cached outside the repository, so a rerun after a transform change takes
 seconds. Cache: $VAULT_BENCH_CACHE or ~/.cache/vault-bench."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import DataSet, Sample
-from vault.features import unit
+from vault.intake.features import unit
 
 CACHE = Path(os.environ.get("VAULT_BENCH_CACHE", Path.home() / ".cache" / "vault-bench"))
 
@@ -34,8 +34,8 @@ def _extract_one(args):
     import time
 
     from vault.exceptions import VaultError
-    from vault.extraction import IMAGE, ISO_19794_2, extract
-    from vault.profiles import FACE, FINGERPRINT
+    from vault.intake.extraction import IMAGE, ISO_19794_2, extract
+    from vault.templates.profiles import FACE, FINGERPRINT
 
     modality, path, extractor = args
     data = Path(path).read_bytes()
@@ -53,9 +53,9 @@ def _extract_raw_face(path: str):
     Euclidean-distance baseline needs its length)."""
     import time
 
-    from vault import images
+    from vault.intake import images
     from vault.exceptions import VaultError
-    from vault.features import face
+    from vault.intake.features import face
 
     started = time.perf_counter()
     try:
@@ -69,9 +69,10 @@ def _code_version(modality: str, extractor: str = "dlib") -> str:
     """Cache key part: the source of the feature code, so editing it invalidates the cache."""
     root = Path(__file__).resolve().parents[1] / "vault"
     module = {"dlib": "face.py", "sface": "sface.py"}.get(extractor, "fingerprint.py")
-    files = [root / "features" / (module if modality == "face" else "fingerprint.py"), root / "images.py"]
+    intake = root / "intake"
+    files = [intake / "features" / (module if modality == "face" else "fingerprint.py"), intake / "images.py"]
     if modality == "fingerprint":
-        files += [root / "iso19794.py", root / "features" / "mcc.py", *sorted((root / "models").glob("finger-*.npz"))]
+        files += [intake / "iso19794.py", intake / "features" / "mcc.py", *sorted((root / "models").glob("finger-*.npz"))]
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
 
 
@@ -95,7 +96,7 @@ def load(dataset: DataSet, workers: int | None = None, progress: bool = True, ra
         if len(saved["ok"]) == len(dataset.samples):
             return Features(dataset, saved["vectors"], saved["ok"], saved["seconds"])
     if dataset.modality == "face" and not raw and extractor == "dlib":
-        # The service's face vector is dlib's embedding made unit length (vault.extraction): derive
+        # The service's face vector is dlib's embedding made unit length (vault.intake.extraction): derive
         # it from the raw extraction instead of running dlib over the set a second time.
         embeddings = load(dataset, workers, progress, raw=True)
         vectors = np.stack([unit(v) for v in embeddings.vectors]) if len(embeddings.ok) else embeddings.vectors

@@ -9,21 +9,21 @@ import time
 import numpy as np
 
 from benchmarks.features import Features
-from vault.keys import TenantKey
-from vault.matching import _interleaved_agreement, agreement
-from vault.profiles import ProtectionProfile
-from vault.protection import Protector
+from vault.custody.keys import TenantKey
+from vault.templates.matching import _interleaved_agreement, agreement
+from vault.templates.profiles import ProtectionProfile
+from vault.templates.protection import Protector
 
 
 def fresh_key(tenant: str = "bench", version: int = 1) -> TenantKey:
-    """A new random tenant key (projection and storage secrets drawn as vault.keys draws them;
+    """A new random tenant key (projection and storage secrets drawn as vault.custody.keys draws them;
     held in memory only)."""
     return TenantKey(tenant, version, secrets.token_bytes(32), secrets.token_bytes(32))
 
 
 def one_to_many_ns(codes: np.ndarray, hash_count: int, gallery_size: int = 100_000) -> tuple[float, int]:
     """Nanoseconds a pair of one probe against about gallery_size packed codes (copies of `codes`,
-    (n, planes, words)), held interleaved (n, words, planes) as vault.matching.Gallery holds them;
+    (n, planes, words)), held interleaved (n, words, planes) as vault.templates.matching.Gallery holds them;
     returns (ns, the gallery's size)."""
     gallery = np.repeat(codes, max(1, gallery_size // len(codes)), axis=0)
     interleaved = np.ascontiguousarray(gallery.transpose(0, 2, 1))

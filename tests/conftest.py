@@ -17,7 +17,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 # Test processes run side by side (pytest-xdist) with servers and their workers: one BLAS thread
-# each, as the server keeps (vault.extraction.one_native_thread), instead of pools spinning against
+# each, as the server keeps (vault.intake.extraction.one_native_thread), instead of pools spinning against
 # each other. Set before numpy loads in any process these tests start, and for the ones loaded here.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
@@ -40,7 +40,7 @@ def read(*parts: str) -> bytes:
 
 def deterministic_key_file(path: Path, seed: str = "vault-tests") -> Path:
     """A key file with fixed secrets, so a test's scores are the same on every run.
-    (Production key files are random; see vault.keys.)"""
+    (Production key files are random; see vault.custody.keys.)"""
 
     def secret(label: str) -> str:
         return base64.b64encode(hashlib.sha256(f"{seed}/{label}".encode()).digest()).decode()
@@ -112,7 +112,7 @@ class ServerProcess:
             if "--key-file" not in self.extra:
                 command += ["--key-file", str(self.key_file)]
             if self.key_file.exists() and json.loads(self.key_file.read_text()).get("sealing") == "none":
-                from vault.keys import LocalKeyFile
+                from vault.custody.keys import LocalKeyFile
 
                 LocalKeyFile(self.key_file).reseal(TEST_PASSPHRASE)
         log = open(self.log_path, "ab")
@@ -239,7 +239,7 @@ def softhsm(tmp_path_factory):
     Skips without SoftHSM2 (apt-get install softhsm2), unless VAULT_REQUIRE_SOFTHSM=1 (CI)."""
     import shutil
 
-    from vault.hsm import HsmConfig
+    from vault.custody.hsm import HsmConfig
 
     if not SOFTHSM_MODULE.exists() or not shutil.which("softhsm2-util"):
         message = f"SoftHSM2 not found ({SOFTHSM_MODULE}; apt-get install softhsm2)"

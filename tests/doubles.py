@@ -11,9 +11,9 @@ import hashlib
 import numpy as np
 
 from vault.exceptions import InvalidSample, PoorSample
-from vault.extraction import IMAGE, ISO_19794_2
-from vault.features import SampleReport, unit
-from vault.profiles import CURRENT
+from vault.intake.extraction import IMAGE, ISO_19794_2
+from vault.intake.features import SampleReport, unit
+from vault.templates.profiles import CURRENT
 
 NO_SIGNAL = b"no-signal"  # a sample that decodes but shows nothing usable (no face, no minutiae)
 
@@ -29,7 +29,7 @@ def sample_bytes(person: str, shot: int) -> bytes:
 
 
 class VectorExtractor:
-    """The extraction pool's interface (vault.extraction.Extractor.extract_many), answering with
+    """The extraction pool's interface (vault.intake.extraction.Extractor.extract_many), answering with
     fixed vectors: a sample's bytes name a person and a shot ("ana/2"); its vector is the
     person's own random direction plus a little noise of that shot (cosine ~0.98 between two
     shots of one person, ~0 between people), the same on every run."""
@@ -74,7 +74,7 @@ SLOW_NO_FACE = b"slow-no-face"  # a sample that keeps a worker busy for a while 
 
 def timed_extract(modality: int, kind: str, payload: bytes, require_single_face: bool = False,
                   time_limit_s: float = 0.0, features=()):
-    """vault.extraction.Extractor.work in real worker processes, without the models: SLOW_NO_FACE
+    """vault.intake.extraction.Extractor.work in real worker processes, without the models: SLOW_NO_FACE
     costs 1.5 s of a worker and ends without a face (the red team's 4096x4096 PNG: 4.7 s); any
     other sample is VectorExtractor's, after 20 ms."""
     import time

@@ -12,20 +12,20 @@ import pytest
 from conftest import deterministic_key_file
 from doubles import VectorExtractor, sample_bytes
 from vault.administration import Administration
-from vault.audit import AuditEntry
-from vault.auth import ADMIN, AUDITOR, ENROLLER, PANEL, AccessPolicy, Authenticator, Identity, LOCAL_OPERATOR
+from vault.access.audit import AuditEntry
+from vault.access.auth import ADMIN, AUDITOR, ENROLLER, PANEL, AccessPolicy, Authenticator, Identity, LOCAL_OPERATOR
 from vault.core import Vault
 from vault.exceptions import NotFound, PermissionDenied, Unauthenticated
-from vault.keys import LocalKeyFile
-from vault.lockout import PER_CLIENT, PER_SUBJECT, SPENT, FailureLimiter, Limits, LockedOut
-from vault.matching import warm_up
+from vault.custody.keys import LocalKeyFile
+from vault.access.lockout import PER_CLIENT, PER_SUBJECT, SPENT, FailureLimiter, Limits, LockedOut
+from vault.templates.matching import warm_up
 from vault.metrics import Metrics
-from vault.profiles import PROFILES
+from vault.templates.profiles import PROFILES
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.server import SERVICE_NAMES
 from vault.store import open_store
-from vault.tokens import TokenRegistry
+from vault.access.tokens import TokenRegistry
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 
@@ -130,7 +130,7 @@ def test_token_rows_written_in_the_database_do_not_authenticate(store):
 
 
 def test_a_token_is_refused_with_another_tenants_certificate(store, tmp_path):
-    from vault import pki
+    from vault.custody import pki
 
     pki.init_ca(tmp_path / "pki")
     certificate = pki.issue(tmp_path / "pki", "acme-door", tenant="acme", role=PANEL).read_bytes()

@@ -145,9 +145,9 @@ def test_each_part_uses_only_its_store_role():
     from vault.core import VaultStore
     from vault.store import base
 
-    parts = {"vault/tokens.py": ("store", base.Tokens), "vault/replication.py": ("store", base.ChangeFeed),
-             "vault/lockout.py": ("attempts", base.Attempts), "vault/rpc/interceptor.py": ("audit_store", base.AuditTrail),
-             "vault/backup.py": ("store", base.Backups), "vault/core.py": ("store", VaultStore),
+    parts = {"vault/access/tokens.py": ("store", base.Tokens), "vault/replication.py": ("store", base.ChangeFeed),
+             "vault/access/lockout.py": ("attempts", base.Attempts), "vault/rpc/interceptor.py": ("audit_store", base.AuditTrail),
+             "vault/custody/backup.py": ("store", base.Backups), "vault/core.py": ("store", VaultStore),
              "vault/administration.py": ("store", AdminStore)}
     outside = {part: sorted(store_uses(ROOT / part, holder) - role_members(role))
                for part, (holder, role) in parts.items()}
@@ -176,9 +176,67 @@ def test_the_readmes_name_the_calls_the_client_retries():
 
 
 def test_extraction_defaults_to_the_current_profiles_extractors():
-    """vault.extraction reads its default extractors from vault.modalities (not from the profiles, a
+    """vault.intake.extraction reads its default extractors from vault.modalities (not from the profiles, a
     wing above it): they must be the current profiles' own."""
     from vault.modalities import CURRENT_EXTRACTORS
-    from vault.profiles import CURRENT
+    from vault.templates.profiles import CURRENT
 
     assert CURRENT_EXTRACTORS == {modality: profile.features for modality, profile in CURRENT.items()}
+
+
+# -- the wings (issue 26): vault/ and benchmarks/ grouped by what they are for -----------------------
+# vault/: each wing may import the base and the wings named here, nothing above it. Lowest first.
+BASE = {"vault", "vault.exceptions", "vault.modalities", "vault.private_files", "vault.logs"}
+GROUPS = {"core": ("vault.core", "vault.administration", "vault.replication"),
+          "server": ("vault.server", "vault.metrics"), "cli": ("vault.cli",)}
+WINGS = {
+    "hazmat": set(),  # the raw keyed transform, dangerous on its own
+    "access": set(),  # identities and roles, tokens, the lockout rule, the audit chain
+    "store": {"access"},  # the store's roles in SQL, SQLite and PostgreSQL; it implements access's roles
+    "custody": {"access", "store"},  # keys, HSM, shred ledger, backups, PKI
+    "intake": set(),  # decoding samples, feature extraction and its worker pool
+    "templates": {"hazmat", "intake", "custody"},  # profiles, protection, matching and its statistics
+    "core": {"hazmat", "intake", "templates", "custody", "access", "store"},  # the application, no protobuf
+    "rpc": {"core", "intake", "access", "store"},  # the interceptor and the servicers: protobuf in, core, protobuf out
+    "server": {"hazmat", "intake", "templates", "custody", "access", "store", "core", "rpc"},
+    "cli": {"hazmat", "intake", "templates", "custody", "access", "store", "core", "rpc", "server"},
+}
+TOP_LEVEL = {"vault.__init__", *BASE - {"vault"}, *(m for group in GROUPS.values() for m in group)}
+
+
+def wing_of(module: str) -> str:
+    if module in BASE:
+        return "base"
+    for group, members in GROUPS.items():
+        if module in members:
+            return group
+    return module.split(".")[1]
+
+
+def test_each_wing_imports_only_the_wings_below_it():
+    graph = internal(import_graph())
+    assert {wing_of(m) for m in graph} - {"base", "models"} == set(WINGS), "a module outside every wing"
+    climbs = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                    if wing_of(t) not in ({"base", wing_of(m)} | WINGS[wing_of(m)]))
+    assert climbs == []
+
+
+def test_vault_has_no_flat_rooms():
+    """Beside the wings' packages, vault/ holds only the base and the assembly (core, server, cli)."""
+    flat = {f"vault.{p.stem}" for p in PACKAGE.glob("*.py")}
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert flat == TOP_LEVEL | {"vault.__init__"} and packages == set(WINGS) - set(GROUPS) | {"models"}
+
+
+# benchmarks/: four wings; the shared helpers at the top import none of them.
+BENCHMARK_WINGS = {"calibration", "evaluation", "performance", "drills"}
+
+
+def test_benchmarks_are_in_wings_and_their_helpers_import_none():
+    graph = internal(import_graph(ROOT / "benchmarks"))
+    helpers = {m for m in graph if m.count(".") == 1 and m.split(".")[1] not in BENCHMARK_WINGS}
+    assert {m.split(".")[1] for m in graph if m.count(".") == 2} == BENCHMARK_WINGS
+    assert helpers <= {"benchmarks.__main__", "benchmarks.data", "benchmarks.features", "benchmarks.metrics",
+                       "benchmarks.scores", "benchmarks.transcript", "benchmarks.postgres_scratch"}
+    assert {h: sorted(t for t in graph[h] if t.count(".") == 2) for h in helpers
+            if h != "benchmarks.__main__" and any(t.count(".") == 2 for t in graph[h])} == {}

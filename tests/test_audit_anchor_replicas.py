@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 
-from vault.audit import AuditAnchor, AuditEntry, AuditRecord
+from vault.access.audit import AuditAnchor, AuditEntry, AuditRecord
 
 
 def test_two_replicas_with_the_same_pid_share_the_anchor(tmp_path, monkeypatch):

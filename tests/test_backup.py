@@ -14,14 +14,14 @@ import pytest
 
 from tests.conftest import NO_LOCKOUT, ROOT, ServerProcess, deterministic_key_file, read
 from tests.test_store import AUDIT_KEY, backend, postgres_admin_url, row  # noqa: F401 (backend: fixture)
-from vault.audit import AuditEntry, verify_chain
-from vault.backup import restore_backup, write_backup
+from vault.access.audit import AuditEntry, verify_chain
+from vault.custody.backup import restore_backup, write_backup
 from vault.exceptions import FailedPrecondition, InvalidArgument
 from vault.store import open_store
-from vault.tokens import TokenRow
+from vault.access.tokens import TokenRow
 from vault_client.v1 import vault_pb2 as pb
 
-BACKUP_KEY = b"backup-key-for-tests-only-32-byt"  # what vault.backup.backup_key derives from a key store
+BACKUP_KEY = b"backup-key-for-tests-only-32-byt"  # what vault.custody.backup.backup_key derives from a key store
 
 
 def filled(url: str):
@@ -36,11 +36,11 @@ def filled(url: str):
 
 def test_a_backup_restores_every_row_into_either_backend(tmp_path, backend):  # noqa: F811
     source = filled(f"sqlite:///{tmp_path / 'source.db'}")
-    summary = write_backup(source, tmp_path / "vault.backup", BACKUP_KEY)
+    summary = write_backup(source, tmp_path / "vault.custody.backup", BACKUP_KEY)
     assert summary.counts == {"templates": 5, "tokens": 1, "audit": 7}
     target = backend.open()
     try:
-        assert restore_backup(tmp_path / "vault.backup", target, BACKUP_KEY).counts == summary.counts
+        assert restore_backup(tmp_path / "vault.custody.backup", target, BACKUP_KEY).counts == summary.counts
         assert target.list("t", include_revoked=True) == source.list("t", include_revoked=True)
         assert target.tokens("t") == source.tokens("t")
         restored_audit = list(target.audit_records())
@@ -49,7 +49,7 @@ def test_a_backup_restores_every_row_into_either_backend(tmp_path, backend):  # 
         target.record(AuditEntry("Verify", "t", "door"))  # the chain goes on where the backup ended
         assert verify_chain(AUDIT_KEY, list(target.audit_records())) == []
         with pytest.raises(FailedPrecondition):
-            restore_backup(tmp_path / "vault.backup", target, BACKUP_KEY)  # never merged into a vault that holds data
+            restore_backup(tmp_path / "vault.custody.backup", target, BACKUP_KEY)  # never merged into a vault that holds data
     finally:
         target.close()
         source.close()
@@ -86,11 +86,11 @@ def test_a_sqlite_vault_moves_to_postgresql_and_every_template_verifies(tmp_path
         for subject, image in people.items():
             vault.Enroll(pb.EnrollRequest(subject_id=subject, modality=pb.FACE, samples=[pb.Sample(image=image)]))
         cli = [sys.executable, "-m", "vault.cli"]
-        backup = subprocess.run([*cli, "backup", "--state-dir", str(state), str(tmp_path / "vault.backup")],
+        backup = subprocess.run([*cli, "backup", "--state-dir", str(state), str(tmp_path / "vault.custody.backup")],
                                 capture_output=True, text=True, cwd=ROOT)  # online: the server keeps running
         assert backup.returncode == 0, backup.stderr
         assert "3 templates" in backup.stdout and "no key material" in backup.stdout
-        archive = gzip.open(tmp_path / "vault.backup", "rt").read()
+        archive = gzip.open(tmp_path / "vault.custody.backup", "rt").read()
         secrets = list(strings_in(json.loads(keys.read_text())["payload"]))
         # the tenant's and audit secrets and the shred ledger's epoch keys: none is in the archive
         assert len(secrets) >= 3 and not [s for s in secrets if len(s) >= 32 and s in archive]
@@ -99,11 +99,11 @@ def test_a_sqlite_vault_moves_to_postgresql_and_every_template_verifies(tmp_path
 
     def probe(subject):
         # 3.pgm: a three-person gallery is judged mostly against the normalisation's prior
-        # (vault.normalisation), which is strict; the move, not the operating point, is under test
+        # (vault.templates.normalisation), which is strict; the move, not the operating point, is under test
         return pb.Sample(image=read("face", "orl", subject, "3.pgm"))
 
     with scratch_schema(postgres_admin_url(), prefix="vault_test") as url:
-        restore = subprocess.run([*cli, "restore", "--store", url, "--key-file", str(keys), str(tmp_path / "vault.backup")],
+        restore = subprocess.run([*cli, "restore", "--store", url, "--key-file", str(keys), str(tmp_path / "vault.custody.backup")],
                                  capture_output=True, text=True, cwd=ROOT)
         assert restore.returncode == 0, restore.stderr
         moved = ServerProcess(tmp_path / "pg-vault", "--store", url, "--key-file", str(keys), *NO_LOCKOUT).start()

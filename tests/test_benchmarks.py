@@ -15,7 +15,7 @@ import pytest
 from benchmarks import data
 from benchmarks.__main__ import run
 from benchmarks.metrics import eer, fnmr_at
-from benchmarks.unlinkability import linkage
+from benchmarks.evaluation.unlinkability import linkage
 
 pytestmark = pytest.mark.skipif(not (data.DATA / "face" / "lfw").is_dir() or not (data.DATA / "fingerprint").is_dir(),
                                 reason=f"shared data not found under {data.DATA}")

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from vault.administration import MAX_AUDIT_BATCH
-from vault.auth import Identity
+from vault.access.auth import Identity
 from vault.cli import AUDIT_READ_MAX, FINGERS, FingerType, main
 from vault.exceptions import InvalidArgument, InvalidSample
-from vault.images import decode_face
+from vault.intake.images import decode_face
 from vault.rpc import interceptor
 from vault.rpc.servicers import VaultServicer
 from vault_client.v1 import vault_pb2 as pb

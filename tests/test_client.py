@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, data_path, free_port, start_tls_server
-from vault import pki
+from vault.custody import pki
 from vault_client import Settings, TlsIdentity, VaultClient, errors, pb
 
 CLIENT_PACKAGE = ROOT / "clients" / "python"

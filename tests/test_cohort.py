@@ -1,4 +1,4 @@
-"""Fast tier: the per-key operating point (vault.cohort) and its use by the gallery."""
+"""Fast tier: the per-key operating point (vault.templates.cohort) and its use by the gallery."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 
-from vault import cohort
-from vault.keys import TenantKey
-from vault.matching import Gallery, agreement
-from vault.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
-from vault.protection import Protector
+from vault.templates import cohort
+from vault.custody.keys import TenantKey
+from vault.templates.matching import Gallery, agreement
+from vault.templates.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
+from vault.templates.protection import Protector
 
 
 def key(seed: int) -> TenantKey:

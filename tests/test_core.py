@@ -11,17 +11,17 @@ import pytest
 from conftest import deterministic_key_file
 from doubles import NO_SIGNAL, VectorExtractor, sample_bytes
 from vault.administration import Administration
-from vault.audit import AuditEntry
-from vault.auth import Identity
+from vault.access.audit import AuditEntry
+from vault.access.auth import Identity
 from vault.core import FACE_EMBEDDING, IMAGE, ISO_19794_2, Sample, Vault, row_identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample
-from vault.keys import LocalKeyFile
-from vault.lockout import Limits, LockedOut, FailureLimiter
-from vault.matching import agreement
-from vault.profiles import CURRENT, FACE, FINGERPRINT
-from vault.shredding import ledger_path, open_ledger
+from vault.custody.keys import LocalKeyFile
+from vault.access.lockout import Limits, LockedOut, FailureLimiter
+from vault.templates.matching import agreement
+from vault.templates.profiles import CURRENT, FACE, FINGERPRINT
+from vault.custody.shredding import ledger_path, open_ledger
 from vault.store import LIVE, REVOKED, open_store
-from vault.tokens import TokenRegistry
+from vault.access.tokens import TokenRegistry
 
 ENROLLER = Identity("default", frozenset({"enroller"}), "hr")
 PANEL = Identity("default", frozenset({"panel"}), "door-1")
@@ -200,7 +200,7 @@ def test_an_edited_sample_count_is_refused_at_load(vault):
 
 
 def test_a_fingerprint_templates_cohort_offset_is_taken_off_its_scores_and_the_same_after_a_restart(vault):
-    """The decision takes each fingerprint code's cohort offset off its scores (vault.cohort
+    """The decision takes each fingerprint code's cohort offset off its scores (vault.templates.cohort
     .TemplateCohort): computed at enrolment, and again from the unsealed codes at load."""
     done = run(vault.enroll(ENROLLER, "ana", FINGERPRINT, 2, [photo("ana", s) for s in (1, 2, 3)]))
     probe = vault._probe_codes("default", {CURRENT[FINGERPRINT].features:
@@ -373,7 +373,7 @@ def test_audit_reading_is_per_tenant_and_the_chain_verifies(vault):
 def test_a_deleted_audit_tail_is_caught_by_the_anchor(vault, tmp_path):
     """Issue 14, finding 3: deleting the newest audit records leaves a consistent but shorter
     chain; the anchor kept outside the database catches it."""
-    from vault.audit import AuditAnchor
+    from vault.access.audit import AuditAnchor
 
     vault.store.anchor = AuditAnchor(tmp_path / "keys.json.audit-head")
     admin = administration_of(vault)
@@ -390,7 +390,7 @@ def test_an_older_face_profiles_templates_keep_matching_until_reissued(vault, mo
     """face-iom-v3 (dlib) templates enrolled before face-sface-v1 still decide, at their own
     threshold, with the probe also run through dlib; reissue moves them to the current profile,
     after which probes go through SFace only."""
-    from vault.profiles import DLIB, FACE_IOM_V3, SFACE
+    from vault.templates.profiles import DLIB, FACE_IOM_V3, SFACE
 
     current = CURRENT[FACE]
     monkeypatch.setitem(CURRENT, FACE, FACE_IOM_V3)

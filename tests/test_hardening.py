@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from tests.conftest import alive, data_path, descendants, free_port, read
-from vault.audit import verify_chain
-from vault.keys import LocalKeyFile
+from vault.access.audit import verify_chain
+from vault.custody.keys import LocalKeyFile
 from vault.store import LIVE, REVOKED, open_store
 from vault_client.v1 import vault_pb2 as pb
 

@@ -1,4 +1,4 @@
-"""benchmarks.hill_climb on real SFace embeddings, small: the climb under the rules in force is
+"""benchmarks.drills.hill_climb on real SFace embeddings, small: the climb under the rules in force is
 stopped by the limiter after the per-subject budget with no band returned, and the report says so.
 (The figures themselves: benchmarks/results/hill_climb.md.)"""
 
@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from benchmarks import data, hill_climb
-from vault.lockout import Limits
+from benchmarks import data
+from benchmarks.drills import hill_climb
+from vault.access.lockout import Limits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900),
               pytest.mark.skipif(not (data.DATA / "face" / "lfw").is_dir(), reason=f"shared data not found under {data.DATA}")]

@@ -1,4 +1,4 @@
-"""Key custody in an HSM (vault.hsm) against a real PKCS#11 module, SoftHSM2: the key file sealed
+"""Key custody in an HSM (vault.custody.hsm) against a real PKCS#11 module, SoftHSM2: the key file sealed
 with a key that never leaves the token, and a TLS server that runs on it."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from vault.exceptions import KeyStoreError
-from vault.hsm import Pkcs11Sealer
-from vault.keys import LocalKeyFile
+from vault.custody.hsm import Pkcs11Sealer
+from vault.custody.keys import LocalKeyFile
 
 
 def test_the_key_file_is_sealed_by_a_key_that_never_leaves_the_token(softhsm, tmp_path):
@@ -52,7 +52,7 @@ def test_a_tls_server_runs_on_hsm_held_keys(softhsm, tmp_path, monkeypatch):
     serves, and after a restart still matches; the file holds no key material."""
     from tests.conftest import ServerProcess, read
     from tests.test_security import Client
-    from vault import pki
+    from vault.custody import pki
     from vault_client.v1 import vault_pb2 as pb
 
     folder = tmp_path / "pki"

@@ -1,4 +1,4 @@
-"""Identify's decision rule (vault.identification) in-process: the tail model, the per-comparison
+"""Identify's decision rule (vault.templates.identification) in-process: the tail model, the per-comparison
 rate a gallery size allows, thresholds that rise with the gallery, and what the operator is told;
 then end to end, the operator's view through Admin.KeyStatus on a real server."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import read
-from vault.identification import ScoreModel, capacity, per_comparison_fmr
-from vault.profiles import CURRENT, FACE, FINGERPRINT
+from vault.templates.identification import ScoreModel, capacity, per_comparison_fmr
+from vault.templates.profiles import CURRENT, FACE, FINGERPRINT
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 
@@ -91,7 +91,7 @@ def test_capacity_is_judged_by_the_weaker_kind_of_template():
 
 
 def test_an_auditors_band_is_the_tenth_of_genuine_scores_on_the_profiles_own_scale():
-    from vault.profiles import FACE_SFACE_V1
+    from vault.templates.profiles import FACE_SFACE_V1
 
     model = FACE_SFACE_V1.score_model(1)
     q = model.genuine_quantiles

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vault.exceptions import InvalidSample
-from vault.iso19794 import (
+from vault.intake.iso19794 import (
     MAX_RECORD_BYTES,
     MinutiaeRecord,
     encode_iso19794_2,

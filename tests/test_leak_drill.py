@@ -3,7 +3,7 @@
 import numpy as np
 
 from tests.conftest import data_path
-from benchmarks import leak_drill as leakdrill
+from benchmarks.drills import leak_drill as leakdrill
 
 
 def test_a_stolen_database_yields_nothing_reusable():

@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import deterministic_key_file
 from vault.hazmat.iom import pack_indices, unpack_indices
-from vault.keys import LocalKeyFile
-from vault.matching import Gallery, MatchIndex, agreement
-from vault.profiles import FACE, FACE_IOM_V1, FINGER_IOM_V1, PROFILES, ProtectionProfile
-from vault.protection import Protector
+from vault.custody.keys import LocalKeyFile
+from vault.templates.matching import Gallery, MatchIndex, agreement
+from vault.templates.profiles import FACE, FACE_IOM_V1, FINGER_IOM_V1, PROFILES, ProtectionProfile
+from vault.templates.protection import Protector
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +187,8 @@ def test_match_index_groups_and_removal(protector, key):
 
 
 def test_a_removed_template_is_never_added_back():
-    from vault.matching import MatchIndex
-    from vault.profiles import FACE, FACE_IOM_V1
+    from vault.templates.matching import MatchIndex
+    from vault.templates.profiles import FACE, FACE_IOM_V1
 
     index = MatchIndex()
     code = np.zeros((FACE_IOM_V1.planes, FACE_IOM_V1.words), dtype=np.uint64)

@@ -1,5 +1,5 @@
-"""Fast tier: scores normalised against the gallery's own cohort (vault.normalisation, as
-vault.matching.Gallery runs it), on real keys and protection and fixed vectors: a crowded
+"""Fast tier: scores normalised against the gallery's own cohort (vault.templates.normalisation, as
+vault.templates.matching.Gallery runs it), on real keys and protection and fixed vectors: a crowded
 population is judged by its own impostors, and a probe that resembles everyone (a wolf) cannot match."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 
 from conftest import deterministic_key_file
 from doubles import VectorExtractor
-from vault.auth import Identity
+from vault.access.auth import Identity
 from vault.core import FACE_EMBEDDING, Sample, Vault
-from vault.keys import LocalKeyFile, TenantKey
-from vault.matching import Gallery
-from vault.normalisation import CohortNorm, cohort_stats, stats_from_sums
-from vault.profiles import CURRENT, FACE, FACE_SFACE_V1
-from vault.protection import Protector
+from vault.custody.keys import LocalKeyFile, TenantKey
+from vault.templates.matching import Gallery
+from vault.templates.normalisation import CohortNorm, cohort_stats, stats_from_sums
+from vault.templates.profiles import CURRENT, FACE, FACE_SFACE_V1
+from vault.templates.protection import Protector
 from vault.store import open_store
 
 PROFILE = FACE_SFACE_V1
@@ -181,9 +181,9 @@ def test_a_gallery_after_enrolments_and_revocations_decides_as_one_built_afresh(
 
 
 def test_the_population_benchmark_scores_as_the_gallery_does():
-    """benchmarks.face_population recomputes the normalised scores from sums, for speed: they are the
-    scores vault.matching.Gallery decides on."""
-    from benchmarks.face_population import deploy, normalised_scores
+    """benchmarks.calibration.face_population recomputes the normalised scores from sums, for speed: they are the
+    scores vault.templates.matching.Gallery decides on."""
+    from benchmarks.calibration.face_population import deploy, normalised_scores
 
     rng = np.random.default_rng(9)
     vectors, owners = population(rng, 12, crowding=1.0, shots=3)

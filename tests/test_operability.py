@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tests.conftest import ROOT, free_port, read, start_tls_server
-from vault import pki
+from vault.custody import pki
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import data_path, read
-from vault.extraction import IMAGE, extract
-from vault.features import fuse
-from benchmarks.leak_drill import windows
-from vault.keys import LocalKeyFile
-from vault.profiles import CURRENT, FACE
-from vault.protection import Protector
+from vault.intake.extraction import IMAGE, extract
+from vault.intake.features import fuse
+from benchmarks.drills.leak_drill import windows
+from vault.custody.keys import LocalKeyFile
+from vault.templates.profiles import CURRENT, FACE
+from vault.templates.protection import Protector
 from vault_client.v1 import vault_pb2 as pb
 
 

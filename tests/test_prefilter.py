@@ -1,4 +1,4 @@
-"""Fast tier: the 1:N prefilter (vault.prefilter) reads a prefix of every code and scores the best
+"""Fast tier: the 1:N prefilter (vault.templates.prefilter) reads a prefix of every code and scores the best
 candidates in full; its answers are the full scan's on galleries where it is switched on."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import uuid
 
 import numpy as np
 
-from vault.identification import per_comparison_fmr
-from vault.matching import Gallery
-from vault.prefilter import Prefilter, best_rows
-from vault.profiles import FACE_SFACE_V1
-from vault.protection import Protector
-from vault.keys import TenantKey
+from vault.templates.identification import per_comparison_fmr
+from vault.templates.matching import Gallery
+from vault.templates.prefilter import Prefilter, best_rows
+from vault.templates.profiles import FACE_SFACE_V1
+from vault.templates.protection import Protector
+from vault.custody.keys import TenantKey
 
 # The shipped rule, switched on from 2,000 rows and keeping 1/32 of them (at least 64), so a
 # fast test searches galleries past the point where it applies.

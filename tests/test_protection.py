@@ -9,10 +9,10 @@ import pytest
 
 from vault.exceptions import IntegrityError, InvalidArgument, KeyStoreError
 from vault.hazmat import iom
-from vault.keys import LocalKeyFile
-from vault.matching import agreement
-from vault.profiles import FACE_IOM_V1, PROFILES
-from vault.protection import Protector, RowIdentity
+from vault.custody.keys import LocalKeyFile
+from vault.templates.matching import agreement
+from vault.templates.profiles import FACE_IOM_V1, PROFILES
+from vault.templates.protection import Protector, RowIdentity
 
 
 @pytest.fixture
@@ -200,19 +200,19 @@ def test_passphrase_sealed_key_file(tmp_path):
 def test_profiles_are_consistent():
     import re
 
-    from vault.profiles import CURRENT
+    from vault.templates.profiles import CURRENT
 
     for name, profile in PROFILES.items():
         assert name == profile.name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*-v\d+", name)
-        # agreement thresholds lie in (0, 1); normalised ones (vault.normalisation) above the cohort's mean
+        # agreement thresholds lie in (0, 1); normalised ones (vault.templates.normalisation) above the cohort's mean
         assert profile.hash_count % 64 == 0 and (0 < profile.threshold < 1 or profile.score_norm is not None)
         assert profile.threshold > 0
     assert not any(p.retired for p in CURRENT.values())
 
 
 def test_profile_dimensions_match_the_feature_extractors():
-    from vault.features import face, fingerprint, sface
-    from vault.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
+    from vault.intake.features import face, fingerprint, sface
+    from vault.templates.profiles import CURRENT, FACE, FACE_IOM_V3, FINGERPRINT
 
     assert CURRENT[FACE].feature_dim == sface.FEATURE_DIM and FACE_IOM_V3.feature_dim == face.FEATURE_DIM
     assert CURRENT[FINGERPRINT].feature_dim == fingerprint.FEATURE_DIM

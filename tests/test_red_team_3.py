@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT, deterministic_key_file
 from doubles import VectorExtractor, sample_bytes
-from vault.lockout import Limits
+from vault.access.lockout import Limits
 from vault.server import Settings, VaultServer
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
@@ -407,9 +407,9 @@ def test_a_revoked_template_does_not_open_from_postgresql_dead_tuples_toast_or_w
     from tests.test_store import postgres_admin_url
     from vault.core import row_identity
     from vault.exceptions import VaultError
-    from vault.keys import LocalKeyFile
-    from vault.profiles import PROFILES
-    from vault.protection import Protector
+    from vault.custody.keys import LocalKeyFile
+    from vault.templates.profiles import PROFILES
+    from vault.templates.protection import Protector
 
     state, key_file = site
     admin_url = postgres_admin_url()
@@ -460,7 +460,7 @@ def test_a_revoked_template_does_not_open_from_postgresql_dead_tuples_toast_or_w
         assert not any(opens(c) for c in candidates), "the revoked template opened from a dead ledger tuple"
         # The ledger holds secrets wrapped under epoch keys kept on the key side; the epoch that
         # wrapped the revoked template's secret was destroyed with its revocation.
-        from vault.shredding import bucket_of, unwrap
+        from vault.custody.shredding import bucket_of, unwrap
 
         bucket = bucket_of(ids["ana"])
         epochs = stolen_keys.shred_epochs(bucket)
@@ -584,10 +584,10 @@ def test_one_client_with_costly_samples_cannot_starve_another_of_extraction_work
     import multiprocessing
 
     from doubles import SLOW_NO_FACE, timed_extract
-    from vault.auth import PANEL, Identity
+    from vault.access.auth import PANEL, Identity
     from vault.core import IMAGE, Sample
     from vault.exceptions import PoorSample
-    from vault.extraction import Extractor
+    from vault.intake.extraction import Extractor
 
     class ModelFreeExtractor(Extractor):
         """The real pool (worker processes, queue bound, fair share) running timed_extract."""

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import deterministic_key_file, read
 from tests.test_store import AUDIT_KEY, backend, postgres_admin_url, row  # noqa: F401 (backend: fixture)
-from vault.audit import AuditEntry
+from vault.access.audit import AuditEntry
 from vault.replication import IndexSync
 from vault.store.base import ADD, REMOVE
 
@@ -140,8 +140,8 @@ def test_postgres_notifications_wake_the_follower_without_polling(backend):  # n
 def embedding(*parts: str) -> list[float]:
     """A real face's embedding, extracted by the service's own code (the RPCs then skip dlib, so
     what the test times is propagation, not extraction)."""
-    from vault.extraction import IMAGE, extract
-    from vault.profiles import CURRENT, FACE
+    from vault.intake.extraction import IMAGE, extract
+    from vault.templates.profiles import CURRENT, FACE
 
     return [float(v) for v in extract(FACE, IMAGE, read(*parts), False)[0][CURRENT[FACE].features]]
 
@@ -173,7 +173,7 @@ def test_two_replicas_on_one_database_see_each_others_changes(server_factory, tm
             return [c.template_id for c in found.candidates]
 
         # The first template under a key version a replica has not yet seen makes it compute that
-        # key's operating point (vault.cohort, ~2 s), once: outside the propagation bound.
+        # key's operating point (vault.templates.cohort, ~2 s), once: outside the propagation bound.
         carol = [embedding("face", "orl", "s9", f"{i}.pgm") for i in (1, 2)]
         one.Enroll(pb.EnrollRequest(subject_id="carol", modality=pb.FACE, samples=[sample(carol[0])]))
         wait_until(lambda: verifies(two, "carol", carol[1]), 30.0)

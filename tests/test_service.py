@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import data_path, read
-from vault.profiles import CURRENT, FACE
+from vault.templates.profiles import CURRENT, FACE
 from vault_client.v1 import vault_pb2 as pb
 
 ORL_SUBJECTS = [f"s{i}" for i in range(1, 11)]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from conftest import deterministic_key_file
 from tests.test_store import backend  # noqa: F401 (fixture)
-from vault.keys import LocalKeyFile
-from vault.shredding import ShredLedger, bucket_of, open_ledger
+from vault.custody.keys import LocalKeyFile
+from vault.custody.shredding import ShredLedger, bucket_of, open_ledger
 
 
 def keys_for(tmp_path) -> LocalKeyFile:

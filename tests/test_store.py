@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from vault.audit import AuditEntry, verify_chain
+from vault.access.audit import AuditEntry, verify_chain
 from vault.store import LIVE, REVOKED, TemplateRow, open_store
 from vault.store import sql as sql_module
 from vault.store.base import ADD, MIGRATIONS, REMOVE, TEMPLATE_COLUMNS, row_values
@@ -251,7 +251,7 @@ def test_a_running_replica_prunes_the_feed_on_schedule(store):
 
 
 def test_tokens_are_stored_with_their_audit_records(store):
-    from vault.tokens import TokenRow
+    from vault.access.tokens import TokenRow
 
     store.insert_token(TokenRow("id1", "t", "panel", "door", "hmac-sha256:00", 1.0), AuditEntry("CreateToken", "t", "op"))
     store.insert_token(TokenRow("id2", "u", "admin", "root", "hmac-sha256:00", 2.0), AuditEntry("CreateToken", "u", "op"))
@@ -348,8 +348,8 @@ def test_one_storage_stack_implements_every_role_and_the_ledger_shares_its_conne
     """Templates, tokens, change feed, attempts, audit and backups: each a small protocol, all of
     them implemented by SqlStore on either backend; the shred ledger opens its database through the
     same connection handling (vault.store.connections)."""
-    from vault.keys import LocalKeyFile
-    from vault.shredding import open_ledger
+    from vault.custody.keys import LocalKeyFile
+    from vault.custody.shredding import open_ledger
     from vault.store import base
     from vault.store.connections import PostgresDatabase, SqliteDatabase
 
@@ -375,7 +375,7 @@ def test_one_storage_stack_implements_every_role_and_the_ledger_shares_its_conne
 def test_replicas_share_one_lockout_and_count_attempts_in_flight(backend):
     """Issue 14, finding 6: two replicas of one store count the same attempts, so an attacker gets
     the limit, not twice it, and tries in flight count."""
-    from vault.lockout import PER_SUBJECT, FailureLimiter, Limits, LockedOut
+    from vault.access.lockout import PER_SUBJECT, FailureLimiter, Limits, LockedOut
 
     limits = Limits(per_subject=3, per_client=10, window_s=60, lockout_s=60)
     now = [1000.0]

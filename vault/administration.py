@@ -9,14 +9,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from vault.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
-from vault.auth import ROLES, Identity, check_name
+from vault.access.audit import AuditEntry, AuditRecord, ChainProblem, verify_chain
+from vault.access.auth import ROLES, Identity, check_name
 from vault.core import check_id, off_loop
 from vault.exceptions import FailedPrecondition, InvalidArgument
-from vault.identification import Capacity
-from vault.keys import KeyStore
+from vault.templates.identification import Capacity
+from vault.custody.keys import KeyStore
 from vault.store.base import LIVE, AuditTrail, Templates
-from vault.tokens import DEFAULT_LIFETIME_S, TokenInfo, TokenRegistry
+from vault.access.tokens import DEFAULT_LIFETIME_S, TokenInfo, TokenRegistry
 
 __all__ = ["Administration", "KeyStatus", "MAX_AUDIT_BATCH"]
 

@@ -173,7 +173,7 @@ def cli():
 def serve(**options) -> int:
     """Run the vault server (embedded SQLite and a local key file by default)."""
     from vault.core import IdentifyPolicy
-    from vault.lockout import Limits
+    from vault.access.lockout import Limits
     from vault.logs import configure
     from vault.server import Settings
     from vault.server import serve as run_server
@@ -183,7 +183,7 @@ def serve(**options) -> int:
                     options["failure_window"], options["lockout"])
     hsm = None
     if options["hsm_module"]:
-        from vault.hsm import HsmConfig, pin_from_environment
+        from vault.custody.hsm import HsmConfig, pin_from_environment
 
         pin = pin_from_environment()
         if not pin:
@@ -218,7 +218,7 @@ def pki():
 @setting("--host", multiple=True, default=["localhost", "127.0.0.1"], help="server name or IP (repeatable)")
 def pki_init(folder: Path, host: tuple[str, ...]) -> int:
     """Create a CA and a server certificate."""
-    from vault import pki as authority
+    from vault.custody import pki as authority
 
     authority.init_ca(folder)
     authority.issue(folder, "server", server_hosts=list(host))
@@ -234,7 +234,7 @@ def pki_init(folder: Path, host: tuple[str, ...]) -> int:
 @click.argument("name")
 def pki_issue(folder: Path, tenant: str, role: str, days: int, name: str) -> int:
     """Issue a client certificate NAME.crt / NAME.key for a tenant and role."""
-    from vault import pki as authority
+    from vault.custody import pki as authority
 
     path = authority.issue(folder, name, tenant=tenant, role=role, days=days)
     print(f"{path} and {path.with_suffix('.key')}: {role} of tenant {tenant}")
@@ -280,8 +280,8 @@ def restore(state_dir: Path, store: str, key_file: Path | None, archive: Path) -
 
 
 def _backup_or_restore(action: str, url: str, key_file: Path, archive: Path) -> int:
-    from vault.backup import CONTENTS, backup_key, restore_backup, write_backup
-    from vault.keys import LocalKeyFile, passphrase_from_environment
+    from vault.custody.backup import CONTENTS, backup_key, restore_backup, write_backup
+    from vault.custody.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
     if not key_file.is_file():  # never a fresh key file made here: it would authenticate nothing
@@ -628,8 +628,8 @@ def audit(action, after, limit, follow, interval, state_dir, key_file, **connect
 
 
 def audit_verify_offline(state_dir: Path, key_file: Path) -> int:
-    from vault.audit import AuditAnchor, anchor_path, verify_chain
-    from vault.keys import LocalKeyFile, passphrase_from_environment
+    from vault.access.audit import AuditAnchor, anchor_path, verify_chain
+    from vault.custody.keys import LocalKeyFile, passphrase_from_environment
     from vault.store import open_store
 
     keys = LocalKeyFile(key_file, passphrase_from_environment())

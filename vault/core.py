@@ -26,21 +26,21 @@ from typing import Protocol
 
 import numpy as np
 
-from vault.audit import AuditEntry
-from vault.cohort import CohortShifts, TemplateCohort
-from vault.auth import AUDITOR, LOCAL_OPERATOR, Identity
+from vault.access.audit import AuditEntry
+from vault.templates.cohort import CohortShifts, TemplateCohort
+from vault.access.auth import AUDITOR, LOCAL_OPERATOR, Identity
 from vault.exceptions import FailedPrecondition, InvalidArgument, InvalidSample, NotFound, PoorSample, VaultError
-from vault.shredding import ShredLedger
-from vault.extraction import IMAGE, ISO_19794_2, Extractor
-from vault.features import SampleReport, fuse, unit
-from vault.features.sface import embedding_features
-from vault.identification import Capacity, capacity
-from vault.keys import KeyStore, TenantKey
-from vault.lockout import SPENT, Attempts, FailureLimiter
-from vault.matching import MatchIndex
+from vault.custody.shredding import ShredLedger
+from vault.intake.extraction import IMAGE, ISO_19794_2, Extractor
+from vault.intake.features import SampleReport, fuse, unit
+from vault.intake.features.sface import embedding_features
+from vault.templates.identification import Capacity, capacity
+from vault.custody.keys import KeyStore, TenantKey
+from vault.access.lockout import SPENT, Attempts, FailureLimiter
+from vault.templates.matching import MatchIndex
 from vault.modalities import FACE, FINGERPRINT, MODALITY_NAMES
-from vault.profiles import CURRENT, PROFILES
-from vault.protection import Protector, RowIdentity
+from vault.templates.profiles import CURRENT, PROFILES
+from vault.templates.protection import Protector, RowIdentity
 from vault.store.base import ADD, LIVE, AuditTrail, TemplateRow, Templates
 
 __all__ = ["FACE_EMBEDDING", "IMAGE", "ISO_19794_2", "Candidate", "Enrolment", "Identification",
@@ -128,13 +128,13 @@ class Vault:
     allow_face_embeddings: bool = False
     auditor_score_bands: bool = False
     protector: Protector = field(default_factory=Protector)
-    shreds: ShredLedger | None = None  # per-template shred secrets (vault.shredding); None: rows sealed without
+    shreds: ShredLedger | None = None  # per-template shred secrets (vault.custody.shredding); None: rows sealed without
 
     def __post_init__(self):
         if self.limiter is None:
             self.limiter = FailureLimiter(self.store)
         self._ledger_paired = False  # the shred ledger knows which store it belongs to (pair_ledger)
-        self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.cohort)
+        self.cohort_shifts = CohortShifts(self.protector)  # each key's operating point (vault.templates.cohort)
         self.template_cohort = TemplateCohort(self.protector)  # each fingerprint template's offset
 
     # -- enrolment ------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class Vault:
                                ",".join(h.template_id for h in winners),
                                "CANDIDATES" if winners else "NO_CANDIDATE", f"max_candidates={limit}")
             await off_loop(self.store.record, audit)
-            # Candidates are an answer like a NO_MATCH (vault.lockout)
+            # Candidates are an answer like a NO_MATCH (vault.access.lockout)
             attempt.outcome = SPENT if winners else False
         return Identification([Candidate(h.subject_id, h.template_id, i + 1) for i, h in enumerate(winners)],
                               audit.decision_id, report)
@@ -508,7 +508,7 @@ class Vault:
 
     @contextlib.asynccontextmanager
     async def _attempt(self, caller: Identity, subject: str | None):
-        """One try under the lockout rule (vault.lockout), its limiter calls off the event loop:
+        """One try under the lockout rule (vault.access.lockout), its limiter calls off the event loop:
         admitted (or LockedOut, before anything else happens), then ended however the body ends
         (an error, a cancelled call), and a lockout it trips audited."""
         tenant, client = caller.tenant, caller.name
@@ -538,7 +538,7 @@ class Vault:
 
 
 class _Attempt:
-    """A try in progress: what it spends (vault.lockout), None until there is an answer."""
+    """A try in progress: what it spends (vault.access.lockout), None until there is an answer."""
 
     def __init__(self):
         self.outcome: bool | str | None = None
@@ -569,7 +569,7 @@ class _Spent:
 
 
 def caller_key(caller: Identity) -> tuple[str, str] | None:
-    """Whose fair share of the extraction workers a call uses (vault.extraction.Extractor). None
+    """Whose fair share of the extraction workers a call uses (vault.intake.extraction.Extractor). None
     for the plaintext loopback's one local operator: every call there is the same caller, so a
     share would only leave workers idle (and halve the embedded default's throughput)."""
     if caller is LOCAL_OPERATOR:
@@ -580,13 +580,13 @@ def caller_key(caller: Identity) -> tuple[str, str] | None:
 def store_identity(store: AuditTrail) -> str | None:
     """What names a template store across restarts, backups and restores: the MAC of its first audit
     record (under the audit key, so unique to the deployment); None for a store with no audit trail.
-    The shred ledger sweeps only against the store it belongs to (vault.shredding.ShredLedger.retain)."""
+    The shred ledger sweeps only against the store it belongs to (vault.custody.shredding.ShredLedger.retain)."""
     first = store.audit_mac(1)
     return first.hex() if first else None
 
 
 def row_identity(row: TemplateRow) -> RowIdentity:
-    """What the row's seal binds (vault.protection.RowIdentity)."""
+    """What the row's seal binds (vault.templates.protection.RowIdentity)."""
     profile = PROFILES.get(row.profile)
     return RowIdentity(row.tenant, row.template_id, row.subject_id, row.modality, row.finger, row.profile,
                        row.key_version, profile.sealed_sample_count(row.sample_count) if profile else None)

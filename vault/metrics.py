@@ -40,7 +40,7 @@ class Metrics:
 
 class _TemplateCounts:
     """Live templates per tenant, and what Identify can promise at that size (expected FNIR at
-    the FPIR target; vault.identification), read from the match index at scrape time."""
+    the FPIR target; vault.templates.identification), read from the match index at scrape time."""
 
     def __init__(self, index, keys, identify_capacity=None):
         self.index, self.keys, self.identify_capacity = index, keys, identify_capacity

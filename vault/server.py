@@ -17,25 +17,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from vault.administration import Administration
-from vault.audit import AuditAnchor, anchor_path
-from vault.auth import AccessPolicy, Authenticator
+from vault.access.audit import AuditAnchor, anchor_path
+from vault.access.auth import AccessPolicy, Authenticator
 from vault.core import IdentifyPolicy, Vault
 from vault.exceptions import VaultError
-from vault.extraction import Extractor, one_native_thread
-from vault.hsm import HsmConfig, Pkcs11Sealer
-from vault.keys import LocalKeyFile, passphrase_from_environment
-from vault.lockout import FailureLimiter, Limits
-from vault.matching import MatchIndex, warm_up
+from vault.intake.extraction import Extractor, one_native_thread
+from vault.custody.hsm import HsmConfig, Pkcs11Sealer
+from vault.custody.keys import LocalKeyFile, passphrase_from_environment
+from vault.access.lockout import FailureLimiter, Limits
+from vault.templates.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.modalities import MODALITY_NAMES
-from vault.profiles import PROFILES
+from vault.templates.profiles import PROFILES
 from vault.replication import IndexSync
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.rpc.reflection import enable_reflection
-from vault.shredding import ledger_path, open_ledger
+from vault.custody.shredding import ledger_path, open_ledger
 from vault.store import open_store
-from vault.tokens import TokenRegistry
+from vault.access.tokens import TokenRegistry
 from vault_client.v1 import vault_pb2, vault_pb2_grpc
 
 log = logging.getLogger("vault.server")
@@ -64,8 +64,8 @@ class Settings:
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint; off when None
     call_timeout_s: float = 30.0  # server-side deadline of one RPC (clients may set shorter ones)
     identification: IdentifyPolicy = field(default_factory=IdentifyPolicy)  # Identify's FPIR promise
-    hsm: HsmConfig | None = None  # seal the key file with a key kept in a PKCS#11 token (vault.hsm)
-    shred_store: str = ""  # per-template shred secrets (vault.shredding); default: beside the key file
+    hsm: HsmConfig | None = None  # seal the key file with a key kept in a PKCS#11 token (vault.custody.hsm)
+    shred_store: str = ""  # per-template shred secrets (vault.custody.shredding); default: beside the key file
     # host:port of a second TLS listener that asks for no client certificate: token-only clients
     # (a token is then the only identity) and health checks. None: only the mutual-TLS listener.
     token_listen: str | None = None
@@ -128,7 +128,7 @@ class VaultServer:
                              "with an HSM (--hsm-module) or a passphrase (VAULT_KEY_PASSPHRASE_FILE); an unsealed "
                              "key file is for --plaintext development only")
         self.store = open_store(settings.store_url or f"sqlite:///{state / 'vault.db'}", self.keys.audit_key())
-        # The audit chain's head, kept with the keys and out of the database (vault.audit.AuditAnchor).
+        # The audit chain's head, kept with the keys and out of the database (vault.access.audit.AuditAnchor).
         self.store.anchor = AuditAnchor(anchor_path(key_file))
         self.extractor = Extractor(settings.workers, settings.max_pending, settings.sample_time_limit_s)
         self.index = MatchIndex()
@@ -195,7 +195,7 @@ class VaultServer:
                 self.port = self.server.add_secure_port(self.settings.listen, credentials)
                 if self.settings.token_listen:
                     # TLS that asks for no client certificate: a caller here is who its token says
-                    # (vault.auth.Authenticator), or UNAUTHENTICATED; the health service answers anyone.
+                    # (vault.access.auth.Authenticator), or UNAUTHENTICATED; the health service answers anyone.
                     server_only = grpc.ssl_server_credentials(
                         [((tls / "server.key").read_bytes(), (tls / "server.crt").read_bytes())])
                     self.token_port = self.server.add_secure_port(self.settings.token_listen, server_only)

@@ -9,10 +9,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from vault import images
+    from vault.intake import images
     from vault.exceptions import InvalidSample, PoorSample
-    from vault.features import fingerprint
-    from vault.iso19794 import encode_iso19794_2, parse_iso19794_2
+    from vault.intake.features import fingerprint
+    from vault.intake.iso19794 import encode_iso19794_2, parse_iso19794_2
 
 TARGET = sys.argv.pop(1)
 

@@ -21,7 +21,7 @@ Two keyed projection families:
   bank would take hundreds of MiB per tenant.
 
 Codes are held packed as bit planes: plane p holds bit p of every index, 64 positions a word, so
-a comparison is XOR, OR across planes, and a popcount (see vault.matching).
+a comparison is XOR, OR across planes, and a popcount (see vault.templates.matching).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import uuid
 
 import grpc
 
-from vault.audit import AuditEntry
-from vault.auth import AccessPolicy, Authenticator, Identity, bearer_token
+from vault.access.audit import AuditEntry
+from vault.access.auth import AccessPolicy, Authenticator, Identity, bearer_token
 from vault.exceptions import InvalidArgument, PermissionDenied, Unauthenticated, VaultError
 from vault.store.base import AuditTrail
 

@@ -13,9 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from vault.administration import Administration
 from vault.core import Sample, Vault
 from vault.exceptions import InvalidArgument
-from vault.features import SampleReport
+from vault.intake.features import SampleReport
 from vault.rpc.interceptor import caller
-from vault.tokens import TokenInfo
+from vault.access.tokens import TokenInfo
 from vault_client.v1 import vault_pb2 as pb
 from vault_client.v1 import vault_pb2_grpc
 

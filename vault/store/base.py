@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
-from vault.audit import AuditEntry, AuditRecord
-from vault.lockout import Attempts
-from vault.tokens import TokenRow, Tokens
+from vault.access.audit import AuditEntry, AuditRecord
+from vault.access.lockout import Attempts
+from vault.access.tokens import TokenRow, Tokens
 
 LIVE, REVOKED = 1, 2
 
@@ -59,7 +59,7 @@ class ChangeListener(Protocol):
 # (vault.store.sql, with its SQLite and PostgreSQL backends) is the one implementation of them all.
 # Every write that changes templates or tokens appends its audit record in the same transaction.
 # Two roles are defined beside the rules that use them, with their records: Tokens and TokenRow
-# (vault.tokens), Attempts (vault.lockout).
+# (vault.access.tokens), Attempts (vault.access.lockout).
 
 @runtime_checkable
 class Templates(Protocol):
@@ -90,9 +90,9 @@ class ChangeFeed(Protocol):
 
 @runtime_checkable
 class AuditTrail(Protocol):
-    """The hash-chained, MAC'd audit trail (vault.audit), and its anchor outside the database."""
+    """The hash-chained, MAC'd audit trail (vault.access.audit), and its anchor outside the database."""
 
-    anchor: object | None  # vault.audit.AuditAnchor, advanced after each committed audit append
+    anchor: object | None  # vault.access.audit.AuditAnchor, advanced after each committed audit append
 
     def record(self, audit: AuditEntry) -> None: ...
     def audit_records(self, tenant: str | None = None, after_seq: int = 0) -> Iterator[AuditRecord]: ...
@@ -102,7 +102,7 @@ class AuditTrail(Protocol):
 
 @runtime_checkable
 class Backups(Protocol):
-    """Whole-store export and restore (vault.backup): the BACKUP_TABLES, from one snapshot."""
+    """Whole-store export and restore (vault.custody.backup): the BACKUP_TABLES, from one snapshot."""
 
     def schema_version(self) -> int: ...
     def export_rows(self) -> Iterator[tuple[str, tuple]]: ...
@@ -162,7 +162,7 @@ MIGRATIONS: list[str] = [
         mac          BYTEA NOT NULL
     );
     """,
-    # 2: API tokens. Only a MAC of each secret is stored (HMAC-SHA256 under a key-store key: vault.tokens).
+    # 2: API tokens. Only a MAC of each secret is stored (HMAC-SHA256 under a key-store key: vault.access.tokens).
     """
     CREATE TABLE tokens (
         token_id     TEXT PRIMARY KEY,
@@ -188,7 +188,7 @@ MIGRATIONS: list[str] = [
         kind         TEXT NOT NULL
     );
     """,
-    # 4: failed and in-flight verification attempts and lockouts (vault.lockout.FailureLimiter),
+    # 4: failed and in-flight verification attempts and lockouts (vault.access.lockout.FailureLimiter),
     # shared by every replica of one store. subject '' is a client-wide entry.
     """
     CREATE TABLE attempts (
@@ -208,7 +208,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, client, subject)
     );
     """,
-    # 5: tokens expire (vault.tokens); the expiry is under the token's MAC, so no write extends it.
+    # 5: tokens expire (vault.access.tokens); the expiry is under the token's MAC, so no write extends it.
     """
     ALTER TABLE tokens ADD COLUMN expires_at DOUBLE PRECISION
     """,

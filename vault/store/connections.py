@@ -1,5 +1,5 @@
 """Connection handling for every SQL database the vault keeps: the template store (vault.store) and
-the shred ledger on the key side (vault.shredding). One SQLite file (stdlib sqlite3, one connection
+the shred ledger on the key side (vault.custody.shredding). One SQLite file (stdlib sqlite3, one connection
 shared by threads under a lock) or a PostgreSQL pool (psycopg 3, psycopg_pool); either gives a
 cursor in one transaction, committed or rolled back, and says how its SQL marks parameters.
 

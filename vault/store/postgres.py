@@ -21,7 +21,7 @@ from vault.store.sql import SqlStore
 CHANNEL = "vault_changes"
 # Advisory lock keys are per database; hashing the schema name in keeps vaults that share a
 # database in separate schemas (and parallel test runs) from waiting on each other.
-AUDIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/audit/' || current_schema()))"
+AUDIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/access/audit/' || current_schema()))"
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/schema/' || current_schema()))"
 
 

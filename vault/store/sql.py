@@ -8,12 +8,12 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-from vault.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
+from vault.access.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.exceptions import FailedPrecondition
-from vault.lockout import PER_CLIENT, PER_SUBJECT, SPENT
+from vault.access.lockout import PER_CLIENT, PER_SUBJECT, SPENT
 from vault.store.base import (ADD, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS,
                               TOKEN_COLUMNS, Change, TemplateRow, audit_from, audit_values, row_from, row_values)
-from vault.tokens import TokenRow
+from vault.access.tokens import TokenRow
 
 TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
@@ -33,7 +33,7 @@ class SqlStore:
         self._audit_key = audit_key
         self._audit_lock = threading.Lock()
         self._appended: AuditRecord | None = None
-        self.anchor = None  # vault.audit.AuditAnchor, set by the server: the chain's head, outside the database
+        self.anchor = None  # vault.access.audit.AuditAnchor, set by the server: the chain's head, outside the database
 
     # -- backend hooks --------------------------------------------------------------------------
     @contextmanager
@@ -201,7 +201,7 @@ class SqlStore:
         return True
 
     # -- lockout: attempts shared by every replica of this store ---------------------------------
-    # The one lockout rule (vault.lockout). An attempt row is 'open' while its call runs, then
+    # The one lockout rule (vault.access.lockout). An attempt row is 'open' while its call runs, then
     # 'failed' (counts for the client and the subject) or 'cleared' (counts for the client only:
     # SPENT, or a failure whose subject was matched since, or locked out); a match or a call without
     # decision leaves no row.
@@ -373,7 +373,7 @@ class SqlStore:
             rows = self._execute(cur, query + " ORDER BY seq", params).fetchall()
         return (audit_from(v) for v in rows)
 
-    # -- backup and restore (vault.backup) ------------------------------------------------------
+    # -- backup and restore (vault.custody.backup) ------------------------------------------------------
     def export_rows(self) -> Iterator[tuple[str, tuple]]:
         """(table, column values) of every row a backup holds, from one consistent snapshot taken
         while the vault keeps serving: sealed templates, token MACs, the audit chain. Not the

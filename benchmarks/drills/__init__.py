@@ -1,0 +1,1 @@
+"""Drills: the attacker played against a real deployment (leak drill, hill climb)."""

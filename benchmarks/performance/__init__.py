@@ -1,0 +1,1 @@
+"""Performance: speed, load and replica latency of the service."""
