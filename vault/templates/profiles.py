@@ -9,7 +9,9 @@ an operating false-match rate; `calibration` says on which data and with which c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from vault.hazmat.iom import bit_planes
 from vault.templates.identification import ScoreModel
@@ -18,6 +20,12 @@ from vault.templates.prefilter import Prefilter
 
 # Modalities and feature extractors live in vault.modalities; named here too for older importers.
 from vault.modalities import DLIB, FACE, FINGERPRINT, MINUTIAE, MODALITY_NAMES, SFACE  # noqa: E402,F401
+
+
+# How each profile's thresholds were set, on which data and with which command: the calibration
+# record, kept beside the models (vault/models/calibration.json), not in code.
+CALIBRATION: dict[str, str] = json.loads(
+    (Path(__file__).resolve().parents[1] / "models" / "calibration.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -113,11 +121,7 @@ FACE_IOM_V1 = ProtectionProfile(
     hash_width=16,
     threshold=680 / 1024,
     operating_fmr=1e-3,
-    calibration=(
-        "FMR 1e-3 on the impostor pairs of the LFW subset's first 290 identities (3 fresh keys); "
-        "held out: LFW other 290 identities GAR 0.864 at FMR 4.9e-4, ORL GAR 0.990 at FMR 2.5e-3. "
-        "uv run python -m benchmarks.calibration.calibrate"
-    ),
+    calibration=CALIBRATION["face-iom-v1"],
 )
 
 FACE_IOM_V2 = ProtectionProfile(
@@ -131,12 +135,7 @@ FACE_IOM_V2 = ProtectionProfile(
     # there (was 3206, fitted on them pooled, one threshold for all keys).
     threshold=3219 / 4096,
     operating_fmr=1e-3,
-    calibration=(
-        "FMR 1e-3 on the impostor pairs of each half of the LFW subset's first 290 identities, the highest "
-        "over 5 fresh keys and both halves, less each key's cohort shift; held out: LFW other 290 "
-        "identities, 10 fresh keys. "
-        "uv run python -m benchmarks.calibration.face_per_key"
-    ),
+    calibration=CALIBRATION["face-iom-v2"],
     # Per-key operating point (vault.templates.cohort): each key's thresholds move with its synthetic impostor
     # tail; over 10 fresh keys the held-out false-match rate spread (max/min) went from 1.62 to 1.22.
     # uv run python -m benchmarks.calibration.face_per_key
@@ -156,13 +155,7 @@ FACE_IOM_V3 = replace(
     hash_count=16384,
     # The highest over 5 fresh keys and both calibration halves, the higher of two runs (12842, 12844)
     threshold=12844 / 16384,
-    calibration=(
-        "FMR 1e-3 on the impostor pairs of each half of the LFW subset's first 290 identities, the highest "
-        "over 5 fresh keys and both halves, less each key's cohort shift; held out: LFW other 290 "
-        "identities, 10 fresh keys, two runs: each key's own false-match rate at most 1.13x and 1.25x the "
-        "stated one, ROC point 0.45 and 0.44 points under raw dlib cosine (v2: 1.2). "
-        "uv run python -m benchmarks.calibration.face_per_key"
-    ),
+    calibration=CALIBRATION["face-iom-v3"],
     cohort_reference=0.782094,
     # Identify's tail models: LFW's first 290 identities, 5 keys (uv run python -m benchmarks.calibration.identify_fpir --only face)
     score_models=(ScoreModel(tail_start=0.759583, tail_rate=0.00999, shape=0.0, scale=0.0102999, genuine_quantiles=(0.68524, 0.77753, 0.78843, 0.79659, 0.80352, 0.80898, 0.81384, 0.81738, 0.82029, 0.82376, 0.82758, 0.83136, 0.83551, 0.83905, 0.84296, 0.84778, 0.85181, 0.85712, 0.86475, 0.87812, 0.91022)),
@@ -178,11 +171,7 @@ FINGER_IOM_V1 = ProtectionProfile(
     hash_width=8,
     threshold=244 / 1024,
     operating_fmr=1e-3,
-    calibration=(
-        "FMR 1e-3 on FVC2000 DB1-DB3 all-pairs impostors (3 fresh keys). Held out, FVC2002 single "
-        "impression pairs: genuine accept DB1 0.33, DB2 0.42, DB3 0.18 at FMR <= 2.3e-4. A baseline "
-        "representation, far below bozorth3; issue 5 replaces it. uv run python -m benchmarks.calibration.calibrate"
-    ),
+    calibration=CALIBRATION["finger-iom-v1"],
     retired=True,  # replaced by finger-mcc2-v2 (new feature vector): re-enrol
 )
 
@@ -195,11 +184,7 @@ FINGER_MCC2_V2 = ProtectionProfile(
     hash_width=4,
     threshold=677 / 2048,
     operating_fmr=1e-3,
-    calibration=(
-        "FMR 1e-3 on FVC2000 DB1-DB3 all-pairs impostors (3 fresh keys; the MCC PCA basis is also fitted "
-        "on FVC2000). Held out, FVC2002 single-impression pairs: genuine accept DB1 0.63, DB2 0.79, "
-        "DB3 0.42 at FMR <= 1.2e-3. uv run python -m benchmarks.calibration.calibrate"
-    ),
+    calibration=CALIBRATION["finger-mcc2-v2"],
     retired=True,  # replaced by finger-mcc-v3 (new feature vector): re-enrol
 )
 
@@ -215,12 +200,7 @@ FINGER_MCC_V3 = ProtectionProfile(
     hash_width=2,
     threshold=8726 / 16384,
     operating_fmr=1e-3,
-    calibration=(
-        "FMR 1e-3 on FVC2000 DB1-DB3 all-pairs impostors (5 fresh keys; the MCC PCA basis is also fitted "
-        "on FVC2000; three runs gave 8712-8726). Held out, FVC2002 single-impression pairs: genuine accept "
-        "DB1 0.83 at FMR 1.6e-3, DB2 0.93 at 5.6e-4, DB3 0.65 at 6.9e-4. "
-        "uv run python -m benchmarks.calibration.calibrate --only finger --keys 5"
-    ),
+    calibration=CALIBRATION["finger-mcc-v3"],
     projection="hadamard",  # a dense bank would be 13752 x 32768 floats (1.7 GiB) per tenant
     retired=True,  # replaced by finger-leader-v4 (LEADER minutiae, new basis): re-enrol
 )
@@ -238,13 +218,7 @@ FINGER_LEADER_V4 = ProtectionProfile(
     threshold=8975 / 16384,
     fused_threshold=9141 / 16384,
     operating_fmr=1e-3,
-    calibration=(
-        "Just above every impostor score of FVC2000 and FVC2002 DB1-DB3 (real) and FVC2000 DB4 "
-        "(synthetic) probes, 5 fresh keys, one-touch and fused templates apart; basis fitted on FVC2000 "
-        "DB1-DB3. Leave one sensor out, false-match rate <= 1.4e-4 (one touch) and <= 4.4e-4 (three); "
-        "held-out FVC2002 DB4 synthetic probes <= 7.5e-4 against one-touch templates, 7.7e-3 against "
-        "FVC2000 DB3's fused ones. uv run python -m benchmarks.calibration.fingerprint_operating_point"
-    ),
+    calibration=CALIBRATION["finger-leader-v4"],
     projection="hadamard",
     # Identify's tail models: FVC2000 and FVC2002 DB1-DB3, 5 keys (uv run python -m benchmarks.calibration.identify_fpir)
     score_models=(ScoreModel(tail_start=0.530334, tail_rate=0.009937, shape=0.0, scale=0.0028731, genuine_quantiles=(0.492, 0.54382, 0.56091, 0.5719, 0.58228, 0.59003, 0.59717, 0.60461, 0.61115, 0.61865, 0.62585, 0.63276, 0.64026, 0.64841, 0.65692, 0.66486, 0.67523, 0.68591, 0.6995, 0.72173, 0.84271)),
@@ -259,15 +233,7 @@ FINGER_LEADER_V5 = replace(
     keeps_sample_codes=True,
     threshold=8967 / 16384,
     fused_threshold=9282 / 16384,
-    calibration=(
-        "Just above every impostor score of FVC2000 and FVC2002 DB1-DB3 (real) and FVC2000 DB4 "
-        "(synthetic) probes, 5 fresh keys, plus a generalisation margin: the largest rise of a left-out "
-        "sensor's impostors above the rule fitted on the others (one touch +0.0002, three kept apart "
-        "+0.0116); the higher of two runs. Leave one sensor out: real false-match rate <= 6.9e-5 (one "
-        "touch) and <= 4.4e-4 (three kept apart); held-out FVC2002 DB4 synthetic probes 0 against "
-        "one-touch templates, 5.0e-4 and 4.7e-3 (two runs) against FVC2000 DB3's three-touch ones. "
-        "uv run python -m benchmarks.calibration.fingerprint_operating_point"
-    ),
+    calibration=CALIBRATION["finger-leader-v5"],
     # Each kept-apart code is compared as one sample is: Identify uses the one-sample tail model per code.
     score_models=(FINGER_LEADER_V4.score_models[0], None),
 )
@@ -282,14 +248,7 @@ FINGER_LEADER_V6 = replace(
     template_cohort_reference=0.511244,  # the templates' mean cohort agreement over the calibration sets
     threshold=9066 / 16384,
     fused_threshold=9107 / 16384,
-    calibration=(
-        "On template-offset scores: just above every impostor score of FVC2000 and FVC2002 DB1-DB3 (real) "
-        "and FVC2000 DB4 (synthetic) probes, 5 fresh keys, plus the generalisation margin (one touch +0.0048, "
-        "three kept apart +0.0073), kept apart never below one touch; the highest of five runs. Leave one "
-        "sensor out, final rule: real false-match rate <= 2.8e-4 (one touch) and <= 8.9e-4 (three kept "
-        "apart); held-out FVC2002 DB4 synthetic probes 0 against every held-out sensor's templates, FVC2000 "
-        "DB3's included (v5: up to 7.3e-3). uv run python -m benchmarks.calibration.fingerprint_operating_point"
-    ),
+    calibration=CALIBRATION["finger-leader-v6"],
     # Identify's one-sample tail model, fitted on the scores v6 makes (cohort offsets taken off,
     # int8 LEADER minutiae; uv run python -m benchmarks.calibration.identify_fpir --only finger): its tail is
     # wider than v4's raw-score model (scale 0.0036 against 0.0029), so large galleries get higher
@@ -310,13 +269,7 @@ FACE_SFACE_V1 = ProtectionProfile(
     # over five populations and five fresh keys, of the normalised impostor score at 1 - 1e-4.
     threshold=3.9861,
     operating_fmr=1e-4,
-    calibration=(
-        "FMR 1e-4 on normalised scores: the highest impostor quantile over LFW, ORL, JAFFE, CASIA-FaceV5 and "
-        "Korean web photos, each its own deployment, 5 fresh keys. Each population left out in turn (prior and "
-        "threshold fitted on the other four): FMR at most 0.74x the stated rate, genuine accept LFW 0.981, "
-        "ORL 0.995, JAFFE 0.956, CASIA-FaceV5 0.981 (of the photos the quality gate acquires), Korean web photos "
-        "0.373. uv run python -m benchmarks.calibration.face_population"
-    ),
+    calibration=CALIBRATION["face-sface-v1"],
     # The prior: the highest median cohort mean and sd of the five populations' templates, weighted
     # as 4 cohort members, so a gallery of a few people is judged as the most crowded population was.
     score_norm=CohortNorm(cohort_size=256, prior_mean=0.34896, prior_sd=0.03899, prior_weight=4.0),
