@@ -41,46 +41,50 @@ def _popcount(typingctx, word):
 
 
 @functools.cache
-def _mismatch_kernel(words: int, planes: int):
-    """Differing positions of each interleaved code row (words, planes) against the probe."""
+def _kernels(words: int, planes: int):
+    """Differing positions against the probe (words, planes) of interleaved code rows (words,
+    planes): of every row (`every`), or of the listed rows only, read in place (`listed`). The
+    words and planes of the profile are constants, so the loops unroll."""
+
+    @numba.njit(nogil=True, boundscheck=False, cache=True, inline="always")
+    def row_mismatches(codes, r, probe):
+        total = 0
+        for w in range(words):
+            differs = codes[r, w, 0] ^ probe[w, 0]
+            for p in range(1, planes):  # a position differs if any bit of its index differs
+                differs |= codes[r, w, p] ^ probe[w, p]
+            total += _popcount(differs)
+        return total
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def mismatches(codes, probe, out):
+    def every(codes, probe, out):
         for r in range(out.shape[0]):
-            total = 0
-            for w in range(words):
-                differs = codes[r, w, 0] ^ probe[w, 0]
-                for p in range(1, planes):  # a position differs if any bit of its index differs
-                    differs |= codes[r, w, p] ^ probe[w, p]
-                total += _popcount(differs)
-            out[r] = total
-
-    return mismatches
-
-
-@functools.cache
-def _listed_mismatch_kernel(words: int, planes: int):
-    """As _mismatch_kernel, for the listed rows only (read in place: no gathered copy)."""
+            out[r] = row_mismatches(codes, r, probe)
 
     @numba.njit(nogil=True, boundscheck=False, cache=True)
-    def mismatches(codes, rows, probe, out):
+    def listed(codes, rows, probe, out):
         for i in range(rows.shape[0]):
-            r = rows[i]
-            total = 0
-            for w in range(words):
-                differs = codes[r, w, 0] ^ probe[w, 0]
-                for p in range(1, planes):
-                    differs |= codes[r, w, p] ^ probe[w, p]
-                total += _popcount(differs)
-            out[i] = total
+            out[i] = row_mismatches(codes, rows[i], probe)
 
-    return mismatches
+    return every, listed
+
+
+def _mismatch_kernel(words: int, planes: int):
+    return _kernels(words, planes)[0]
+
+
+def _listed_mismatch_kernel(words: int, planes: int):
+    return _kernels(words, planes)[1]
 
 
 def _interleaved_agreement(probe: np.ndarray, codes: np.ndarray, hash_count: int) -> np.ndarray:
     """agreement() for a probe (words, planes) and interleaved codes (n, words, planes)."""
     differing = np.empty(len(codes), dtype=np.int64)
     _mismatch_kernel(*probe.shape)(codes, probe, differing)
+    return _as_agreement(differing, hash_count)
+
+
+def _as_agreement(differing: np.ndarray, hash_count: int) -> np.ndarray:
     return (1.0 - differing / hash_count).astype(np.float32)
 
 
@@ -185,19 +189,7 @@ class Gallery:
             if template_id in self._rows_of:
                 return
             n = len(self._template_ids)
-            while n + len(codes) > len(self._codes):
-                size = len(self._codes)
-                grown = np.zeros((2 * size, *self._codes.shape[1:]), dtype=np.uint64)
-                grown[:n] = self._codes[:n]
-                self._codes = grown
-                if self._prefix_words:
-                    prefixes = np.zeros((2 * size, *self._prefixes.shape[1:]), dtype=np.uint64)
-                    prefixes[:n] = self._prefixes[:n]
-                    self._prefixes = prefixes
-                self._fingers = np.concatenate([self._fingers, np.zeros(size, dtype=np.uint8)])
-                self._fused = np.concatenate([self._fused, np.zeros(size, dtype=bool)])
-                self._offsets = np.concatenate([self._offsets, np.zeros(size, dtype=np.float32)])
-                self._orders = np.concatenate([self._orders, np.zeros(size, dtype=np.uint64)])
+            self._make_room(n + len(codes))
             rows = list(range(n, n + len(codes)))
             self._orders[rows] = cohort_order(template_id)
             _interleave(codes, self._codes[n:n + len(codes)])
@@ -227,22 +219,7 @@ class Gallery:
                     seen.add(template_id)
                     fresh.append(i)
             n, count = len(self._template_ids), len(fresh)
-            size = len(self._codes)
-            while n + count > size:
-                size *= 2
-            if size != len(self._codes):
-                grown = np.zeros((size, *self._codes.shape[1:]), dtype=np.uint64)
-                grown[:n] = self._codes[:n]
-                self._codes = grown
-                if self._prefix_words:
-                    prefixes = np.zeros((size, *self._prefixes.shape[1:]), dtype=np.uint64)
-                    prefixes[:n] = self._prefixes[:n]
-                    self._prefixes = prefixes
-                extra = size - len(self._fingers)
-                self._fingers = np.concatenate([self._fingers, np.zeros(extra, dtype=np.uint8)])
-                self._fused = np.concatenate([self._fused, np.zeros(extra, dtype=bool)])
-                self._offsets = np.concatenate([self._offsets, np.zeros(extra, dtype=np.float32)])
-                self._orders = np.concatenate([self._orders, np.zeros(extra, dtype=np.uint64)])
+            self._make_room(n + count)
             self._orders[n:n + count] = [cohort_order(template_ids[i]) for i in fresh]
             _interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
             if self._prefix_words:
@@ -258,6 +235,21 @@ class Gallery:
                 self._add_to_subject(subject_id, template_id)
             if self._cohort is not None and count:
                 self._new_cohort()
+
+    def _make_room(self, rows: int) -> None:
+        """Grow every per-row array (doubling) until `rows` rows fit; rows held are kept."""
+        size = len(self._codes)
+        while rows > size:
+            size *= 2
+        if size == len(self._codes):
+            return
+        n = len(self._template_ids)
+        arrays = ["_codes", "_fingers", "_fused", "_offsets", "_orders"] + (["_prefixes"] if self._prefix_words else [])
+        for name in arrays:
+            old = getattr(self, name)
+            grown = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            grown[:n] = old[:n]
+            setattr(self, name, grown)
 
     def remove(self, template_id: str) -> bool:
         with self._lock:
@@ -311,7 +303,7 @@ class Gallery:
             differing = np.empty(len(rows), dtype=np.int64)
             _listed_mismatch_kernel(self.profile.words, self.profile.planes)(
                 self._codes, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(probe.T), differing)
-            agreements = (1.0 - differing / self.profile.hash_count).astype(np.float32)
+            agreements = _as_agreement(differing, self.profile.hash_count)
         return agreements - self._offsets[rows]
 
     def _candidates(self, probe: np.ndarray, rows: np.ndarray, n: int, finger: int) -> np.ndarray:
@@ -505,11 +497,8 @@ class MatchIndex:
         with self._lock:
             if template_id in self._removed:
                 return
-            group = self._groups.setdefault((tenant, modality), {})
-            gallery = group.get((profile.name, key_version))
-            if gallery is None:
-                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
-            gallery.add(template_id, subject_id, finger, code, sample_count, offsets)
+            self._gallery(tenant, modality, profile, key_version, threshold_shift).add(
+                template_id, subject_id, finger, code, sample_count, offsets)
 
     def add_many(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
                  template_ids: list[str], subject_ids: list[str], codes: np.ndarray, fingers=0, fused=False,
@@ -521,11 +510,17 @@ class MatchIndex:
                 pick = lambda values: values if np.ndim(values) == 0 else np.asarray(values)[keep]  # noqa: E731
                 template_ids, subject_ids = [template_ids[i] for i in keep], [subject_ids[i] for i in keep]
                 codes, fingers, fused, offsets = np.asarray(codes)[keep], pick(fingers), pick(fused), pick(offsets)
-            group = self._groups.setdefault((tenant, modality), {})
-            gallery = group.get((profile.name, key_version))
-            if gallery is None:
-                gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
-            gallery.add_many(template_ids, subject_ids, codes, fingers, fused, offsets)
+            self._gallery(tenant, modality, profile, key_version, threshold_shift).add_many(
+                template_ids, subject_ids, codes, fingers, fused, offsets)
+
+    def _gallery(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
+                 threshold_shift: float) -> Gallery:
+        """The group's gallery, made on its first template (under self._lock)."""
+        group = self._groups.setdefault((tenant, modality), {})
+        gallery = group.get((profile.name, key_version))
+        if gallery is None:
+            gallery = group[(profile.name, key_version)] = Gallery(profile, key_version, threshold_shift)
+        return gallery
 
     def remove(self, tenant: str, modality: int, template_id: str) -> bool:
         with self._lock:
