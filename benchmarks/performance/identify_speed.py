@@ -56,16 +56,27 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def transform(profile, rng: np.random.Generator):
+    """The profile's transform under a keyed projection drawn from a random seed (as
+    vault.templates.protection draws it from a tenant key): feature vectors (n, d) -> packed codes.
+    Only numpy: it runs on a bare machine."""
+    projection = iom.keyed_projection(profile.projection, rng.bytes(32), profile.feature_dim, profile.hash_count,
+                                      profile.hash_width)
+
+    def protect(features: np.ndarray) -> np.ndarray:
+        return np.concatenate([pack_indices(iom.iom_indices(projection, features[i:i + 4096], profile.hash_width),
+                                            profile.hash_width) for i in range(0, len(features), 4096)])
+
+    return protect
+
+
 def real_codes(n: int, seed: int) -> np.ndarray:
-    """n codes made by the profile's transform (a keyed projection drawn from a random seed, as
-    vault.templates.protection draws it from a tenant key) from random unit feature vectors."""
+    """n codes made by the profile's transform from random unit feature vectors."""
     rng = np.random.default_rng(seed)
-    projection = iom.keyed_projection(PROFILE.projection, rng.bytes(32), PROFILE.feature_dim, PROFILE.hash_count,
-                                      PROFILE.hash_width)
+    protect = transform(PROFILE, rng)
     features = rng.standard_normal((n, PROFILE.feature_dim)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    return np.concatenate([pack_indices(iom.iom_indices(projection, features[i:i + 4096], PROFILE.hash_width),
-                                        PROFILE.hash_width) for i in range(0, n, 4096)])
+    return protect(features)
 
 
 def synthetic(base: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -190,13 +201,7 @@ def exactness(embeddings: Path, distractors: int, probes: int, seed: int = 3) ->
     mated = rng.permutation([i for i, who in enumerate(owners) if who in enrolled_people and first[who] != i])[:probes]
     strangers = rng.permutation([i for i, who in enumerate(owners) if who not in enrolled_people])[:probes]
 
-    # The service's transform (vault.templates.protection derives the seed from the tenant key; any seed
-    # draws the same family).
-    projection = iom.keyed_projection(profile.projection, rng.bytes(32), profile.feature_dim, profile.hash_count,
-                                      profile.hash_width)
-
-    def protect(x: np.ndarray) -> np.ndarray:
-        return iom.pack_indices(iom.iom_indices(projection, x, profile.hash_width), profile.hash_width)
+    protect = transform(profile, rng)
 
     mean, cov = vectors.mean(axis=0), np.cov(vectors, rowvar=False)
     gallery = Gallery(profile, 1)
