@@ -30,26 +30,40 @@ def _another_photo(vectors: np.ndarray, rng: np.random.Generator, noise: float =
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
 
+KEY = TenantKey("t", 1, bytes(range(32)), bytes(range(32, 64)))
+PROTECTOR = Protector()
+
+
+def _protect(vectors: np.ndarray) -> np.ndarray:
+    return PROTECTOR.protect_many(KEY, SMALL, vectors)
+
+
+def _enrolled(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`count` people: their feature vectors, their codes and their names."""
+    people = _people(count, rng)
+    return people, _protect(people), [f"person-{i}" for i in range(count)]
+
+
+def _id(name: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_OID, name).hex
+
+
 def _gallery(profile, codes: np.ndarray, names: list[str]) -> Gallery:
     gallery = Gallery(profile, 1)
     for code, name in zip(codes, names):
-        gallery.add(uuid.uuid5(uuid.NAMESPACE_OID, name).hex, name, 0, code)
+        gallery.add(_id(name), name, 0, code)
     return gallery
 
 
 def test_prefiltered_identify_answers_as_the_full_scan_and_reads_only_the_candidates():
     rng = np.random.default_rng(5)
-    key = TenantKey("t", 1, bytes(range(32)), bytes(range(32, 64)))
-    protector = Protector()
-    people = _people(3000, rng)
-    codes = protector.protect_many(key, SMALL, people)
-    names = [f"person-{i}" for i in range(len(people))]
+    people, codes, names = _enrolled(3000, rng)
     prefiltered = _gallery(SMALL, codes, names)
     full = _gallery(dataclasses.replace(SMALL, prefilter=None), codes, names)
     fmr = per_comparison_fmr(0.01, len(names))
 
-    probes = protector.protect_many(key, SMALL, _another_photo(people[:40], rng))
-    strangers = protector.protect_many(key, SMALL, _people(40, rng))
+    probes = _protect(_another_photo(people[:40], rng))
+    strangers = _protect(_people(40, rng))
     found = 0
     for probe in np.concatenate([probes, strangers]):
         ours = prefiltered.top(probe, 3, per_comparison_fmr=fmr)
@@ -65,19 +79,15 @@ def test_prefiltered_identify_answers_as_the_full_scan_and_reads_only_the_candid
 
 def test_prefixes_follow_the_codes_through_revocations():
     rng = np.random.default_rng(6)
-    key = TenantKey("t", 1, bytes(range(32)), bytes(range(32, 64)))
-    protector = Protector()
-    people = _people(2500, rng)
-    codes = protector.protect_many(key, SMALL, people)
-    names = [f"person-{i}" for i in range(len(people))]
+    people, codes, names = _enrolled(2500, rng)
     gallery = _gallery(SMALL, codes, names)
     for i in range(0, 2500, 7):  # removals move the last row into each hole
-        assert gallery.remove(uuid.uuid5(uuid.NAMESPACE_OID, names[i]).hex)
+        assert gallery.remove(_id(names[i]))
     n = len(gallery._template_ids)
     assert np.array_equal(gallery._prefixes[:n], gallery._codes[:n, :SMALL.prefilter.words])
     kept = [i for i in range(2500) if i % 7]
     fresh = _gallery(SMALL, codes[kept], [names[i] for i in kept])
-    probe = protector.protect_many(key, SMALL, _another_photo(people[1:2], rng))[0]
+    probe = _protect(_another_photo(people[1:2], rng))[0]
     fmr = per_comparison_fmr(0.01, len(kept))
     assert [h.subject_id for h in gallery.top(probe, 3, per_comparison_fmr=fmr)] == \
            [h.subject_id for h in fresh.top(probe, 3, per_comparison_fmr=fmr)] == ["person-1"]
@@ -94,12 +104,8 @@ def test_best_rows_keeps_ties_whatever_the_row_order():
 
 def test_a_gallery_loaded_in_bulk_is_the_gallery_built_one_by_one():
     rng = np.random.default_rng(7)
-    key = TenantKey("t", 1, bytes(range(32)), bytes(range(32, 64)))
-    protector = Protector()
-    people = _people(2200, rng)
-    codes = protector.protect_many(key, SMALL, people)
-    names = [f"person-{i}" for i in range(len(people))]
-    ids = [uuid.uuid5(uuid.NAMESPACE_OID, name).hex for name in names]
+    people, codes, names = _enrolled(2200, rng)
+    ids = [_id(name) for name in names]
     one_by_one = _gallery(SMALL, codes, names)
     bulk = Gallery(SMALL, 1)
     bulk.add_many(ids[:1000], names[:1000], codes[:1000])
@@ -108,7 +114,7 @@ def test_a_gallery_loaded_in_bulk_is_the_gallery_built_one_by_one():
     n = len(bulk._template_ids)
     assert np.array_equal(bulk._codes[:n], one_by_one._codes[:n])
     assert np.array_equal(bulk._prefixes[:n], one_by_one._prefixes[:n])
-    probe = protector.protect_many(key, SMALL, _another_photo(people[3:4], rng))[0]
+    probe = _protect(_another_photo(people[3:4], rng))[0]
     fmr = per_comparison_fmr(0.01, 2200)
     assert [(h.subject_id, h.score) for h in bulk.top(probe, 2, per_comparison_fmr=fmr)] == \
            [(h.subject_id, h.score) for h in one_by_one.top(probe, 2, per_comparison_fmr=fmr)]
