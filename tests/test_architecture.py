@@ -155,7 +155,8 @@ def test_each_part_uses_only_its_store_role():
     assert all(store_uses(ROOT / part, holder) for part, (holder, _) in parts.items())
     every = role_members(base.TemplateStore)
     assert every == set().union(*(role_members(r) for r in (base.Templates, base.Tokens, base.ChangeFeed,
-                                                             base.Attempts, base.AuditTrail, base.Backups))) | {"close"}
+                                                             base.Attempts, base.AuditTrail, base.Backups,
+                                                             base.TenantGroups))) | {"close"}
 
 
 def test_the_readmes_name_the_calls_the_client_retries():

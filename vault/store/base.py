@@ -9,7 +9,7 @@ storing the new one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Collection, Iterator, Protocol, runtime_checkable
 
 from vault.access.audit import AuditEntry, AuditRecord
 from vault.access.lockout import Attempts
@@ -49,6 +49,17 @@ class Change:
     row: TemplateRow
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """Which replica group serves a tenant (vault.replication.ReplicaGroup). `joining`: a group that
+    loads the tenant too, ahead of taking it over (a move in progress), or ""."""
+
+    tenant: str
+    group: str
+    joining: str = ""
+    changed_at: float = 0.0
+
+
 class ChangeListener(Protocol):
     def wait(self, timeout: float) -> bool: ...  # True if woken by a change notification
     def close(self) -> None: ...
@@ -72,7 +83,7 @@ class Templates(Protocol):
     def reissue(self, old_id: str, row: TemplateRow, reason: str, audit: AuditEntry) -> bool: ...
     def get(self, tenant: str, template_id: str) -> TemplateRow | None: ...
     def list(self, tenant: str, subject_id: str | None = None, include_revoked: bool = False) -> list[TemplateRow]: ...
-    def live_rows(self) -> Iterator[TemplateRow]: ...
+    def live_rows(self, tenants: Collection[str] | None = None) -> Iterator[TemplateRow]: ...
 
 
 @runtime_checkable
@@ -84,8 +95,19 @@ class ChangeFeed(Protocol):
     def changes_after(self, cursor: int, limit: int = 1000) -> list[Change]: ...
     def change_listener(self) -> ChangeListener: ...
     def prune_changes(self, older_than_s: float) -> int: ...
-    def live_template_ids(self) -> set[str]: ...
+    def live_template_ids(self, tenants: Collection[str] | None = None) -> set[str]: ...
     def rows(self, template_ids: list[str]) -> list[TemplateRow]: ...
+
+
+@runtime_checkable
+class TenantGroups(Protocol):
+    """The tenant-to-replica-group assignment (vault.replication.ReplicaGroup; operators set it with
+    `vault group`). A tenant without an assignment is served by ungrouped replicas only."""
+
+    def assignments(self) -> list[Assignment]: ...
+    def assignment(self, tenant: str) -> Assignment | None: ...
+    def assign(self, tenant: str, group: str, joining: str = "") -> Assignment: ...
+    def unassign(self, tenant: str) -> bool: ...
 
 
 @runtime_checkable
@@ -110,7 +132,7 @@ class Backups(Protocol):
 
 
 @runtime_checkable
-class TemplateStore(Templates, Tokens, ChangeFeed, Attempts, AuditTrail, Backups, Protocol):
+class TemplateStore(Templates, Tokens, ChangeFeed, Attempts, AuditTrail, Backups, TenantGroups, Protocol):
     """Every role: what a server opens (vault.store.open_store) and hands out role by role."""
 
     def close(self) -> None: ...
@@ -211,6 +233,16 @@ MIGRATIONS: list[str] = [
     # 5: tokens expire (vault.access.tokens); the expiry is under the token's MAC, so no write extends it.
     """
     ALTER TABLE tokens ADD COLUMN expires_at DOUBLE PRECISION
+    """,
+    # 6: tenants spread over replica groups (vault.replication.ReplicaGroup): each tenant's group, and
+    # the group loading it ahead of a move ('' when none). Not in backups: a site's topology, not its data.
+    """
+    CREATE TABLE tenant_groups (
+        tenant       TEXT PRIMARY KEY,
+        group_name   TEXT NOT NULL,
+        joining      TEXT NOT NULL DEFAULT '',
+        changed_at   DOUBLE PRECISION NOT NULL
+    )
     """,
 ]
 

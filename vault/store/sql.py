@@ -6,12 +6,12 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Collection, Iterator
 
 from vault.access.audit import GENESIS, AuditEntry, AuditRecord, chain_mac
 from vault.exceptions import FailedPrecondition
 from vault.access.lockout import PER_CLIENT, PER_SUBJECT, SPENT
-from vault.store.base import (ADD, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS,
+from vault.store.base import (ADD, Assignment, AUDIT_COLUMNS, BACKUP_TABLES, LIVE, MIGRATIONS, REMOVE, REVOKED, TEMPLATE_COLUMNS,
                               TOKEN_COLUMNS, Change, TemplateRow, audit_from, audit_values, row_from, row_values)
 from vault.access.tokens import TokenRow
 
@@ -302,25 +302,41 @@ class SqlStore:
             rows = self._execute(cur, query + " ORDER BY created_at, template_id", params).fetchall()
         return [row_from(v) for v in rows]
 
-    def live_rows(self) -> Iterator[TemplateRow]:
-        """Every live row, read in pages by template id. Rows changed during the walk may be missed
-        or stale: a replica marks its change-feed cursor before loading and replays from there."""
+    def live_rows(self, tenants: Collection[str] | None = None) -> Iterator[TemplateRow]:
+        """Every live row (of `tenants` only, when given: a replica group's), read in pages by
+        template id. Rows changed during the walk may be missed or stale: a replica marks its
+        change-feed cursor before loading and replays from there."""
+        among, chosen = self._tenants_clause(tenants)
+        if tenants is not None and not chosen:
+            return
         after = ""
         while True:
             with self._transaction() as cur:
                 # "+status": keep the planner off the (unselective) status index, which would sort
                 # the whole table for every page; walk the primary key instead.
                 page = self._execute(
-                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE +status = ? AND template_id > ? "
-                         "ORDER BY template_id LIMIT ?", (LIVE, after, PAGE_ROWS)).fetchall()
+                    cur, f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE +status = ? AND template_id > ?{among} "
+                         "ORDER BY template_id LIMIT ?", (LIVE, after, *chosen, PAGE_ROWS)).fetchall()
             yield from (row_from(v) for v in page)
             if len(page) < PAGE_ROWS:
                 return
             after = page[-1][0]
 
-    def live_template_ids(self) -> set[str]:
+    def live_template_ids(self, tenants: Collection[str] | None = None) -> set[str]:
+        among, chosen = self._tenants_clause(tenants)
+        if tenants is not None and not chosen:
+            return set()
         with self._transaction() as cur:
-            return {v[0] for v in self._execute(cur, "SELECT template_id FROM templates WHERE status = ?", (LIVE,))}
+            return {v[0] for v in self._execute(cur, f"SELECT template_id FROM templates WHERE status = ?{among}",
+                                                (LIVE, *chosen))}
+
+    @staticmethod
+    def _tenants_clause(tenants: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+        """(' AND tenant IN (?, ...)', the tenants) for a filter; ('', ()) for none."""
+        if tenants is None:
+            return "", ()
+        chosen = tuple(sorted(set(tenants)))
+        return (f" AND tenant IN ({', '.join('?' * len(chosen))})", chosen) if chosen else ("", ())
 
     def rows(self, template_ids: list[str]) -> list[TemplateRow]:
         """Current rows of these templates, any tenant, any status (replication bookkeeping only)."""
@@ -354,6 +370,33 @@ class SqlStore:
             # The newest entry always stays: ids continue from max(id), and must never restart.
             return self._execute(cur, "DELETE FROM changes WHERE at < ? AND id < (SELECT max(id) FROM changes)",
                                  (time.time() - older_than_s,)).rowcount
+
+    # -- replica groups (vault.replication.ReplicaGroup) ------------------------------------------
+    def assignments(self) -> list[Assignment]:
+        with self._transaction() as cur:
+            found = self._execute(cur, "SELECT tenant, group_name, joining, changed_at FROM tenant_groups "
+                                       "ORDER BY tenant").fetchall()
+        return [Assignment(*v) for v in found]
+
+    def assignment(self, tenant: str) -> Assignment | None:
+        with self._transaction() as cur:
+            found = self._execute(cur, "SELECT tenant, group_name, joining, changed_at FROM tenant_groups "
+                                       "WHERE tenant = ?", (tenant,)).fetchone()
+        return Assignment(*found) if found else None
+
+    def assign(self, tenant: str, group: str, joining: str = "") -> Assignment:
+        """Set the tenant's group (and the group loading it ahead of a move, or ''): one row a tenant."""
+        at = time.time()
+        with self._transaction() as cur:
+            self._execute(cur, "INSERT INTO tenant_groups (tenant, group_name, joining, changed_at) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT (tenant) DO UPDATE SET group_name = excluded.group_name, "
+                               "joining = excluded.joining, changed_at = excluded.changed_at",
+                          (tenant, group, joining, at))
+        return Assignment(tenant, group, joining, at)
+
+    def unassign(self, tenant: str) -> bool:
+        with self._transaction() as cur:
+            return self._execute(cur, "DELETE FROM tenant_groups WHERE tenant = ?", (tenant,)).rowcount == 1
 
     def tenant_audit(self, tenant: str, skip: int = 0, limit: int = 1000) -> list[AuditRecord]:
         """A tenant's records in chain order, after its first `skip` ones: its own numbering,
