@@ -170,6 +170,9 @@ def cli():
 @setting("--identify-max-fnir", env="VAULT_IDENTIFY_MAX_FNIR", type=click.FloatRange(0, 1, min_open=True), default=0.2,
          help="expected false-negative identification rate above which KeyStatus, a metric and the log say "
               "the gallery is too large for the FPIR target")
+@setting("--group", env="VAULT_GROUP", default=None,
+         help="replica group: load and answer only the tenants the store assigns to it (`vault group`); "
+              "calls for other tenants get FAILED_PRECONDITION with the right group in the vault-group trailer")
 def serve(**options) -> int:
     """Run the vault server (embedded SQLite and a local key file by default)."""
     from vault.core import IdentifyPolicy
@@ -196,7 +199,7 @@ def serve(**options) -> int:
         port_file=options["port_file"], plaintext=options["plaintext"], tls_dir=options["tls_dir"],
         auditor_score_bands=options["auditor_score_bands"], limits=limits, metrics_listen=options["metrics_listen"],
         call_timeout_s=options["call_timeout"], hsm=hsm, shred_store=options["shred_store"],
-        token_listen=options["token_listen"],
+        token_listen=options["token_listen"], group=options["group"],
         identification=IdentifyPolicy(options["identify_fpir"], options["identify_max_fnir"]))
     try:
         asyncio.run(run_server(settings))
@@ -279,6 +282,97 @@ def restore(state_dir: Path, store: str, key_file: Path | None, archive: Path) -
                               archive)
 
 
+# -- replica groups --------------------------------------------------------------------------------
+@cli.group("group")
+def group_command():
+    """Which replica group serves each tenant (servers started with `vault serve --group NAME`)."""
+
+
+def _group_store(state_dir: Path, store: str):
+    from vault.store import open_store
+
+    return open_store(store or f"sqlite:///{state_dir / 'vault.db'}")
+
+
+@group_command.command("list")
+@store_options
+def group_list(state_dir: Path, store: str) -> int:
+    """Every tenant's replica group (and the group loading it ahead of a move)."""
+    opened = _group_store(state_dir, store)
+    try:
+        print("tenant\tgroup\tjoining")
+        for a in opened.assignments():
+            print(f"{a.tenant}\t{a.group}\t{a.joining or '-'}")
+    finally:
+        opened.close()
+    return 0
+
+
+@group_command.command("assign")
+@store_options
+@click.option("--tenant", required=True, help="the tenant")
+@click.option("--group", "group", required=True, help="its replica group")
+def group_assign(state_dir: Path, store: str, tenant: str, group: str) -> int:
+    """Assign a tenant to a replica group at once (a new tenant; to move one that is served, `group move`)."""
+    from vault.access.auth import check_name
+    from vault.replication import check_group
+
+    check_name(tenant, "tenant")
+    check_group(group)
+    opened = _group_store(state_dir, store)
+    try:
+        opened.assign(tenant, group)
+    finally:
+        opened.close()
+    print(f"tenant {tenant}: replica group {group}")
+    return 0
+
+
+@group_command.command("move")
+@store_options
+@click.option("--tenant", required=True, help="the tenant")
+@click.option("--to", "group", required=True, help="the replica group that takes it over")
+@setting("--settle", type=click.FloatRange(min=0), default=30.0,
+         help="seconds the new group has to load the tenant before it takes over (its replicas log "
+              "'tenants ... loaded'); one that is still loading then answers UNAVAILABLE, retryable")
+def group_move(state_dir: Path, store: str, tenant: str, group: str, settle: float) -> int:
+    """Move a tenant to another replica group without losing a decision: the new group loads it while
+    the old one serves it, then the assignment flips, then the old group drops it."""
+    import time
+
+    from vault.access.auth import check_name
+    from vault.replication import check_group
+
+    check_name(tenant, "tenant")
+    check_group(group)
+    opened = _group_store(state_dir, store)
+    try:
+        current = opened.assignment(tenant)
+        if current is not None and current.group != group:
+            opened.assign(tenant, current.group, joining=group)
+            print(f"tenant {tenant}: replica group {group} loads it while {current.group} serves it ({settle:g} s)")
+            time.sleep(settle)
+        opened.assign(tenant, group)
+    finally:
+        opened.close()
+    print(f"tenant {tenant}: replica group {group}")
+    return 0
+
+
+@group_command.command("unassign")
+@store_options
+@click.option("--tenant", required=True, help="the tenant")
+def group_unassign(state_dir: Path, store: str, tenant: str) -> int:
+    """Take a tenant out of every replica group (only ungrouped servers answer it then)."""
+    opened = _group_store(state_dir, store)
+    try:
+        found = opened.unassign(tenant)
+    finally:
+        opened.close()
+    print(f"tenant {tenant}: " + ("no replica group" if found else "was in no replica group"))
+    return 0
+
+
 def _backup_or_restore(action: str, url: str, key_file: Path, archive: Path) -> int:
     from vault.custody.backup import CONTENTS, backup_key, restore_backup, write_backup
     from vault.custody.keys import LocalKeyFile, passphrase_from_environment
@@ -307,6 +401,9 @@ def client_command(name: str, **kwargs):
     def decorate(function):
         for option in reversed([
             setting("--server", env="VAULT_SERVER", default="127.0.0.1:50051", help="host:port of the vault"),
+            setting("--groups", env="VAULT_GROUPS", default=None,
+                    help="replica groups, NAME=HOST:PORT,...: calls go to the group serving this identity's tenant "
+                         "(instead of --server)"),
             setting("--tls-dir", env="VAULT_TLS_DIR", type=click.Path(path_type=Path), default=None,
                     help="folder with ca.crt and IDENTITY.crt/.key (omit: plaintext, loopback only; with a token "
                          "and no --identity only ca.crt is read)"),
@@ -347,7 +444,13 @@ def connection_settings(options: dict, server_only: bool = False):
     from `options`). server_only: TLS that checks the server alone is enough (health)."""
     from vault_client import Settings, TlsIdentity
 
+    from vault_client.connection import parse_groups
+
     server, tls_dir, identity = options.pop("server"), options.pop("tls_dir"), options.pop("identity")
+    try:
+        groups = parse_groups(options.pop("groups", None) or "") or None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--groups") from None
     token, token_file = options.pop("token"), options.pop("token_file")
     if token_file:
         token = token_file.read_text().strip()
@@ -357,7 +460,7 @@ def connection_settings(options: dict, server_only: bool = False):
             raise click.UsageError("--tls-dir needs --identity NAME (the client certificate NAME.crt) or a token "
                                    "(--token-file, VAULT_TOKEN_FILE; the server's --token-listen port)")
         tls = TlsIdentity.from_dir(tls_dir, identity or None)
-    return Settings(server, tls=tls, token=token or None)
+    return Settings(server, tls=tls, token=token or None, groups=groups)
 
 
 def connect(options: dict):

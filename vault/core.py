@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Collection, Protocol
 
 import numpy as np
 
@@ -325,8 +325,9 @@ class Vault:
                                 MODALITY_NAMES[modality], 100 * c.expected_fnir, 100 * c.expected_fnir_fused)
 
     # -- the in-memory index ----------------------------------------------------------------------
-    def load_index(self) -> tuple[int, int]:
-        """Unseal every live template into the in-memory index: (loaded, refused). A row that fails
+    def load_index(self, tenants: Collection[str] | None = None) -> tuple[int, int]:
+        """Unseal every live template (of `tenants` only, when given: a replica group's) into the
+        in-memory index: (loaded, refused). A row that fails
         authentication (edited, swapped, sealed under other keys) is logged and never matches.
         Templates of one code go into their galleries in bulk (MatchIndex.add_many), a batch per
         group at a time: a replica's start-up is mostly this loop."""
@@ -335,7 +336,7 @@ class Vault:
         shred_secrets = self.shreds.secrets() if self.shreds is not None else {}
         live: set[str] = set()
         batches: dict[tuple, _Batch] = {}
-        rows = self.store.live_rows()
+        rows = self.store.live_rows(tenants)
         if self.store.prefetch_reads:
             rows = prefetched(rows)
         for row in rows:
@@ -371,7 +372,8 @@ class Vault:
             batch.flush_into(self.index, tenant, modality, key_version)
         if retired:
             log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
-        if self.shreds is not None and (finished := self.shreds.retain(live, store_identity(self.store))):
+        # Only a load of every tenant knows every live template (a replica group's server sweeps apart).
+        if self.shreds is not None and tenants is None and (finished := self.shreds.retain(live, store_identity(self.store))):
             log.warning("shredded %d secrets of templates no longer live (a revocation or enrolment a crash "
                         "interrupted)", finished)
         return loaded, refused

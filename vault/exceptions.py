@@ -13,6 +13,7 @@ class VaultError(Exception):
 
     status: str = "INTERNAL"
     reason: str = ""  # where one status has several causes: sent as the `vault-reason` trailer
+    trailers: tuple[tuple[str, str], ...] = ()  # further trailers the caller acts on (e.g. `vault-group`)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -59,6 +60,28 @@ class StoreUnavailable(VaultError):
 
     status = "UNAVAILABLE"
     reason = "store-unavailable"
+
+
+class WrongGroup(VaultError):
+    """The caller's tenant is served by another replica group (or by none): nothing was done or
+    counted. The right group, when there is one, travels as the `vault-group` trailer so that a
+    client (vault_client) resends the call there."""
+
+    status = "FAILED_PRECONDITION"
+    reason = "wrong-group"
+
+    def __init__(self, message: str, group: str = ""):
+        super().__init__(message)
+        self.group = group
+        self.trailers = (("vault-group", group),) if group else ()
+
+
+class GroupLoading(VaultError):
+    """The caller's tenant has just come to this replica's group and its templates are still loading:
+    retry shortly (never answered from a partial index)."""
+
+    status = "UNAVAILABLE"
+    reason = "group-loading"
 
 
 class Unauthenticated(VaultError):

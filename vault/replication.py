@@ -17,6 +17,11 @@ The callback `apply_change(kind, row)` gets ADD for a template that is live now,
 is not: `row` is the template's current row and its status decides, whatever the entry recorded,
 so a revoked template is never (re)added however late a follower is. Applying a change twice must
 be harmless: a replica also sees the changes it made itself.
+
+Replica groups (`ReplicaGroup`): when one machine cannot hold every tenant, each tenant is assigned to
+one group in the store (vault.store.base.TenantGroups), and a replica started with a group loads,
+follows, reconciles and answers only its group's tenants; any other tenant's call is refused before
+anything is counted (vault.rpc.interceptor), with the right group's name for the client to go there.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from vault.store.base import ADD, LIVE, REMOVE, ChangeFeed, TemplateRow
+from vault.access.auth import check_name
+from vault.exceptions import GroupLoading, WrongGroup
+from vault.store.base import ADD, LIVE, REMOVE, Assignment, ChangeFeed, TemplateRow, TenantGroups
 
 log = logging.getLogger("vault.replication")
 
@@ -49,6 +56,9 @@ class IndexSync:
         self.prune_every_s = prune_every_s
         self.pruned = 0  # feed entries this replica deleted (for tests and metrics)
         self.cursor: int | None = None
+        # The tenants followed (a replica group's: ReplicaGroup); None: every tenant. Changes of
+        # other tenants are passed over, and reconciliation compares only these tenants' templates.
+        self.tenants: set[str] | None = None
         self.applied = 0  # changes handed to apply_change (for tests and metrics)
         self._lock = threading.Lock()  # one poll or reconciliation at a time
         self._stop = threading.Event()
@@ -70,10 +80,12 @@ class IndexSync:
             while True:
                 changes = self.store.changes_after(self.cursor, self.batch)
                 for change in changes:
+                    self.cursor = change.id
+                    if self.tenants is not None and change.row.tenant not in self.tenants:
+                        continue  # another replica group's tenant
                     # The row is current, so its status decides: an ADD for a template revoked
                     # since then removes it (its REMOVE entry follows and is harmless).
                     self.apply_change(ADD if change.row.status == LIVE else REMOVE, change.row)
-                    self.cursor = change.id
                     done += 1
                 if len(changes) < self.batch:
                     break
@@ -88,7 +100,8 @@ class IndexSync:
         if self.index_ids is None:
             raise RuntimeError("IndexSync was made without index_ids: it cannot reconcile")
         with self._lock:
-            live = self.store.live_template_ids()
+            followed = None if self.tenants is None else set(self.tenants)
+            live = self.store.live_template_ids(followed)
             held = set(self.index_ids())
             suspects = sorted((live - held) | (held - live))
             added = removed = 0
@@ -100,6 +113,8 @@ class IndexSync:
                 row = current.get(template_id)
                 if row is None:  # rows are never deleted; nothing to build a REMOVE from
                     log.warning("the index holds a template id the store does not know")
+                elif followed is not None and row.tenant not in followed:
+                    continue  # a tenant this replica is loading or dropping (ReplicaGroup): not followed now
                 elif row.status == LIVE and template_id not in held:
                     self.apply_change(ADD, row)
                     added += 1
@@ -109,6 +124,36 @@ class IndexSync:
             if added or removed:
                 log.warning("reconciliation repaired the index: %d added, %d removed", added, removed)
             return added, removed
+
+    def head(self) -> int:
+        """The feed's newest change id now (a mark for `follow`)."""
+        return self.store.change_head()
+
+    def follow(self, tenants: set[str], since: int) -> int:
+        """Start following `tenants`, whose templates were just loaded from the store after `since`
+        was the feed's head: their changes since then are replayed first (the load may have missed
+        them or read rows that changed under it), then they are followed like the others. The
+        number of changes replayed."""
+        with self._lock:
+            replayed, cursor = 0, since
+            while True:
+                changes = self.store.changes_after(cursor, self.batch)
+                for change in changes:
+                    cursor = change.id
+                    if change.row.tenant in tenants:
+                        self.apply_change(ADD if change.row.status == LIVE else REMOVE, change.row)
+                        replayed += 1
+                if len(changes) < self.batch:
+                    break
+            if self.tenants is not None:
+                self.tenants |= tenants
+            return replayed
+
+    def unfollow(self, tenants: set[str]) -> None:
+        """Stop applying these tenants' changes (their templates are about to leave the index)."""
+        with self._lock:
+            if self.tenants is not None:
+                self.tenants -= tenants
 
     # -- background thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -161,3 +206,161 @@ class IndexSync:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class ReplicaGroup:
+    """This replica's share of the tenants: those the store assigns to its group (`name`).
+
+    - At start-up (`load`, between IndexSync.mark and IndexSync.start) it loads the live templates
+      of its tenants only, and has the IndexSync follow and reconcile only them.
+    - A background thread re-reads the assignment every `poll_s`. A tenant newly assigned to the group,
+      or joining it ahead of a move (Assignment.joining), is loaded and then followed from the feed's
+      head as it was before the load (IndexSync.follow): nothing changed meanwhile is lost. A tenant
+      that left the group stops being answered at once, and its templates leave the index
+      `drop_after_s` later (calls admitted before still search a complete index); if it comes back
+      before then, it is still complete and followed.
+    - `serves(tenant)` (in memory) says whether this replica answers a tenant: assigned here and
+      completely loaded. When it says no, `admit(tenant)` re-reads the tenant's assignment (the view
+      may be a poll old) and raises WrongGroup (another group, named for the client, or none) or
+      GroupLoading (ours, still loading: UNAVAILABLE, retry), or returns if the tenant is ours after all.
+
+    A move without a refused or wrong decision (`vault group move`): the new group loads the tenant
+    while the old one serves it (joining), the assignment flips, the old group drops it on seeing the
+    flip. Until a replica of the new group sees the flip, it sends clients back to the old group, which
+    still answers them from a complete index; a replica that has not finished loading answers
+    UNAVAILABLE (retryable), never from a partial index.
+    """
+
+    def __init__(self, name: str, assignments: TenantGroups, sync: IndexSync,
+                 load: Callable[[set[str]], tuple[int, int]], drop: Callable[[str], int],
+                 poll_s: float = 1.0, drop_after_s: float = 60.0):
+        """`load(tenants)` adds those tenants' live templates to the index ((loaded, refused));
+        `drop(tenant)` takes every template of a tenant out of it (how many)."""
+        self.name = check_group(name)
+        self.assignments = assignments
+        self.sync = sync
+        self._load, self._drop = load, drop
+        self.poll_s = poll_s
+        self.drop_after_s = drop_after_s
+        self._view: dict[str, Assignment] = {}  # the assignment as last read
+        self._held: set[str] = set()  # tenants complete in the index and followed
+        self._loading: set[str] = set()
+        self._dropping: dict[str, float] = {}  # tenant -> when (monotonic) its templates leave the index
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _wanted(self, view: dict[str, Assignment]) -> set[str]:
+        return {t for t, a in view.items() if self.name in (a.group, a.joining)}
+
+    def load(self) -> tuple[int, int]:
+        """At start-up, after IndexSync.mark() and before IndexSync.start(): load this group's
+        tenants into the index and follow only them. (loaded, refused) templates."""
+        view = {a.tenant: a for a in self.assignments.assignments()}
+        wanted = self._wanted(view)
+        self.sync.tenants = set(wanted)
+        done = self._load(wanted) if wanted else (0, 0)
+        with self._lock:
+            self._view, self._held = view, set(wanted)
+        log.info("replica group %s: %d tenants, %d live templates loaded", self.name, len(wanted), done[0])
+        return done
+
+    def tenants(self) -> set[str]:
+        """The tenants this replica answers now."""
+        with self._lock:
+            return {t for t in self._held if (a := self._view.get(t)) is not None and a.group == self.name}
+
+    def serves(self, tenant: str) -> bool:
+        """Whether this replica answers the tenant (no I/O: safe on the event loop)."""
+        assigned = self._view.get(tenant)
+        return assigned is not None and assigned.group == self.name and tenant in self._held
+
+    def admit(self, tenant: str) -> None:
+        """For a tenant `serves` refused: re-read its assignment from the store, then raise
+        WrongGroup or GroupLoading, or return when it is this group's and loaded after all."""
+        current = self.assignments.assignment(tenant)
+        with self._lock:
+            if current is None:
+                self._view.pop(tenant, None)
+            else:
+                self._view[tenant] = current
+            held = tenant in self._held
+        if current is None:
+            raise WrongGroup(f"tenant {tenant} is assigned to no replica group, and this replica serves group "
+                             f"{self.name} only: an operator assigns it (vault group assign)")
+        if current.group != self.name:
+            raise WrongGroup(f"tenant {tenant} is served by replica group {current.group}, not by this replica's "
+                             f"group {self.name}: send its calls there", current.group)
+        if not held:
+            self._wake.set()  # load it now rather than at the next poll
+            raise GroupLoading(f"tenant {tenant} has just come to replica group {self.name} and its templates are "
+                               "still loading here: retry shortly")
+
+    def refresh(self) -> None:
+        """Re-read the assignment; load the tenants that came to this group, drop those that left it
+        (after drop_after_s)."""
+        view = {a.tenant: a for a in self.assignments.assignments()}
+        wanted = self._wanted(view)
+        now = time.monotonic()
+        with self._lock:
+            self._view = view
+            for tenant in wanted:
+                self._dropping.pop(tenant, None)  # back before its drop: still complete and followed
+            for tenant in self._held - wanted:
+                self._dropping.setdefault(tenant, now + self.drop_after_s)
+            due = {t for t, at in self._dropping.items() if at <= now}
+            for tenant in due:
+                del self._dropping[tenant]
+                self._held.discard(tenant)
+            arriving = wanted - self._held - self._loading
+            self._loading |= arriving
+        if due:
+            self.sync.unfollow(due)
+            for tenant in sorted(due):
+                log.info("replica group %s: tenant %s left the group; %d templates dropped from the index",
+                         self.name, tenant, self._drop(tenant))
+        if arriving:
+            self._take(arriving)
+
+    def _take(self, tenants: set[str]) -> None:
+        try:
+            since = self.sync.head()
+            loaded, refused = self._load(tenants)
+            replayed = self.sync.follow(tenants, since)
+        except BaseException:
+            with self._lock:
+                self._loading -= tenants  # tried again at the next poll
+            raise
+        with self._lock:
+            self._held |= tenants
+            self._loading -= tenants
+        log.info("replica group %s: tenants %s loaded (%d templates, %d refused, %d changes replayed)", self.name,
+                 ", ".join(sorted(tenants)), loaded, refused, replayed)
+
+    # -- background thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vault-replica-group", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:
+                if self._stop.is_set():
+                    break
+                log.exception("replica group %s: following the assignment failed; retrying", self.name)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def check_group(name: str) -> str:
+    """A replica group's name: as a tenant's (1-63 characters of a-z, 0-9, '.', '_', '-')."""
+    return check_name(name, "replica group")

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from vault.administration import Administration
 from vault.access.audit import AuditAnchor, anchor_path
 from vault.access.auth import AccessPolicy, Authenticator
-from vault.core import IdentifyPolicy, Vault
+from vault.core import IdentifyPolicy, Vault, store_identity
 from vault.exceptions import VaultError
 from vault.intake.extraction import Extractor, one_native_thread
 from vault.custody.hsm import HsmConfig, Pkcs11Sealer
@@ -29,7 +30,7 @@ from vault.templates.matching import MatchIndex, warm_up
 from vault.metrics import Metrics
 from vault.modalities import MODALITY_NAMES
 from vault.templates.profiles import PROFILES
-from vault.replication import IndexSync
+from vault.replication import IndexSync, ReplicaGroup
 from vault.rpc.interceptor import Gatekeeper
 from vault.rpc.servicers import AdminServicer, AuditServicer, VaultServicer
 from vault.rpc.reflection import enable_reflection
@@ -69,6 +70,9 @@ class Settings:
     # host:port of a second TLS listener that asks for no client certificate: token-only clients
     # (a token is then the only identity) and health checks. None: only the mutual-TLS listener.
     token_listen: str | None = None
+    # The replica group this server belongs to (vault.replication.ReplicaGroup): it loads and answers
+    # only the tenants the store assigns to it. None: every tenant.
+    group: str | None = None
 
 
 def is_loopback(listen: str) -> bool:
@@ -144,6 +148,10 @@ class VaultServer:
         # Other replicas' enrolments, revocations and reissues reach this index within ~1 s.
         self.sync = IndexSync(self.store, self.vault.apply_change, interval_s=0.5,
                               index_ids=self.index.template_ids, reconcile_s=60.0)
+        # A replica group's server holds only its tenants' templates; a call for any other tenant is
+        # refused (vault.rpc.interceptor) once the calls admitted before a tenant left have had their time.
+        self.group = (ReplicaGroup(settings.group, self.store, self.sync, self.vault.load_index, self.index.drop_tenant,
+                                   drop_after_s=settings.call_timeout_s + 5.0) if settings.group else None)
         self.metrics = Metrics()
         self.metrics.watch(self.extractor, self.index, self.keys, self.vault.identify_capacity)
         self.metrics_port: int | None = None
@@ -160,7 +168,7 @@ class VaultServer:
         self.sync.mark()  # before loading: changes made during the load are replayed, not lost
         if added := await asyncio.to_thread(self.tokens.reconcile):
             log.info("%d token revocations the database records copied into the ledger on the key side", added)
-        loaded, refused = await asyncio.to_thread(self.vault.load_index)
+        loaded, refused = await asyncio.to_thread(self.group.load if self.group else self.vault.load_index)
         if refused and not loaded:
             # Fail closed: a server on the wrong keys would answer SERVING and match no one.
             self._close()
@@ -171,6 +179,10 @@ class VaultServer:
         self.vault.warn_identify_capacity()
         self._log_identify_capacity()
         self.sync.start()
+        if self.group is not None:
+            self.group.start()
+            # The shred ledger's sweep needs every live template id, which a group's load does not read.
+            threading.Thread(target=self._sweep_shreds, name="vault-shred-sweep", daemon=True).start()
         await asyncio.to_thread(self.extractor.warm)
         await asyncio.to_thread(warm_up, PROFILES.values())
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -179,7 +191,7 @@ class VaultServer:
                    # start too and take a share of the connections (a port hijack). One owner only.
                    ("grpc.so_reuseport", 0)]
         gatekeeper = Gatekeeper(set(SERVICE_NAMES), self.authenticator, AccessPolicy(self.settings.auditor_score_bands),
-                                self.store, self.metrics, self.settings.call_timeout_s)
+                                self.store, self.metrics, self.settings.call_timeout_s, self.group)
         self.server = grpc.aio.server(options=options, interceptors=[gatekeeper])
         vault_pb2_grpc.add_VaultServicer_to_server(VaultServicer(self.vault), self.server)
         vault_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.administration), self.server)
@@ -206,6 +218,8 @@ class VaultServer:
         except RuntimeError:  # grpc: "Failed to bind to address"
             self.port = 0
         if not self.port:
+            if self.group is not None:
+                self.group.stop()
             self.sync.stop()
             self._close()
             where = self.settings.listen + (f" or {self.settings.token_listen}" if self.settings.token_listen else "")
@@ -220,6 +234,9 @@ class VaultServer:
         log.info("vault serving on %s (port %d, %s), %d live templates, %d extraction workers",
                  self.settings.listen, self.port, "mutual TLS" if self.settings.tls_dir else "plaintext loopback",
                  loaded, self.extractor.workers)
+        if self.group is not None:
+            log.info("replica group %s: answering tenants %s only", self.group.name,
+                     ", ".join(sorted(self.group.tenants())) or "(none assigned yet)")
         if self.token_port:
             log.info("token-only clients and health checks: TLS without client certificates on %s (port %d)",
                      self.settings.token_listen, self.token_port)
@@ -240,10 +257,22 @@ class VaultServer:
                          "%.3f): %s", tenant, c.templates, MODALITY_NAMES[modality], c.fpir_target, c.expected_fnir,
                          c.expected_fnir_fused, "ok" if c.reachable else "TOO LARGE for the FPIR target")
 
+    def _sweep_shreds(self) -> None:
+        """A replica group's shred-ledger sweep (vault.custody.shredding.ShredLedger.retain) against
+        every tenant's live templates, not only its group's."""
+        try:
+            if finished := self.shreds.retain(self.store.live_template_ids(), store_identity(self.store)):
+                log.warning("shredded %d secrets of templates no longer live (a revocation or enrolment a crash "
+                            "interrupted)", finished)
+        except Exception:
+            log.exception("the shred ledger's sweep failed; the next start tries again")
+
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s)
+        if self.group is not None:
+            self.group.stop()
         self.sync.stop()
         self._close()
 

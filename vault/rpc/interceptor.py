@@ -21,6 +21,7 @@ import grpc
 from vault.access.audit import AuditEntry
 from vault.access.auth import AccessPolicy, Authenticator, Identity, bearer_token
 from vault.exceptions import InvalidArgument, PermissionDenied, Unauthenticated, VaultError
+from vault.replication import ReplicaGroup
 from vault.store.base import AuditTrail
 
 __all__ = ["Gatekeeper", "caller"]
@@ -38,15 +39,17 @@ def caller() -> Identity:
 
 class Gatekeeper(grpc.aio.ServerInterceptor):
     def __init__(self, services: set[str], authenticator: Authenticator, policy: AccessPolicy, audit_store: AuditTrail,
-                 metrics=None, call_timeout_s: float | None = None):
+                 metrics=None, call_timeout_s: float | None = None, group: ReplicaGroup | None = None):
         """`services`: full names of the services this guards (e.g. vault.v1.Vault); `audit_store`
-        records denials (its audit role: vault.store.base.AuditTrail)."""
+        records denials (its audit role: vault.store.base.AuditTrail); `group`: this replica's
+        replica group, whose tenants alone it answers (None: every tenant)."""
         self.services = services
         self.authenticator = authenticator
         self.policy = policy
         self.audit_store = audit_store
         self.metrics = metrics
         self.call_timeout_s = call_timeout_s
+        self.group = group
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -117,6 +120,10 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             denial.identity = identity
             raise
         _CALLER.set(identity)
+        # A tenant of another replica group is refused here, before the core counts an attempt or
+        # searches an index that does not hold its templates (vault.replication.ReplicaGroup).
+        if self.group is not None and not self.group.serves(identity.tenant):
+            await asyncio.to_thread(self.group.admit, identity.tenant)
 
     async def _audit_denial(self, method: str, identity: Identity | None, denial: VaultError) -> None:
         entry = AuditEntry(method, identity.tenant if identity else "", identity.name if identity else "unknown",
@@ -157,7 +164,7 @@ class _Outcome:
             self.code = error.status
             self.denied = getattr(error, "identity", None)
             log.info("%s %s: %s", self.method, self.code, error.message)
-            return grpc.StatusCode[error.status], error.message, error.reason
+            return grpc.StatusCode[error.status], error.message, error.reason, error.trailers
         if isinstance(error, asyncio.CancelledError):
             self.code = "CANCELLED"
             return None
@@ -175,9 +182,10 @@ async def _refuse(context, status) -> None:
     """Abort the call with (code, details[, reason]); a reason (e.g. `locked-out` or `overloaded`,
     which share RESOURCE_EXHAUSTED) travels as the `vault-reason` trailer so clients can tell them
     apart without parsing messages."""
-    code, details, *reason = status
-    if reason and reason[0]:
-        context.set_trailing_metadata((("vault-reason", reason[0]),))
+    code, details, *more = status
+    reason, trailers = (more + ["", ()])[:2]
+    if reason or trailers:
+        context.set_trailing_metadata(((("vault-reason", reason),) if reason else ()) + tuple(trailers))
     await context.abort(code, details)
 
 

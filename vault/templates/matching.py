@@ -527,6 +527,13 @@ class MatchIndex:
             self._removed.add(template_id)
             return any(g.remove(template_id) for g in self._groups.get((tenant, modality), {}).values())
 
+    def drop_tenant(self, tenant: str) -> int:
+        """Take every template of a tenant out of the index (its replica group moved it elsewhere:
+        vault.replication.ReplicaGroup), without marking them removed: they may come back. How many."""
+        with self._lock:
+            dropped = [self._groups.pop(k) for k in [k for k in self._groups if k[0] == tenant]]
+        return sum(len(g) for gs in dropped for g in gs.values())
+
     def count(self, tenant: str | None = None) -> int:
         with self._lock:
             groups = [g for (t, _), gs in self._groups.items() if tenant in (None, t) for g in gs.values()]
