@@ -6,6 +6,8 @@ typed and documented in the proto. Every failed call raises a vault_client.error
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
 
@@ -47,14 +49,28 @@ class VaultClient:
             raise InsecureToken(f"refusing to send an API token to {self.settings.target} over a plaintext channel: "
                                 "anyone on the path could read and reuse it. Connect with TLS (Settings(tls="
                                 "TlsIdentity.from_dir(...))); a plaintext loopback server needs no token")
-        self._channel = channel or open_channel(self.settings)
-        self._vault = vault_pb2_grpc.VaultStub(self._channel)
-        self._admin = vault_pb2_grpc.AdminStub(self._channel)
-        self._audit = vault_pb2_grpc.AuditStub(self._channel)
+        if self.settings.groups and channel is None:
+            self._router: Optional[_Router] = _Router(self.settings)
+            self._channel = None
+            self._vault, self._admin, self._audit = (_RoutedStub(self._router, kind) for kind in _STUBS)
+        else:
+            self._router = None
+            self._channel = channel or open_channel(self.settings)
+            self._vault = vault_pb2_grpc.VaultStub(self._channel)
+            self._admin = vault_pb2_grpc.AdminStub(self._channel)
+            self._audit = vault_pb2_grpc.AuditStub(self._channel)
         self._metadata = (("authorization", f"Bearer {self.settings.token}"),) if self.settings.token else ()
 
+    @property
+    def group(self) -> Optional[str]:
+        """The replica group this client's calls go to (None without groups, or before the first call)."""
+        return self._router.home if self._router is not None and self._router.located else None
+
     def close(self) -> None:
-        self._channel.close()
+        if self._router is not None:
+            self._router.close()
+        else:
+            self._channel.close()
 
     def __enter__(self) -> "VaultClient":
         return self
@@ -166,3 +182,79 @@ class VaultClient:
     def verify_audit(self) -> pb.VerifyAuditResponse:
         """Check the tenant's hash chain and the server's anchor of its head."""
         return self._call(self._audit.VerifyAudit, pb.VerifyAuditRequest())
+
+
+# -- replica groups -------------------------------------------------------------------------------
+_STUBS = (vault_pb2_grpc.VaultStub, vault_pb2_grpc.AdminStub, vault_pb2_grpc.AuditStub)
+_STREAMS = {"ReadAudit"}  # server-streaming: its refusal comes with the first message
+
+
+class _Router:
+    """Sends each call to the replica group serving this client's tenant (Settings.groups).
+
+    A replica answering for another group's tenant refuses before doing or counting anything
+    (FAILED_PRECONDITION, vault-reason wrong-group) and names the right group in the vault-group
+    trailer: the call is resent there, and later calls go there first (a tenant that moves is
+    followed the same way). Until one group has answered, an UNAVAILABLE group is passed over for
+    the next; after that, UNAVAILABLE is the caller's (errors.Unavailable, retryable): the tenant's
+    own group is down, and no other group holds its templates."""
+
+    def __init__(self, settings: Settings):
+        self.channels = {name: open_channel(dataclasses.replace(settings, target=target, groups=None))
+                         for name, target in settings.groups.items()}
+        self.stubs = {name: tuple(kind(channel) for kind in _STUBS) for name, channel in self.channels.items()}
+        self.home = next(iter(self.channels))
+        self.located = False
+        self._lock = threading.Lock()
+
+    def call(self, kind: int, name: str, request, **options):
+        group, tried = self.home, set()
+        while True:
+            try:
+                answer = getattr(self.stubs[group][kind], name)(request, **options)
+                if name in _STREAMS:
+                    answer = _peeked(answer)
+            except grpc.RpcError as error:
+                tried.add(group)
+                group = self._next(error, tried)
+                if group is None:
+                    raise
+                continue
+            with self._lock:
+                self.home, self.located = group, True
+            return answer
+
+    def _next(self, error: grpc.RpcError, tried: set) -> Optional[str]:
+        """The group to resend a refused call to, or None (the error stands)."""
+        trailers = dict(error.trailing_metadata() or ())
+        if error.code() == grpc.StatusCode.FAILED_PRECONDITION and trailers.get("vault-reason") == "wrong-group":
+            right = trailers.get("vault-group", "")
+            return right if right in self.stubs and right not in tried else None
+        if error.code() == grpc.StatusCode.UNAVAILABLE and not self.located:
+            return next((g for g in self.stubs if g not in tried), None)
+        return None
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+
+def _peeked(responses):
+    """A response stream whose first message (or error) has arrived: a refusal raises here."""
+    import itertools
+
+    try:
+        first = next(responses)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], responses)
+
+
+class _RoutedStub:
+    """Stands in for a VaultStub, AdminStub or AuditStub: every method goes through the router."""
+
+    def __init__(self, router: _Router, kind):
+        self._router, self._kind = router, _STUBS.index(kind)
+
+    def __getattr__(self, name: str):
+        return lambda request, **options: self._router.call(self._kind, name, request, **options)

@@ -6,11 +6,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Mapping, Optional
 
 import grpc
 
-__all__ = ["TlsIdentity", "Settings", "RETRY_POLICY", "open_channel"]
+__all__ = ["TlsIdentity", "Settings", "RETRY_POLICY", "open_channel", "parse_groups"]
 
 # Calls the channel retries by itself, on UNAVAILABLE only (the server or its store was not
 # reached, so nothing happened): the calls safe to repeat, decisions, reads and revocations (a
@@ -66,6 +66,9 @@ class Settings:
     token: Optional[str] = None
     timeout_s: float = 10.0  # deadline of every call but enrolment
     enroll_timeout_s: float = 60.0  # Enroll and Reissue extract several samples
+    # Replica groups: group name -> target ("host:port"). Given, every call goes to the group that
+    # serves this client's tenant (found on the first call, followed when it moves); `target` unused.
+    groups: Optional[Mapping[str, str]] = None
 
     @classmethod
     def from_environment(cls, **overrides) -> "Settings":
@@ -74,6 +77,8 @@ class Settings:
         VAULT_IDENTITY needs a token: a token-only client (the server's --token-listen port)."""
         env = os.environ
         values = {"target": env.get("VAULT_SERVER", cls.target)}
+        if env.get("VAULT_GROUPS"):  # g1=host:port,g2=host:port
+            values["groups"] = parse_groups(env["VAULT_GROUPS"])
         if env.get("VAULT_TOKEN_FILE"):
             values["token"] = Path(env["VAULT_TOKEN_FILE"]).read_text().strip()
         elif env.get("VAULT_TOKEN"):
@@ -95,3 +100,14 @@ def open_channel(settings: Settings) -> grpc.Channel:
     credentials = grpc.ssl_channel_credentials(settings.tls.ca_certificate, settings.tls.private_key,
                                                settings.tls.certificate)
     return grpc.secure_channel(settings.target, credentials, options=options)
+
+
+def parse_groups(text: str) -> Dict[str, str]:
+    """`g1=host:port,g2=host:port` -> {"g1": "host:port", "g2": "host:port"} (VAULT_GROUPS, --groups)."""
+    groups = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, target = part.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"replica groups are NAME=HOST:PORT separated by commas, not {part!r}")
+        groups[name.strip()] = target.strip()
+    return groups

@@ -13,7 +13,7 @@ import grpc
 __all__ = [
     "VaultCallError", "InvalidRequest", "PoorSample", "NotFound", "Unauthenticated", "PermissionDenied",
     "LockedOut", "Overloaded", "Unavailable", "DeadlineExceeded", "IntegrityFailure", "from_rpc_error",
-    "InsecureToken",
+    "InsecureToken", "WrongGroup",
 ]
 
 
@@ -64,6 +64,16 @@ class Overloaded(VaultCallError):
     retryable = True
 
 
+class WrongGroup(VaultCallError):
+    """FAILED_PRECONDITION, reason wrong-group: this tenant is served by another replica group (named
+    in `group`, the vault-group trailer; "" when the tenant is assigned to none). Nothing was done.
+    A client given the groups (`Settings(groups=...)`) resends there by itself."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str = "", group: str = ""):
+        super().__init__(code, details, reason)
+        self.group = group
+
+
 class Unavailable(VaultCallError):
     """UNAVAILABLE: server or its store unreachable, after the channel's own retries. Fail closed."""
 
@@ -90,7 +100,7 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.DATA_LOSS: IntegrityFailure,
 }
-_BY_REASON = {"locked-out": LockedOut, "overloaded": Overloaded}
+_BY_REASON = {"locked-out": LockedOut, "overloaded": Overloaded, "wrong-group": WrongGroup}
 
 
 def from_rpc_error(error: grpc.RpcError) -> VaultCallError:
@@ -98,4 +108,6 @@ def from_rpc_error(error: grpc.RpcError) -> VaultCallError:
     trailers = dict(error.trailing_metadata() or ())
     reason = trailers.get("vault-reason", "")
     kind = _BY_REASON.get(reason) or _BY_CODE.get(error.code(), VaultCallError)
+    if kind is WrongGroup:
+        return WrongGroup(error.code(), error.details() or "", reason, trailers.get("vault-group", ""))
     return kind(error.code(), error.details() or "", reason)
