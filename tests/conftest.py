@@ -207,7 +207,7 @@ def vault_server(tmp_path_factory):
 # (`uv run pytest -m "not e2e"`); e2e tests start `vault serve` processes with real extraction
 # workers, or run whole tools (benchmark report, leak drill, fuzzers) on the shared data.
 E2E_FIXTURES = {"vault_server", "server_factory", "image_records"}  # image_records: LEADER on real prints
-E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_client"}
+E2E_MODULES = {"test_benchmarks", "test_leak_drill", "test_security", "test_client", "test_replica_groups_e2e"}
 
 
 # The longest modules first (seconds of CPU, measured): pytest-xdist hands whole modules to its
