@@ -187,6 +187,7 @@ class VaultClient:
 # -- replica groups -------------------------------------------------------------------------------
 _STUBS = (vault_pb2_grpc.VaultStub, vault_pb2_grpc.AdminStub, vault_pb2_grpc.AuditStub)
 _STREAMS = {"ReadAudit"}  # server-streaming: its refusal comes with the first message
+_RECONNECT_MAX_S = 1.0
 
 
 class _Router:
@@ -200,8 +201,9 @@ class _Router:
     own group is down, and no other group holds its templates."""
 
     def __init__(self, settings: Settings):
-        self.channels = {name: open_channel(dataclasses.replace(settings, target=target, groups=None))
-                         for name, target in settings.groups.items()}
+        # A group that restarts is tried again within a second or two, not after gRPC's growing backoff.
+        self.channels = {name: open_channel(dataclasses.replace(settings, target=target, groups=None),
+                                            reconnect_max_s=_RECONNECT_MAX_S) for name, target in settings.groups.items()}
         self.stubs = {name: tuple(kind(channel) for kind in _STUBS) for name, channel in self.channels.items()}
         self.home = next(iter(self.channels))
         self.located = False

@@ -92,9 +92,13 @@ class Settings:
         return cls(**values)
 
 
-def open_channel(settings: Settings) -> grpc.Channel:
-    """A channel with the retry policy; TLS (with the client certificate when one is given)."""
+def open_channel(settings: Settings, reconnect_max_s: Optional[float] = None) -> grpc.Channel:
+    """A channel with the retry policy; TLS (with the client certificate when one is given).
+    `reconnect_max_s`: the longest wait between reconnection attempts to a server that went away
+    (gRPC's default grows to 120 s; a replica group's clients want it back within seconds)."""
     options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_POLICY))]
+    if reconnect_max_s is not None:
+        options.append(("grpc.max_reconnect_backoff_ms", int(1000 * reconnect_max_s)))
     if settings.tls is None:
         return grpc.insecure_channel(settings.target, options=options)
     credentials = grpc.ssl_channel_credentials(settings.tls.ca_certificate, settings.tls.private_key,
