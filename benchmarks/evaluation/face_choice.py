@@ -29,7 +29,7 @@ def _embed(path: str):
         return 0, None, None
     centre = sface.choose_face(faces, *rgb.shape[:2])
     largest = int(np.argmax(faces[:, 2] * faces[:, 3]))
-    embed = [sface.networks().recognizer.feature(sface.aligned_face(rgb, faces[i])).reshape(-1) for i in (centre, largest)]
+    embed = [sface.networks().embed(sface.aligned_face(rgb, faces[i])) for i in (centre, largest)]
     return len(faces), *[e / np.linalg.norm(e) for e in embed]
 
 
