@@ -692,3 +692,54 @@ def test_identify_answers_with_candidates_are_spent_from_the_client_budget(site)
             assert named == [["ana"]] * 6 + ["locked-out"] * 4, named
 
     run(main())
+
+
+# -- finding 10: enrolment told by timing, look-alike subject ids ----------------------------------------
+def test_a_verify_for_an_unknown_subject_transforms_the_probe_as_an_enrolled_ones_does(site):
+    """The timing attack measured the probe's transform (~3 ms) that only an enrolled subject's
+    Verify paid; the attack's signal is that work, counted here per Verify."""
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            await stub.Enroll(pb.EnrollRequest(subject_id="ann", modality=pb.FACE, samples=[face("ann", 1)]))
+            enrolled = (await stub.Enroll(pb.EnrollRequest(subject_id="bob", modality=pb.FACE,
+                                                           samples=[face("bob", 1)]))).template_id
+            await stub.Revoke(pb.RevokeRequest(template_id=enrolled, reason="test"))
+            protector, transforms = server.vault.protector, []
+            protect = protector.protect
+            protector.protect = lambda *args, **kwargs: transforms.append(1) or protect(*args, **kwargs)
+            counts = {}
+            for name, request in (("enrolled", pb.VerifyRequest(subject_id="ann", modality=pb.FACE)),
+                                  ("unknown", pb.VerifyRequest(subject_id="nobody", modality=pb.FACE)),
+                                  ("revoked template", pb.VerifyRequest(template_id=enrolled, modality=pb.FACE))):
+                transforms.clear()
+                request.probe.CopyFrom(face("mallory", 1))
+                assert (await stub.Verify(request)).decision == pb.NO_MATCH
+                counts[name] = len(transforms)
+            assert counts == {"enrolled": 1, "unknown": 1, "revoked template": 1}, counts
+
+    run(main())
+
+
+def test_a_look_alike_subject_id_is_refused_and_a_full_width_one_is_the_same_person(site):
+    state, key_file = site
+
+    async def main():
+        async with loopback_vault(state, key_file) as (server, channel):
+            stub = vault_pb2_grpc.VaultStub(channel)
+            await stub.Enroll(pb.EnrollRequest(subject_id="alice", modality=pb.FACE, samples=[face("alice", 1)]))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:  # a Cyrillic "а" before "lice"
+                await stub.Enroll(pb.EnrollRequest(subject_id="\u0430lice", modality=pb.FACE,
+                                                   samples=[face("mallory", 1)]))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "several scripts" in refused.value.details()
+            verdict = await stub.Verify(pb.VerifyRequest(subject_id="\uff41\uff4c\uff49\uff43\uff45", modality=pb.FACE,
+                                                         probe=face("alice", 2)))
+            assert verdict.decision == pb.MATCH  # NFKC: full-width "ａｌｉｃｅ" is "alice"
+            japanese = await stub.Enroll(pb.EnrollRequest(subject_id="山田たろう", modality=pb.FACE,
+                                                          samples=[face("taro", 1)]))
+            assert japanese.template_id  # scripts one name is written in together stay allowed
+
+    run(main())
