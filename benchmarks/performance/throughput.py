@@ -1,12 +1,14 @@
 """Face verify throughput through the service against the embedding library alone, on the same
 cores and the same images (issue 15: the service's own work must not eat the workers' cores).
 
-    uv run python -m benchmarks.performance.throughput [--library sface|dlib] [--images 120] [--seconds 30]
+    uv run python -m benchmarks.performance.throughput [--library sface|sface-openvino|dlib] [--images 120] [--seconds 30]
                                            [--clients 6] [--report FILE]
 
 Raw: one process per core, each running the library's own calls on LFW photos, images a second over
 all cores: for SFace (face-sface-v1, the current face profile) OpenCV's YuNet detect, alignCrop and
-SFace feature on the decoded photo, as OpenCV Zoo's own demo does; for dlib (face-iom-v1..v3)
+SFace feature on the decoded photo, as OpenCV Zoo's own demo does; sface-openvino: the same steps
+as the service runs them (vault.intake.features.sface.face_features: SFace on OpenVINO, with the
+quality gate), without the service around them; for dlib (face-iom-v1..v3)
 `face_recognition.face_encodings(load_image_file(f))`. Service: `vault serve`
 with one extraction worker per core; client threads in this process send Verify calls with the same
 photos as probes for a fixed time; verifies a second. The ratio is service / raw.
@@ -60,7 +62,26 @@ def _encode_sface(path: str) -> int:
     return len(recognizer.feature(recognizer.alignCrop(image, faces[0])))
 
 
-ENCODERS = {"sface": _encode_sface, "dlib": _encode_dlib}
+def _encode_sface_openvino(path: str) -> int:
+    """The service's own face features (SFace on OpenVINO), without the service."""
+    from vault.exceptions import VaultError
+    from vault.intake import images
+    from vault.intake.extraction import one_native_thread
+    from vault.intake.features import sface
+
+    if not _opencv:
+        import cv2
+
+        cv2.setNumThreads(1)
+        one_native_thread()
+        _opencv["loaded"] = sface.networks()
+    try:
+        return len(sface.face_features(images.decode_face(Path(path).read_bytes()))[0])
+    except VaultError:
+        return 0
+
+
+ENCODERS = {"sface": _encode_sface, "sface-openvino": _encode_sface_openvino, "dlib": _encode_dlib}
 
 
 def _warm(library: str) -> None:
@@ -156,7 +177,8 @@ def measure(paths: list[str], seconds: float, cores: int, clients: int, library:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--library", choices=sorted(ENCODERS), default="sface",
-                        help="the embedding library alone: sface (the current face profile) or dlib (older ones)")
+                        help="the embedding library alone: sface (OpenCV, the current face profile's library), "
+                             "sface-openvino (the service's own runtime for it) or dlib (older profiles)")
     parser.add_argument("--images", type=int, default=120, help="LFW photos used, the same on both sides")
     parser.add_argument("--seconds", type=float, default=30.0, help="measuring time of each side")
     parser.add_argument("--clients", type=int, default=6, help="client threads calling Verify")
@@ -174,6 +196,7 @@ def main(argv=None) -> int:
     out("| | images a second |")
     out("|---|---|")
     alone = {"sface": "OpenCV YuNet + SFace alone (`detect`, `alignCrop`, `feature`)",
+             "sface-openvino": "the service's face features alone (YuNet on OpenCV, SFace on OpenVINO, quality gate)",
              "dlib": "face_recognition alone (`face_encodings(load_image_file(f))`)"}[args.library]
     out(f"| {alone}, {cores} processes | {raw:.1f} |")
     out(f"| vault Verify through gRPC ({cores} extraction workers, {args.clients} client threads) | {served:.1f} |")
