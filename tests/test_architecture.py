@@ -241,3 +241,23 @@ def test_benchmarks_are_in_wings_and_their_helpers_import_none():
                        "benchmarks.scores", "benchmarks.transcript", "benchmarks.postgres_scratch"}
     assert {h: sorted(t for t in graph[h] if t.count(".") == 2) for h in helpers
             if h != "benchmarks.__main__" and any(t.count(".") == 2 for t in graph[h])} == {}
+
+
+def test_calibrated_values_live_beside_the_models_not_in_code():
+    """Issue 26: what calibration measures (thresholds, score models, cohort references, priors) is
+    read from vault/models/calibration.json; profiles.py writes only what is designed."""
+    import json
+
+    from vault.templates.profiles import PROFILES, calibrated
+
+    recorded = json.loads((ROOT / "vault" / "models" / "calibration.json").read_text())
+    assert set(recorded) == set(PROFILES)
+    for name, profile in PROFILES.items():
+        for field, value in calibrated(name).items():
+            assert getattr(profile, field) == value, (name, field)
+    source = ast.parse((ROOT / "vault" / "templates" / "profiles.py").read_text())
+    measured = {"threshold", "fused_threshold", "cohort_reference", "template_cohort_reference", "score_models",
+                "score_norm", "calibration"}
+    written = [keyword.arg for node in ast.walk(source) if isinstance(node, ast.Call)
+               for keyword in node.keywords if keyword.arg in measured]
+    assert not written, f"calibrated fields written in profiles.py: {written}"

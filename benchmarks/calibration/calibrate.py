@@ -5,8 +5,8 @@
 Face: calibrated on the impostor pairs of the first half of the LFW subset's identities
 (alphabetical), reported on the other half and on ORL, pooling the impostor scores of several fresh
 tenant keys. Fingerprint: benchmarks.calibration.fingerprint_operating_point (one-touch and fused thresholds,
-checked leave one sensor out). Paste the printed thresholds into
-vault/templates/profiles.py (a changed threshold on a live profile changes decisions: bump the profile name).
+checked leave one sensor out). The printed thresholds go into the profile's entry of
+vault/models/calibration.json (a changed threshold on a live profile changes decisions: a new profile name).
 """
 
 from __future__ import annotations

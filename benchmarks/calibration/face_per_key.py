@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         f"mean of {args.margin_keys} keys: {per_half[0]:.5f}, {per_half[1]:.5f}; highest key and half: "
         f"{fitted.max():.5f} (in force {profile.threshold:.5f})")
     out()
-    out(f"Paste into vault/templates/profiles.py: threshold={recommended} / {grid}, cohort=\"{MODEL}\", "
-        f"cohort_reference={reference:.6f}  ({out.elapsed:.0f} s)")
+    out(f"For vault/models/calibration.json: threshold={recommended / grid!r} ({recommended} / {grid}; cohort "
+        f"\"{MODEL}\" in vault/templates/profiles.py), cohort_reference={reference:.6f}  ({out.elapsed:.0f} s)")
     out.save(args.report, timed=False)
     return 0
 

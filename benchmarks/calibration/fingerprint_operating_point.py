@@ -38,7 +38,7 @@ Leave-one-sensor-out: for each of the 6 real sets, the cylinder basis is fitted 
 calibrated on the other 5 (and FVC2000 DB4), the margin by leaving each of those 5 out in turn; the
 held-out set is then scored at those thresholds, with and without the margin.
 The shipped profile: basis fitted on FVC2000 DB1-DB3 (vault/models/), thresholds by the rule over
-all 6 real sets and FVC2000 DB4 (printed at the end; paste into vault/templates/profiles.py).
+all 6 real sets and FVC2000 DB4 (printed at the end; they go into the profile's entry of vault/models/calibration.json).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ with a ceiling, is replaced by the exponential law, shape 0, which extrapolates 
 genuine scores are kept as 21
 quantiles. Fingerprints: the same from the six real FVC sets (one touch: all pairs; fused: 1-3
 fused against 4-8) under the shipped basis, each template's cohort offset taken off as the service
-does; they are also the data its 1:1 thresholds came from. The printed ScoreModel(...) lines go into
-vault/templates/profiles.py; for fingerprints, the model in force is also held against the fresh scores
+does; they are also the data its 1:1 thresholds came from. The printed ScoreModel(...) fields go into the
+profile's score_models in vault/models/calibration.json; for fingerprints, the model in force is also held against the fresh scores
 (`--only finger` does that part alone).
 
 Held out (face): the other 290 LFW identities and the 40 ORL people (330). For each gallery size
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         f"Identify at FPIR target {args.fpir:g}")
     out()
     out("Profile models in force: " + ("yes" if face.score_models[0] is not None else
-                                       "none yet (rule = 1:1 threshold); paste the lines above and rerun"))
+                                       "none yet (rule = 1:1 threshold); put the models above into vault/models/calibration.json and rerun"))
     out()
     out("| enrolled (N) | probes of people not enrolled | FPIR | FNIR | FPIR at the 1:1 threshold | FNIR at the 1:1 threshold |")
     out("|---|---|---|---|---|---|")

@@ -8,7 +8,7 @@ probes. Verify: genuine accept rate, and impostor reject rate over every (probe,
 claim. Identify: against all 580 templates, rank-1 correct, no candidate, wrong first candidate.
 Fingerprint, FVC2002 DB1-DB3 (10 fingers x 8): each finger enrolled from impressions 1-3 fused (a
 door reader's three touches); impressions 4-8 are probes. Averaged over --keys fresh tenant keys.
-Thresholds were calibrated on other data (see vault/templates/profiles.py), so these are held-out figures.
+Thresholds were calibrated on other data (see vault/models/calibration.json), so these are held-out figures.
 """
 
 from __future__ import annotations

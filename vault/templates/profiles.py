@@ -4,7 +4,10 @@ A stored template records the profile name it was made with; a profile is never 
 templates exist under it. Changing parameters means a new name (face-iom-v2) and re-enrolment.
 
 Thresholds are on the IoM agreement score (fraction of equal hash indices, 0..1) and are set for
-an operating false-match rate; `calibration` says on which data and with which command.
+an operating false-match rate. What is designed (sizes, transforms, the operating rate) is written
+here; what is measured (thresholds, score models, cohort references and priors, with the record of
+on which data and by which command) is read from vault/models/calibration.json, beside the models
+it was measured with (`calibrated`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,29 @@ from vault.templates.prefilter import Prefilter
 from vault.modalities import DLIB, FACE, FINGERPRINT, MINUTIAE, MODALITY_NAMES, SFACE  # noqa: E402,F401
 
 
-# How each profile's thresholds were set, on which data and with which command: the calibration
-# record, kept beside the models (vault/models/calibration.json), not in code.
-CALIBRATION: dict[str, str] = json.loads(
+# Each profile's measured values and their record, kept beside the models, not in code.
+_CALIBRATED: dict[str, dict] = json.loads(
     (Path(__file__).resolve().parents[1] / "models" / "calibration.json").read_text())
+
+
+def calibrated(name: str) -> dict:
+    """The ProtectionProfile fields profile `name` was calibrated to (vault/models/calibration.json):
+    calibration (the record), threshold, and where it has them fused_threshold, cohort_reference,
+    template_cohort_reference, score_models and score_norm."""
+    entry = dict(_CALIBRATED[name])
+    fields = {"calibration": entry.pop("record"), "threshold": entry.pop("threshold")}
+    for scalar in ("fused_threshold", "cohort_reference", "template_cohort_reference"):
+        if scalar in entry:
+            fields[scalar] = entry.pop(scalar)
+    if "score_models" in entry:
+        fields["score_models"] = tuple(
+            ScoreModel(**dict(model, genuine_quantiles=tuple(model["genuine_quantiles"]))) if model else None
+            for model in entry.pop("score_models"))
+    if "score_norm" in entry:
+        fields["score_norm"] = CohortNorm(**entry.pop("score_norm"))
+    if entry:
+        raise ValueError(f"calibration.json: unknown fields for {name}: {sorted(entry)}")
+    return fields
 
 
 @dataclass(frozen=True)
@@ -119,9 +141,8 @@ FACE_IOM_V1 = ProtectionProfile(
     feature_dim=128,
     hash_count=1024,
     hash_width=16,
-    threshold=680 / 1024,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["face-iom-v1"],
+    **calibrated("face-iom-v1"),
 )
 
 FACE_IOM_V2 = ProtectionProfile(
@@ -130,20 +151,11 @@ FACE_IOM_V2 = ProtectionProfile(
     feature_dim=128,
     hash_count=4096,  # tuned (benchmarks/results/tune.md): closest to raw dlib cosine within 1 KiB
     hash_width=4,
-    # With its generalisation margin: the highest, over 5 fresh keys and both halves of the
-    # calibration identities, of the thresholds (less each key's cohort shift) that hold FMR 1e-3
-    # there (was 3206, fitted on them pooled, one threshold for all keys).
-    threshold=3219 / 4096,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["face-iom-v2"],
     # Per-key operating point (vault.templates.cohort): each key's thresholds move with its synthetic impostor
     # tail; over 10 fresh keys the held-out false-match rate spread (max/min) went from 1.62 to 1.22.
-    # uv run python -m benchmarks.calibration.face_per_key
     cohort="face-cohort-v1",
-    cohort_reference=0.783777,
-    # Identify's tail models: LFW's first 290 identities, 5 keys (uv run python -m benchmarks.calibration.identify_fpir)
-    score_models=(ScoreModel(tail_start=0.759033, tail_rate=0.009874, shape=0.0, scale=0.0106193, genuine_quantiles=(0.68091, 0.77515, 0.78735, 0.79537, 0.80176, 0.80762, 0.81201, 0.81616, 0.81958, 0.82338, 0.8269, 0.83057, 0.83447, 0.83862, 0.84229, 0.84619, 0.85083, 0.85673, 0.86401, 0.87793, 0.91162)),
-                  ScoreModel(tail_start=0.769531, tail_rate=0.009983, shape=0.0, scale=0.0104522, genuine_quantiles=(0.71973, 0.80076, 0.81174, 0.8208, 0.82715, 0.83325, 0.83789, 0.84277, 0.84658, 0.84962, 0.85303, 0.85596, 0.85864, 0.86157, 0.86475, 0.86816, 0.87207, 0.8772, 0.8843, 0.89258, 0.92236))),
+    **calibrated("face-iom-v2"),
 )
 
 FACE_IOM_V3 = replace(
@@ -153,13 +165,7 @@ FACE_IOM_V3 = replace(
     # genuine-accept rate 1.2 points under raw dlib cosine on held-out people; 16384 leave 0.45
     # (benchmarks/results/face_per_key.md). 1:N reads four times the bytes (~0.2 s for 1M on one core).
     hash_count=16384,
-    # The highest over 5 fresh keys and both calibration halves, the higher of two runs (12842, 12844)
-    threshold=12844 / 16384,
-    calibration=CALIBRATION["face-iom-v3"],
-    cohort_reference=0.782094,
-    # Identify's tail models: LFW's first 290 identities, 5 keys (uv run python -m benchmarks.calibration.identify_fpir --only face)
-    score_models=(ScoreModel(tail_start=0.759583, tail_rate=0.00999, shape=0.0, scale=0.0102999, genuine_quantiles=(0.68524, 0.77753, 0.78843, 0.79659, 0.80352, 0.80898, 0.81384, 0.81738, 0.82029, 0.82376, 0.82758, 0.83136, 0.83551, 0.83905, 0.84296, 0.84778, 0.85181, 0.85712, 0.86475, 0.87812, 0.91022)),
-                  ScoreModel(tail_start=0.770386, tail_rate=0.009987, shape=0.0, scale=0.0099791, genuine_quantiles=(0.73102, 0.80303, 0.81207, 0.82202, 0.82983, 0.83441, 0.83891, 0.8432, 0.848, 0.85144, 0.85416, 0.85717, 0.85944, 0.86242, 0.86548, 0.86841, 0.87228, 0.87811, 0.88416, 0.89167, 0.91913))),
+    **calibrated("face-iom-v3"),
 )
 
 FINGER_IOM_V1 = ProtectionProfile(
@@ -169,10 +175,9 @@ FINGER_IOM_V1 = ProtectionProfile(
     feature_dim=1024,  # vault.intake.features.fingerprint.FEATURE_DIM
     hash_count=1024,
     hash_width=8,
-    threshold=244 / 1024,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["finger-iom-v1"],
     retired=True,  # replaced by finger-mcc2-v2 (new feature vector): re-enrol
+    **calibrated("finger-iom-v1"),
 )
 
 FINGER_MCC2_V2 = ProtectionProfile(
@@ -182,10 +187,9 @@ FINGER_MCC2_V2 = ProtectionProfile(
     feature_dim=2048,  # vault.intake.features.fingerprint.FEATURE_DIM: MCC second-order pooling + triplets
     hash_count=2048,
     hash_width=4,
-    threshold=677 / 2048,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["finger-mcc2-v2"],
     retired=True,  # replaced by finger-mcc-v3 (new feature vector): re-enrol
+    **calibrated("finger-mcc2-v2"),
 )
 
 FINGER_MCC_V3 = ProtectionProfile(
@@ -198,11 +202,10 @@ FINGER_MCC_V3 = ProtectionProfile(
     # (5 keys, benchmarks/evaluation/fingerprint_mcc.py); 2 KiB has 1/sqrt(2) the hashing noise of 1 KiB
     hash_count=16384,
     hash_width=2,
-    threshold=8726 / 16384,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["finger-mcc-v3"],
     projection="hadamard",  # a dense bank would be 13752 x 32768 floats (1.7 GiB) per tenant
     retired=True,  # replaced by finger-leader-v4 (LEADER minutiae, new basis): re-enrol
+    **calibrated("finger-mcc-v3"),
 )
 
 FINGER_LEADER_V4 = ProtectionProfile(
@@ -214,28 +217,19 @@ FINGER_LEADER_V4 = ProtectionProfile(
     feature_dim=13752,
     hash_count=16384,
     hash_width=2,
-    # Just above every impostor score seen in calibration (benchmarks/calibration/fingerprint_operating_point.py)
-    threshold=8975 / 16384,
-    fused_threshold=9141 / 16384,
     operating_fmr=1e-3,
-    calibration=CALIBRATION["finger-leader-v4"],
     projection="hadamard",
-    # Identify's tail models: FVC2000 and FVC2002 DB1-DB3, 5 keys (uv run python -m benchmarks.calibration.identify_fpir)
-    score_models=(ScoreModel(tail_start=0.530334, tail_rate=0.009937, shape=0.0, scale=0.0028731, genuine_quantiles=(0.492, 0.54382, 0.56091, 0.5719, 0.58228, 0.59003, 0.59717, 0.60461, 0.61115, 0.61865, 0.62585, 0.63276, 0.64026, 0.64841, 0.65692, 0.66486, 0.67523, 0.68591, 0.6995, 0.72173, 0.84271)),
-                  ScoreModel(tail_start=0.534241, tail_rate=0.01, shape=0.0, scale=0.0026994, genuine_quantiles=(0.51477, 0.57102, 0.58761, 0.60249, 0.61222, 0.62091, 0.62716, 0.63643, 0.64537, 0.65152, 0.65768, 0.66354, 0.67107, 0.67839, 0.6868, 0.69661, 0.70308, 0.71296, 0.72791, 0.75086, 0.83832))),
+    **calibrated("finger-leader-v4"),
 )
 
 FINGER_LEADER_V5 = replace(
     FINGER_LEADER_V4,
     name="finger-leader-v5",
     # The same transform and basis as v4 (a v4 template keeps matching); a template enrolled from
-    # several touches keeps each touch's code, and every threshold carries a generalisation margin.
+    # several touches keeps each touch's code (each compared as one sample is, by Identify too),
+    # and every threshold carries a generalisation margin.
     keeps_sample_codes=True,
-    threshold=8967 / 16384,
-    fused_threshold=9282 / 16384,
-    calibration=CALIBRATION["finger-leader-v5"],
-    # Each kept-apart code is compared as one sample is: Identify uses the one-sample tail model per code.
-    score_models=(FINGER_LEADER_V4.score_models[0], None),
+    **calibrated("finger-leader-v5"),
 )
 
 FINGER_LEADER_V6 = replace(
@@ -245,15 +239,7 @@ FINGER_LEADER_V6 = replace(
     # each code's mean agreement with a cohort of synthetic prints is taken off its scores
     # (vault.templates.cohort.TemplateCohort), and the thresholds are on those scores.
     template_cohort="finger-cohort-v1",
-    template_cohort_reference=0.511244,  # the templates' mean cohort agreement over the calibration sets
-    threshold=9066 / 16384,
-    fused_threshold=9107 / 16384,
-    calibration=CALIBRATION["finger-leader-v6"],
-    # Identify's one-sample tail model, fitted on the scores v6 makes (cohort offsets taken off,
-    # int8 LEADER minutiae; uv run python -m benchmarks.calibration.identify_fpir --only finger): its tail is
-    # wider than v4's raw-score model (scale 0.0036 against 0.0029), so large galleries get higher
-    # thresholds (1M fingers: 0.5784 against 0.5700). Kept-apart codes are each compared as one sample.
-    score_models=(ScoreModel(tail_start=0.52901, tail_rate=0.010007, shape=0.0, scale=0.0035778, genuine_quantiles=(0.49051, 0.54638, 0.56132, 0.57258, 0.58114, 0.59042, 0.59837, 0.60499, 0.61215, 0.61915, 0.62623, 0.63405, 0.64164, 0.64977, 0.658, 0.66622, 0.67566, 0.68671, 0.70192, 0.72147, 0.85717)), None),
+    **calibrated("finger-leader-v6"),
 )
 
 FACE_SFACE_V1 = ProtectionProfile(
@@ -265,21 +251,13 @@ FACE_SFACE_V1 = ProtectionProfile(
     hash_count=16384,
     hash_width=4,
     projection="gaussian",
-    # On scores normalised against the gallery's own cohort (vault.templates.normalisation): the highest,
-    # over five populations and five fresh keys, of the normalised impostor score at 1 - 1e-4.
-    threshold=3.9861,
+    # Scores normalised against the gallery's own cohort (vault.templates.normalisation), with a
+    # prior (score_norm) for galleries of a few people; the threshold is on the normalised scale.
     operating_fmr=1e-4,
-    calibration=CALIBRATION["face-sface-v1"],
-    # The prior: the highest median cohort mean and sd of the five populations' templates, weighted
-    # as 4 cohort members, so a gallery of a few people is judged as the most crowded population was.
-    score_norm=CohortNorm(cohort_size=256, prior_mean=0.34896, prior_sd=0.03899, prior_weight=4.0),
     # 1:N from 65,536 templates: the first 1,024 positions of every code, then the best 1/256 in full
     # (benchmarks/performance/identify_speed.py: time, and decisions against the full scan).
     prefilter=Prefilter(words=16, share=1 / 256, minimum=4096, from_rows=65536),
-    # Identify's tail model of normalised impostor scores, all five populations pooled
-    # (uv run python -m benchmarks.calibration.face_population); kept-apart and fused templates alike.
-    score_models=(ScoreModel(tail_start=2.25182, tail_rate=0.01, shape=0.0, scale=0.378405, genuine_quantiles=(-0.90337, 4.94559, 5.67032, 6.10799, 6.45896, 6.77198, 7.11405, 7.3945, 7.6402, 7.89375, 8.15574, 8.39966, 8.65973, 8.94221, 9.24526, 9.55679, 9.8871, 10.30402, 10.83318, 11.66989, 16.89725)),
-                  None),
+    **calibrated("face-sface-v1"),
 )
 
 PROFILES: dict[str, ProtectionProfile] = {
