@@ -17,13 +17,17 @@ OPERATING_FMRS = (1e-2, 1e-3, 1e-4)
 
 
 def det(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, FMR, FNMR) at every distinct score, thresholds ascending."""
-    g = np.sort(np.asarray(genuine, dtype=np.float64))
-    i = np.sort(np.asarray(impostor, dtype=np.float64))
-    thresholds = np.unique(np.concatenate([g, i, [np.inf]]))
-    fnmr = np.searchsorted(g, thresholds, side="left") / g.size  # genuine below t: rejected
-    fmr = 1.0 - np.searchsorted(i, thresholds, side="left") / i.size  # impostor >= t: accepted
-    return thresholds, fmr, fnmr
+    """(thresholds, FMR, FNMR), thresholds ascending: scikit-learn's DET curve with genuine
+    comparisons as the positive class (FMR: impostors at or above the threshold; FNMR: genuine
+    below it), from the threshold where FNMR is 0 to where nothing is accepted."""
+    from sklearn.metrics import det_curve
+
+    scores = np.concatenate([np.asarray(genuine, dtype=np.float64), np.asarray(impostor, dtype=np.float64)])
+    labels = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    fmr, fnmr, thresholds = det_curve(labels, scores)
+    # det_curve ends at the highest threshold an impostor reaches; the EER's crossing may lie past
+    # it, where nothing is accepted.
+    return np.append(thresholds, np.inf), np.append(fmr, 0.0), np.append(fnmr, 1.0)
 
 
 def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
