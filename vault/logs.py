@@ -7,10 +7,10 @@ messages the vault logs carry ids of templates and decisions at most.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
+
+import structlog
 
 __all__ = ["ACCESS_FIELDS", "JsonFormatter", "configure"]
 
@@ -18,17 +18,39 @@ ACCESS_FIELDS = ("rpc", "status", "latency_ms", "tenant", "caller", "role", "dec
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the access fields
-    a record carries, and the exception's type (never its text or traceback, which may quote data)."""
+def _level(_, __, event: dict) -> dict:
+    event["level"] = event["_record"].levelname
+    return event
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        entry.update({field: getattr(record, field) for field in ACCESS_FIELDS if hasattr(record, field)})
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exception"] = record.exc_info[0].__name__
-        return json.dumps(entry, separators=(",", ":"))
+
+def _exception_type(_, __, event: dict) -> dict:
+    """An exception is named by its type only: its text or traceback may quote data."""
+    error = event.pop("exc_info", None)
+    if error and error[0] is not None:
+        event["exception"] = error[0].__name__
+    return event
+
+
+class JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """One JSON object a line, rendered by structlog from the standard library's records: time
+    (UTC, ISO 8601), level, logger, message, the access fields a record carries (and
+    no other `extra`), and the exception's type."""
+
+    def __init__(self):
+        super().__init__(
+            foreign_pre_chain=[
+                structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S.%fZ", utc=True, key="time"),
+                _level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=ACCESS_FIELDS),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _exception_type,
+                structlog.processors.EventRenamer("message"),
+                structlog.processors.JSONRenderer(separators=(",", ":")),
+            ],
+        )
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
