@@ -183,31 +183,32 @@ def workers_for(shares: int, workers: int | None) -> int:
 _WORKER: dict = {}  # one worker process's readers, keys and buffers, set when it starts
 
 
-def _start_worker(store_url: str, ledger_url: str | None, keys: dict, epochs: dict, tenants, buffers) -> None:
+def _start_worker(server_pid: int, store_url: str, ledger_url: str | None, keys: dict, epochs: dict, tenants,
+                  buffers) -> None:
+    from vault.intake.extraction import exit_with_server
     from vault.store import open_reader
 
+    exit_with_server(server_pid)  # a server killed mid-load leaves no worker behind holding its keys
     _WORKER.update(store=open_reader(store_url), ledger=open_ledger_reader(ledger_url) if ledger_url else None,
                    keys=keys, epochs=epochs, tenants=tenants, protector=Protector(),
                    buffers=[np.frombuffer(b, dtype=np.uint64) for b in buffers])
 
 
 def _work(job: ShareJob, slot: int) -> Share:
-    epochs = _WORKER["epochs"]
-    return read_and_unseal(job, _WORKER["store"], _WORKER["ledger"], _WORKER["keys"], lambda b: epochs.get(b, {}),
-                           _WORKER["tenants"], _WORKER["buffers"][slot], _WORKER["protector"])
+    epochs, ledger, tenants = _WORKER["epochs"], _WORKER["ledger"], _WORKER["tenants"]
+    secrets = None if ledger is None else (lambda after, upto: wrapped_between(ledger, after, upto, tenants))
+    return read_and_unseal(job, _WORKER["store"], secrets, _WORKER["keys"], lambda b: epochs.get(b, {}), tenants,
+                           _WORKER["buffers"][slot], _WORKER["protector"])
 
 
-def read_and_unseal(job: ShareJob, store, ledger_rows, keys, epochs_of, tenants, buffer, protector) -> Share:
-    """Read one share (its live rows, then their shred secrets) and unseal it. `ledger_rows`: the
-    ledger's database to read, or a function (after, upto) -> wrapped rows, or None (no ledger)."""
+def read_and_unseal(job: ShareJob, store, wrapped_secrets, keys, epochs_of, tenants, buffer, protector) -> Share:
+    """Read one share (its live rows, then their shred secrets: wrapped_secrets(after, upto), None
+    without a ledger) and unseal it. Rows first: a template's secret is kept before it commits."""
     rows = store.live_share(job.after, job.upto, job.limit, tenants)
     resume_after = rows[-1][0] if len(rows) == job.limit and rows[-1][0] != job.upto else None
     secrets, unopened = {}, []
-    if ledger_rows is not None and rows:
-        upto = rows[-1][0]
-        wrapped = (ledger_rows(job.after, upto) if callable(ledger_rows)
-                   else wrapped_between(ledger_rows, job.after, upto))
-        secrets, unopened = unwrap_rows(wrapped, epochs_of)
+    if wrapped_secrets is not None and rows:
+        secrets, unopened = unwrap_rows(wrapped_secrets(job.after, rows[-1][0]), epochs_of)
     share = unseal_share(rows, secrets, set(unopened), keys, buffer, protector)
     share.resume_after = resume_after
     return share
@@ -222,10 +223,10 @@ def load_shares(bounds: list[str], workers: int, take, *, store, ledger, keys, t
     tenants = tuple(sorted(set(tenants))) if tenants is not None else None
     if not workers:
         buffer = np.zeros(SHARE_ROWS * CODE_WORDS, np.uint64)
+        secrets = None if ledger is None else (lambda after, upto: ledger.wrapped_between(after, upto, tenants))
         while pending:
             job = pending.pop(0)
-            share = read_and_unseal(job, store, ledger.wrapped_between if ledger is not None else None, keys,
-                                    lambda b: epochs.get(b, {}), tenants, buffer, protector)
+            share = read_and_unseal(job, store, secrets, keys, lambda b: epochs.get(b, {}), tenants, buffer, protector)
             if share.resume_after is not None:
                 pending.append(ShareJob(share.resume_after, job.upto, job.limit))
             take(share, buffer)
@@ -234,9 +235,9 @@ def load_shares(bounds: list[str], workers: int, take, *, store, ledger, keys, t
     slots = workers * BUFFERS_PER_WORKER
     shared = [context.RawArray("B", SHARE_ROWS * CODE_WORDS * 8) for _ in range(slots)]
     buffers = [np.frombuffer(b, dtype=np.uint64) for b in shared]
+    ledger_url = ledger.url if ledger is not None else None
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(store.reader_url, ledger.url if ledger is not None else None, keys, epochs,
-                                       tenants, shared)) as pool:
+                             initargs=(os.getpid(), store.reader_url, ledger_url, keys, epochs, tenants, shared)) as pool:
         free, running = list(range(slots)), {}
         try:
             while pending or running:

@@ -208,9 +208,9 @@ class ShredLedger:
     def _unwrap_rows(self, rows) -> tuple[dict[str, bytes], list[str]]:
         return unwrap_rows(rows, self.keys.shred_epochs)
 
-    def wrapped_between(self, after: str, upto: str | None) -> list[tuple]:
+    def wrapped_between(self, after: str, upto: str | None, tenants=None) -> list[tuple]:
         """One start-up share's ledger rows, still wrapped (module function wrapped_between)."""
-        return wrapped_between(self._database, after, upto)
+        return wrapped_between(self._database, after, upto, tenants)
 
     def epoch_keys(self) -> dict[int, dict[int, bytes]]:
         """Every bucket's {epoch: key}: what a start-up worker unwraps its share's secrets with
@@ -405,13 +405,16 @@ def open_ledger_reader(url: str):
     return open_database(url, name="vault-shreds-reader", max_connections=1, what="the shred ledger")
 
 
-def wrapped_between(database, after: str, upto: str | None) -> list[tuple]:
+def wrapped_between(database, after: str, upto: str | None, tenants=None) -> list[tuple]:
     """The ledger's rows (template_id, tenant, secret, bucket, epoch) of template ids after `after`
-    and at most `upto` (None: no bound): one start-up share's secrets, still wrapped (unwrap_rows)."""
+    and at most `upto` (None: no bound), of `tenants` only when given: one start-up share's
+    secrets, still wrapped (unwrap_rows)."""
     query = "SELECT template_id, tenant, secret, bucket, epoch FROM shred_secrets WHERE template_id > ?"
     params: tuple = (after,)
     if upto is not None:
-        query, params = query + " AND template_id <= ?", (after, upto)
+        query, params = query + " AND template_id <= ?", (*params, upto)
+    if tenants is not None:
+        query, params = query + f" AND tenant IN ({', '.join('?' * len(tenants))})", (*params, *tenants)
     # A read takes no write lock on SQLite (BEGIN DEFERRED): workers read their shares side by side.
     reading = database.transaction() if database.postgres else database.transaction("BEGIN DEFERRED")
     with reading as cur:
