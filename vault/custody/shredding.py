@@ -76,7 +76,7 @@ def bucket_of(template_id: str) -> int:
 
 def _aad(template_id: str, tenant: str, bucket: int, epoch: int) -> bytes:
     # Binds the wrapped secret to its row: moved to another template id, it does not open.
-    return b"vault/shred/v1\0" + b"\0".join(x.encode() for x in (tenant, template_id, str(bucket), str(epoch)))
+    return b"vault/shred/v1\0" + "\0".join((tenant, template_id, str(bucket), str(epoch))).encode()
 
 
 def wrap(key: bytes, template_id: str, tenant: str, bucket: int, epoch: int, secret: bytes) -> bytes:
