@@ -188,7 +188,7 @@ def test_extraction_defaults_to_the_current_profiles_extractors():
 # -- the wings (issue 26): vault/ and benchmarks/ grouped by what they are for -----------------------
 # vault/: each wing may import the base and the wings named here, nothing above it. Lowest first.
 BASE = {"vault", "vault.exceptions", "vault.modalities", "vault.private_files", "vault.logs"}
-GROUPS = {"core": ("vault.core", "vault.administration", "vault.replication"),
+GROUPS = {"core": ("vault.core", "vault.administration", "vault.replication", "vault.startup"),
           "server": ("vault.server", "vault.metrics"), "cli": ("vault.cli",)}
 WINGS = {
     "hazmat": set(),  # the raw keyed transform, dangerous on its own

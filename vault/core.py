@@ -42,6 +42,7 @@ from vault.templates.matching import MatchIndex
 from vault.modalities import FACE, FINGERPRINT, MODALITY_NAMES
 from vault.templates.profiles import CURRENT, PROFILES
 from vault.templates.protection import Protector, RowIdentity
+from vault.startup import SHARE_ROWS, load_shares, share_codes, workers_for
 from vault.store.base import ADD, LIVE, AuditTrail, TemplateRow, Templates
 
 __all__ = ["FACE_EMBEDDING", "IMAGE", "ISO_19794_2", "Candidate", "Enrolment", "Identification",
@@ -130,6 +131,7 @@ class Vault:
     auditor_score_bands: bool = False
     protector: Protector = field(default_factory=Protector)
     shreds: ShredLedger | None = None  # per-template shred secrets (vault.custody.shredding); None: rows sealed without
+    load_workers: int | None = None  # start-up worker processes (vault.startup); None: one a core for a large store
 
     def __post_init__(self):
         if self.limiter is None:
@@ -329,56 +331,66 @@ class Vault:
     # -- the in-memory index ----------------------------------------------------------------------
     def load_index(self, tenants: Collection[str] | None = None) -> tuple[int, int]:
         """Unseal every live template (of `tenants` only, when given: a replica group's) into the
-        in-memory index: (loaded, refused). A row that fails
-        authentication (edited, swapped, sealed under other keys) is logged and never matches.
-        Templates of one code go into their galleries in bulk (MatchIndex.add_many), a batch per
-        group at a time: a replica's start-up is mostly this loop."""
-        loaded = refused = retired = 0
-        keys: dict[tuple[str, int], TenantKey] = {}  # one key-store lookup per key version, not per row
-        shred_secrets = self.shreds.secrets() if self.shreds is not None else {}
+        in-memory index: (loaded, refused). A row that fails authentication (edited, swapped,
+        sealed under other keys) is logged and never matches. The store is read and unsealed in
+        shares, on every core once it is large (vault.startup); each share's templates go into
+        their galleries in bulk (MatchIndex.add_many)."""
+        counts = {"loaded": 0, "refused": 0, "retired": 0}
+        sweep = self.shreds is not None and tenants is None
         live: set[str] = set()
-        batches: dict[tuple, _Batch] = {}
-        rows = self.store.live_rows(tenants)
-        if self.store.prefetch_reads:
-            rows = prefetched(rows)
-        for row in rows:
-            live.add(row.template_id)
-            profile = PROFILES.get(row.profile)
-            if profile is None or profile.retired:
-                retired += 1
-                continue
-            try:
-                group = (row.tenant, row.key_version)
-                if group not in keys:
-                    keys[group] = self.keys.tenant_key(*group)
-                key = keys[group]
-                code = self.protector.unseal(key, row_identity(row), profile, row.salt, row.sealed,
-                                             shred_secrets.get(row.template_id))
-                loaded += 1
-            except VaultError as error:  # IntegrityError: edited, swapped or foreign-key row
-                refused += 1
-                log.error("template %s excluded from matching: %s", row.template_id, error.message)
-                continue
-            if len(code) != 1:  # a template whose sample codes are kept apart: rows of its own
-                self._index_row(row, code=code, key=key)
-                continue
-            batch = batches.get((row.tenant, row.modality, profile.name, row.key_version))
-            if batch is None:
-                batch = batches[(row.tenant, row.modality, profile.name, row.key_version)] = _Batch(
-                    profile, self.cohort_shifts.shift(key, profile))
-            offsets = self.template_cohort.offsets(key, profile, code)
-            batch.append(row, code[0], 0.0 if offsets is None else float(offsets[0]))
-            if len(batch.template_ids) >= _Batch.SIZE:
-                batch.flush_into(self.index, row.tenant, row.modality, row.key_version)
-        for (tenant, modality, _, key_version), batch in batches.items():
-            batch.flush_into(self.index, tenant, modality, key_version)
-        if retired:
-            log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them", retired)
+        keys = {(tenant, version): self.keys.tenant_key(tenant, version)
+                for tenant in (self.keys.tenants() if tenants is None else sorted(set(tenants)))
+                for version in self.keys.versions(tenant)}
+
+        bounds = self.store.share_bounds(SHARE_ROWS)
+        reserved: set[tuple] = set()
+
+        def take(share, buffer) -> None:
+            if sweep:
+                live.update(share.live_ids())
+            for group in share.groups:
+                profile, key = PROFILES[group.profile], keys[(group.tenant, group.key_version)]
+                if (at := (group.tenant, group.modality, group.profile, group.key_version)) not in reserved:
+                    # Shares cut the ids evenly, so a group's first share says about how many it will hold.
+                    reserved.add(at)
+                    self.index.reserve(*at[:2], profile, group.key_version,
+                                       int(len(group.template_ids) * (len(bounds) + 1) * 1.1) + 64,
+                                       self.cohort_shifts.shift(key, profile))
+                self.index.add_many(group.tenant, group.modality, profile, group.key_version, group.template_ids,
+                                    group.subject_ids, share_codes(buffer, group), group.fingers, group.fused,
+                                    self.cohort_shifts.shift(key, profile), group.offsets, group.orders)
+                counts["loaded"] += len(group.template_ids)
+            for tenant, modality, name, key_version, template_id, subject_id, finger, samples, codes, offsets \
+                    in share.kept_apart:
+                profile, key = PROFILES[name], keys[(tenant, key_version)]
+                self.index.add(tenant, modality, profile, key_version, template_id, subject_id, finger, codes,
+                               samples, self.cohort_shifts.shift(key, profile), offsets)
+                counts["loaded"] += 1
+            for template_id, why in share.refused:
+                counts["refused"] += 1
+                log.error("template %s excluded from matching: %s", template_id, why)
+            counts["retired"] += len(share.retired)
+            for tenant, template_id in share.unopened:  # its ledger bucket rotated meanwhile: read afresh
+                row = self.store.get(tenant, template_id)
+                if row is None or row.status != LIVE:
+                    continue
+                try:
+                    self._index_row(row)
+                    counts["loaded"] += 1
+                except VaultError as error:
+                    counts["refused"] += 1
+                    log.error("template %s excluded from matching: %s", template_id, error.message)
+
+        load_shares(bounds, workers_for(len(bounds) + 1, self.load_workers), take, store=self.store,
+                    ledger=self.shreds, keys=keys, tenants=tenants, protector=self.protector)
+        if counts["retired"]:
+            log.warning("%d live templates use retired protection profiles and cannot match: re-enrol them",
+                        counts["retired"])
         # Only a load of every tenant knows every live template (a replica group's server sweeps apart).
-        if self.shreds is not None and tenants is None and (finished := self.shreds.retain(live, store_identity(self.store))):
+        if sweep and (finished := self.shreds.retain(live, store_identity(self.store))):
             log.warning("shredded %d secrets of templates no longer live (a revocation or enrolment a crash "
                         "interrupted)", finished)
-        return loaded, refused
+        return counts["loaded"], counts["refused"]
 
     def apply_change(self, kind: str, row: TemplateRow) -> None:
         """A template change from the store's change feed (vault.replication.IndexSync): made by
@@ -607,58 +619,6 @@ async def committed(change):
     """Run a store change and its index update to the end even if the call is cancelled meanwhile
     (client deadline, shutdown): the database and the in-memory index never disagree."""
     return await asyncio.shield(off_loop(change))
-
-
-class _Batch:
-    """Unsealed one-code templates of one group, waiting to go into the index together."""
-
-    SIZE = 4096
-
-    def __init__(self, profile, threshold_shift: float):
-        self.profile, self.threshold_shift = profile, threshold_shift
-        self.template_ids, self.subject_ids, self.codes = [], [], []
-        self.fingers, self.fused, self.offsets = [], [], []
-
-    def append(self, row: TemplateRow, code, offset: float) -> None:
-        self.template_ids.append(row.template_id)
-        self.subject_ids.append(row.subject_id)
-        self.codes.append(code)
-        self.fingers.append(row.finger)
-        self.fused.append(row.sample_count > 1)
-        self.offsets.append(offset)
-
-    def flush_into(self, index: MatchIndex, tenant: str, modality: int, key_version: int) -> None:
-        if self.template_ids:
-            index.add_many(tenant, modality, self.profile, key_version, self.template_ids, self.subject_ids,
-                           np.stack(self.codes), np.asarray(self.fingers, np.uint8), np.asarray(self.fused),
-                           self.threshold_shift, np.asarray(self.offsets, np.float32))
-        self.__init__(self.profile, self.threshold_shift)
-
-
-def prefetched(rows, batch: int = 2000, depth: int = 8):
-    """Iterate rows read by a background thread, in batches, so reading the store (network I/O,
-    decoding) overlaps with unsealing and indexing them at start-up. Pays for PostgreSQL (1M rows:
-    28 s instead of 39 s); for SQLite, whose reads hold the GIL, it costs (33 s instead of ~20 s)."""
-    import itertools
-    import queue
-    import threading
-
-    buffer: queue.Queue = queue.Queue(depth)
-
-    def produce():
-        try:
-            iterator = iter(rows)
-            while chunk := list(itertools.islice(iterator, batch)):
-                buffer.put(chunk)
-            buffer.put(None)
-        except BaseException as error:  # re-raised in the consumer
-            buffer.put(error)
-
-    threading.Thread(target=produce, name="vault-prefetch", daemon=True).start()
-    while (chunk := buffer.get()) is not None:
-        if isinstance(chunk, BaseException):
-            raise chunk
-        yield from chunk
 
 
 # -- request checks (shared by every operation) ----------------------------------------------------

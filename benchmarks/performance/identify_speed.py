@@ -20,9 +20,14 @@ real probes spreads as real impostors' do. Every probe is searched by Identify's
 the gallery's size) with the prefilter and with a full scan of the same gallery: FNIR, FPIR and the
 searches whose answer differs.
 
-Start-up: a store with --startup live rows (sealed like the service seals them), then what a
-replica does before serving: read every live row, unseal it, add it to the match index. On SQLite,
-and on PostgreSQL in a scratch schema when --postgres is reachable.
+Start-up: a store with --startup live rows, sealed as the service seals them (server-made random
+ids, each with its shred secret in a shred ledger beside the key file), then what a replica does
+before serving, Vault.load_index: read every live row and its secret, unseal it, add it to the match
+index, on every core the process may use (vault.startup). Timed in a fresh process, as a server
+starts (its pages never touched before, its workers started from nothing), and reported as seconds
+per million rows with the cores used and the CPU seconds the server process and its workers spent.
+On SQLite, and on PostgreSQL in a scratch schema when --postgres is reachable. --startup-phases
+adds the old row-by-row measurement (read, unseal, index one after another).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -247,37 +254,81 @@ def exactness(embeddings: Path, distractors: int, probes: int, seed: int = 3) ->
     return result
 
 
-def fill_store(store, protector, key, base: np.ndarray, n: int) -> float:
-    """n live rows, sealed as the service seals them, written in bulk (one transaction per 10k)."""
+def fill_store(store, protector, key, base: np.ndarray, n: int, ledger=None) -> float:
+    """n live rows, sealed as the service seals them (random ids; with `ledger`, each under its own
+    shred secret, kept wrapped in the ledger), written in bulk (one transaction per 10k)."""
     from vault.access.audit import AuditEntry
+    from vault.custody.shredding import ShredLedger, bucket_of, wrap
     from vault.templates.protection import RowIdentity
     from vault.store import TemplateRow
     from vault.store.base import TEMPLATE_COLUMNS, row_values
     from vault.store.sql import TEMPLATE_MARKS
 
     codes = synthetic(base, n, seed=7)
+    epochs = ledger._current_epochs(range(256)) if ledger is not None else {}
     started = time.perf_counter()
     for start in range(0, n, 10_000):
-        rows = []
+        rows, secrets = [], []
         for i in range(start, min(n, start + 10_000)):
-            identity = RowIdentity(TENANT, uuid.UUID(int=i).hex, f"subject-{i}", FACE, 0, PROFILE.name, 1)
-            salt, sealed = protector.seal(key, identity, codes[i])
+            identity = RowIdentity(TENANT, uuid.uuid4().hex, f"subject-{i}", FACE, 0, PROFILE.name, 1)
+            shred = ShredLedger.new_secret() if ledger is not None else None
+            salt, sealed = protector.seal(key, identity, codes[i], shred)
             rows.append(row_values(TemplateRow(identity.template_id, TENANT, identity.subject_id, FACE, 0,
                                                PROFILE.name, 1, salt, sealed, 1, time.time())))
+            if ledger is not None:
+                bucket = bucket_of(identity.template_id)
+                epoch, epoch_key = epochs[bucket]
+                secrets.append((identity.template_id, TENANT, wrap(epoch_key, identity.template_id, TENANT, bucket,
+                                                                   epoch, shred), time.time(), bucket, epoch))
         with store._transaction() as cur:
             cur.executemany(store._sql(f"INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({TEMPLATE_MARKS})"), rows)
+        if ledger is not None:
+            with ledger._database.transaction() as cur:
+                cur.executemany(ledger._sql("INSERT INTO shred_secrets (template_id, tenant, secret, created_at, "
+                                            "bucket, epoch) VALUES (?, ?, ?, ?, ?, ?)"), secrets)
     store.record(AuditEntry("Bench", TENANT, "bench", detail=f"{n} rows written in bulk"))
     return time.perf_counter() - started
 
 
-def replica_start(store, protector, keys) -> dict:
-    """What a starting replica does: read live rows, unseal (under each row's tenant key version,
-    looked up once), index. Timed by phase."""
+# Run in a fresh interpreter (`python -c`): Vault.load_index as a server runs it, timed, with the CPU
+# seconds of this process and of its worker processes (reaped when the load ends).
+SERVICE_LOAD = """
+import json, os, resource, sys, time
+from vault.core import Vault
+from vault.custody.keys import LocalKeyFile
+from vault.custody.shredding import open_ledger
+from vault.store import open_store
+store_url, key_file, ledger_url = sys.argv[1:4]
+keys = LocalKeyFile(key_file)
+store, ledger = open_store(store_url, keys.audit_key()), open_ledger(ledger_url, keys)
+vault = Vault(store, keys, extractor=None, shreds=ledger)
+started, own, children = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+loaded, refused = vault.load_index()
+seconds = time.perf_counter() - started
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"loaded": loaded, "refused": refused, "load_s": seconds, "server_cpu_s": time.process_time() - own,
+                  "workers_cpu_s": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime,
+                  "peak_rss_gb": [int(line.split()[1]) for line in open("/proc/self/status")
+                                  if line.startswith("VmHWM:")][0] / 2**20}))
+"""
+
+
+def service_load(store_url: str, key_file: Path, ledger_url: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", SERVICE_LOAD, store_url, str(key_file), ledger_url],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def replica_start(store, protector, keys, ledger) -> dict:
+    """A replica's start-up row by row, as it was before vault.startup: read live rows (and every
+    shred secret), unseal (under each row's tenant key version, looked up once), index. Timed by phase."""
     from vault.templates.protection import RowIdentity
 
     index = MatchIndex()
     tenant_keys: dict = {}
-    read_s = unseal_s = add_s = 0.0
+    started = time.perf_counter()
+    secrets = ledger.secrets()
+    read_s, unseal_s, add_s = time.perf_counter() - started, 0.0, 0.0
     rows = store.live_rows()
     loaded = 0
     while True:
@@ -293,7 +344,7 @@ def replica_start(store, protector, keys) -> dict:
         key = tenant_keys.get((row.tenant, row.key_version))
         if key is None:
             key = tenant_keys[(row.tenant, row.key_version)] = keys.tenant_key(row.tenant, row.key_version)
-        code = protector.unseal(key, identity, profile, row.salt, row.sealed)
+        code = protector.unseal(key, identity, profile, row.salt, row.sealed, secrets.get(row.template_id))
         t2 = time.perf_counter()
         index.add(row.tenant, row.modality, profile, row.key_version, row.template_id, row.subject_id,
                   row.finger, code)
@@ -305,9 +356,9 @@ def replica_start(store, protector, keys) -> dict:
             "index_add_s": add_s}
 
 
-def bench_startup(base: np.ndarray, n: int, postgres: str | None, workdir: Path) -> list[dict]:
-    from vault.core import Vault
+def bench_startup(base: np.ndarray, n: int, postgres: str | None, workdir: Path, phases: bool = False) -> list[dict]:
     from vault.custody.keys import LocalKeyFile
+    from vault.custody.shredding import open_ledger
     from vault.templates.protection import Protector
     from vault.store import open_store
 
@@ -315,34 +366,39 @@ def bench_startup(base: np.ndarray, n: int, postgres: str | None, workdir: Path)
     keys.ensure_tenant(TENANT)
     protector = Protector()
     results = []
-    backends = [("sqlite", f"sqlite:///{workdir / 'startup.db'}")]
+    cores = len(os.sched_getaffinity(0))
+    backends = [("sqlite", f"sqlite:///{workdir / 'startup.db'}", f"sqlite:///{workdir / 'shreds.db'}")]
     schema = None
     if postgres:
         try:
             from benchmarks.postgres_scratch import scratch_schema
 
             schema = scratch_schema(postgres, prefix="vault_bench")
-            backends.append(("postgres", schema.__enter__()))
+            url = schema.__enter__()
+            backends.append(("postgres", url, url))  # the ledger in the same scratch schema
         except Exception as error:
             print(f"PostgreSQL start-up skipped: {str(error).splitlines()[0]}")
             schema = None
     try:
-        for name, url in backends:
-            store = open_store(url, keys.audit_key())
-            fill = fill_store(store, protector, keys.tenant_key(TENANT, 1), base, n)
-            result = {"backend": name, "fill_s": fill, **replica_start(store, protector, keys)}
-            # What the service itself does at start (reading overlapped with unsealing and indexing).
-            started = time.perf_counter()
-            loaded, _ = Vault(store, keys, extractor=None, index=MatchIndex()).load_index()
-            result["service_load_s"] = time.perf_counter() - started
-            assert loaded == n
+        for name, url, ledger_url in backends:
+            store, ledger = open_store(url, keys.audit_key()), open_ledger(ledger_url, keys)
+            fill = fill_store(store, protector, keys.tenant_key(TENANT, 1), base, n, ledger)
+            result = {"backend": name, "rows": n, "cores": cores, "fill_s": fill}
+            if phases:
+                result.update(replica_start(store, protector, keys, ledger))
             store.close()
+            ledger.close()
+            result.update(service_load(url, workdir / "keys.json", ledger_url))
+            assert (result["loaded"], result["refused"]) == (n, 0)
+            result["s_per_million"] = result["load_s"] * 1_000_000 / n
+            result["cpu_s_per_million"] = (result["server_cpu_s"] + result["workers_cpu_s"]) * 1_000_000 / n
             results.append(result)
-            projected = result["service_load_s"] * 1_000_000 / n
-            print(f"start-up {name:8s} {n:,} rows: Vault.load_index {result['service_load_s']:.1f} s "
-                  f"(projected 1M: {projected:.0f} s); phases one after another: read {result['read_s']:.1f} + "
-                  f"unseal {result['unseal_s']:.1f} + index {result['index_add_s']:.1f} s "
-                  f"(unseal {1e6 * result['unseal_s'] / n:.1f} us/row)", flush=True)
+            print(f"start-up {name:8s} {n:,} rows on {cores} cores: Vault.load_index {result['load_s']:.1f} s = "
+                  f"{result['s_per_million']:.1f} s a million (target 10); CPU {result['server_cpu_s']:.1f} s server + "
+                  f"{result['workers_cpu_s']:.1f} s workers = {result['cpu_s_per_million']:.1f} core-s a million; "
+                  f"server peak RSS {result['peak_rss_gb']:.2f} GB" + (
+                      f"; row by row, one after another: read {result['read_s']:.1f} + unseal "
+                      f"{result['unseal_s']:.1f} + index {result['index_add_s']:.1f} s" if phases else ""), flush=True)
     finally:
         if schema is not None:
             schema.__exit__(None, None, None)
@@ -355,6 +411,8 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=32_768, help="codes made by the transform itself")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--startup", type=int, default=100_000, help="rows for the start-up measurement (0: skip)")
+    parser.add_argument("--startup-phases", action="store_true",
+                        help="also time the start-up row by row (read, unseal, index one after another)")
     parser.add_argument("--postgres", default=os.environ.get("VAULT_BENCH_POSTGRES", "postgresql://root@127.0.0.1:5432/test"))
     parser.add_argument("--report", type=Path, default=Path("benchmarks/reports/identify_speed.json"))
     parser.add_argument("--exactness", type=int, default=0,
@@ -388,7 +446,7 @@ def main() -> None:
                 export_embeddings(embeddings)
             report["exactness"] = exactness(embeddings, args.exactness, args.exactness_probes)
         if args.startup:
-            report["startup"] = bench_startup(base[1:], args.startup, args.postgres, Path(tmp))
+            report["startup"] = bench_startup(base[1:], args.startup, args.postgres, Path(tmp), args.startup_phases)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
     print(f"report: {args.report}")

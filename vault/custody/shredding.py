@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from vault.exceptions import StoreUnavailable
 from vault.store.connections import open_database
 
-__all__ = ["BUCKETS", "ShredLedger", "bucket_of", "ledger_path", "open_ledger", "unwrap", "wrap"]
+__all__ = ["BUCKETS", "ShredLedger", "bucket_of", "ledger_path", "open_ledger", "open_ledger_reader", "unwrap", "unwrap_rows",
+           "wrap", "wrapped_between"]
 
 log = logging.getLogger("vault.shredding")
 
@@ -75,7 +76,7 @@ def bucket_of(template_id: str) -> int:
 
 def _aad(template_id: str, tenant: str, bucket: int, epoch: int) -> bytes:
     # Binds the wrapped secret to its row: moved to another template id, it does not open.
-    return b"vault/shred/v1\0" + b"\0".join(x.encode() for x in (tenant, template_id, str(bucket), str(epoch)))
+    return b"vault/shred/v1\0" + "\0".join((tenant, template_id, str(bucket), str(epoch))).encode()
 
 
 def wrap(key: bytes, template_id: str, tenant: str, bucket: int, epoch: int, secret: bytes) -> bytes:
@@ -205,27 +206,16 @@ class ShredLedger:
         return found
 
     def _unwrap_rows(self, rows) -> tuple[dict[str, bytes], list[str]]:
-        aeads: dict[tuple[int, int], AESGCM | None] = {}
-        epochs: dict[int, dict[int, bytes]] = {}
-        found, unopened = {}, []
-        for template_id, tenant, blob, bucket, epoch in rows:
-            blob = bytes(blob)
-            if epoch is None:  # a clear secret of an older ledger (or an older replica's write)
-                found[template_id] = blob
-                continue
-            if (bucket, epoch) not in aeads:
-                if bucket not in epochs:
-                    epochs[bucket] = self.keys.shred_epochs(bucket)
-                key = epochs[bucket].get(epoch)
-                aeads[bucket, epoch] = AESGCM(key) if key else None
-            aead = aeads[bucket, epoch]
-            try:
-                if aead is None:
-                    raise InvalidTag()
-                found[template_id] = aead.decrypt(blob[:12], blob[12:], _aad(template_id, tenant, bucket, epoch))
-            except (InvalidTag, ValueError):
-                unopened.append(template_id)
-        return found, unopened
+        return unwrap_rows(rows, self.keys.shred_epochs)
+
+    def wrapped_between(self, after: str, upto: str | None, tenants=None) -> list[tuple]:
+        """One start-up share's ledger rows, still wrapped (module function wrapped_between)."""
+        return wrapped_between(self._database, after, upto, tenants)
+
+    def epoch_keys(self) -> dict[int, dict[int, bytes]]:
+        """Every bucket's {epoch: key}: what a start-up worker unwraps its share's secrets with
+        (vault.startup); a secret rotated meanwhile does not open, and the server reads it again."""
+        return {bucket: epochs for bucket in range(BUCKETS) if (epochs := self.keys.shred_epochs(bucket))}
 
     def shred(self, template_ids: list[str]) -> int:
         """Delete these templates' secrets: their sealed rows, wherever copies are, open no more. The
@@ -382,6 +372,53 @@ class ShredLedger:
 
     def close(self) -> None:
         self._database.close()
+
+
+def unwrap_rows(rows, epochs_of) -> tuple[dict[str, bytes], list[str]]:
+    """({template id: secret}, ids whose secret does not open) of ledger rows (template_id, tenant,
+    secret, bucket, epoch), with each bucket's {epoch: key} from `epochs_of(bucket)` (read once a bucket)."""
+    aeads: dict[tuple[int, int], AESGCM | None] = {}
+    epochs: dict[int, dict[int, bytes]] = {}
+    found, unopened = {}, []
+    for template_id, tenant, blob, bucket, epoch in rows:
+        blob = bytes(blob)
+        if epoch is None:  # a clear secret of an older ledger (or an older replica's write)
+            found[template_id] = blob
+            continue
+        if (bucket, epoch) not in aeads:
+            if bucket not in epochs:
+                epochs[bucket] = epochs_of(bucket)
+            key = epochs[bucket].get(epoch)
+            aeads[bucket, epoch] = AESGCM(key) if key else None
+        aead = aeads[bucket, epoch]
+        try:
+            if aead is None:
+                raise InvalidTag()
+            found[template_id] = aead.decrypt(blob[:12], blob[12:], _aad(template_id, tenant, bucket, epoch))
+        except (InvalidTag, ValueError):
+            unopened.append(template_id)
+    return found, unopened
+
+
+def open_ledger_reader(url: str):
+    """The ledger's database (a ShredLedger's `url`), opened only to read: a start-up worker's (vault.startup)."""
+    return open_database(url, name="vault-shreds-reader", max_connections=1, what="the shred ledger")
+
+
+def wrapped_between(database, after: str, upto: str | None, tenants=None) -> list[tuple]:
+    """The ledger's rows (template_id, tenant, secret, bucket, epoch) of template ids after `after`
+    and at most `upto` (None: no bound), of `tenants` only when given: one start-up share's
+    secrets, still wrapped (unwrap_rows)."""
+    query = "SELECT template_id, tenant, secret, bucket, epoch FROM shred_secrets WHERE template_id > ?"
+    params: tuple = (after,)
+    if upto is not None:
+        query, params = query + " AND template_id <= ?", (*params, upto)
+    if tenants is not None:
+        query, params = query + f" AND tenant IN ({', '.join('?' * len(tenants))})", (*params, *tenants)
+    # A read takes no write lock on SQLite (BEGIN DEFERRED): workers read their shares side by side.
+    reading = database.transaction() if database.postgres else database.transaction("BEGIN DEFERRED")
+    with reading as cur:
+        return _fetch(cur, query.replace("?", database.placeholder), params)
 
 
 def _fetch(cur, sql: str, params) -> list:

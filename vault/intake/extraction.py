@@ -96,7 +96,7 @@ def _extract(modality: int, kind: str, payload: bytes, require_single_face: bool
     raise InvalidArgument("modality must be FACE or FINGERPRINT")
 
 
-def _exit_with_server(server_pid: int) -> None:
+def exit_with_server(server_pid: int) -> None:
     """End this worker as soon as the server process is gone, even after kill -9 of the server
     (which runs no clean-up): a daemon thread waits on a pidfd of the server. Unlike
     PR_SET_PDEATHSIG this follows the server process, not the thread that happened to spawn us."""
@@ -133,7 +133,7 @@ def one_native_thread() -> None:
 def _warm_up(server_pid: int) -> None:
     """Tie the worker's life to the server's, then load the dlib models and the SFace, YuNet and
     LEADER networks once per worker, before the first request."""
-    _exit_with_server(server_pid)
+    exit_with_server(server_pid)
     # Ctrl-C in a terminal signals the whole process group: the server drains and ends its workers;
     # a worker interrupted on its own would only print a traceback into the log.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -26,20 +26,21 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('vault/schema/' || current_
 
 
 class PostgresStore(SqlStore):
-    prefetch_reads = True  # start-up reads overlap with unsealing (vault.core.prefetched)
-
     placeholder = "%s"
 
-    def __init__(self, url: str, audit_key: bytes | None, min_connections: int = 1, max_connections: int = 8):
+    def __init__(self, url: str, audit_key: bytes | None, min_connections: int = 1, max_connections: int = 8,
+                 migrate: bool = True):
         super().__init__(audit_key)
         self.url = url
+        self.reader_url = url  # what a start-up worker reads this store with (vault.startup)
         # Binary results: sealed templates arrive as bytes, not hex text to decode (start-up reads
         # every live row).
         self.database = PostgresDatabase(url, "vault-store", min_connections, max_connections, binary=True,
                                          what="the template store")
         self._pool = self.database.pool
         try:
-            self._migrate()
+            if migrate:
+                self._migrate()
         except BaseException:
             self.database.close()
             raise

@@ -19,6 +19,8 @@ TEMPLATE_MARKS = ", ".join(["?"] * 15)
 AUDIT_MARKS = ", ".join(["?"] * 11)
 OPEN_ATTEMPT_S = 120.0  # an attempt still open after this (a replica died mid-call) no longer counts
 PAGE_ROWS = 10_000  # live_rows reads in pages: no transaction stays open while a replica loads
+# What a replica's start-up reads of each live row (vault.startup): what unsealing and indexing use.
+LOAD_COLUMNS = "template_id, tenant, subject_id, modality, finger, profile, key_version, salt, sealed, sample_count"
 QUALIFIED_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TEMPLATE_COLUMNS.split(","))
 
 
@@ -27,7 +29,6 @@ class SqlStore:
     SQL both backends run; a backend gives it connections (vault.store.connections)."""
 
     placeholder = "?"
-    prefetch_reads = False
 
     def __init__(self, audit_key: bytes | None):
         self._audit_key = audit_key
@@ -321,6 +322,32 @@ class SqlStore:
             if len(page) < PAGE_ROWS:
                 return
             after = page[-1][0]
+
+    def share_bounds(self, rows: int) -> list[str]:
+        """Template ids that cut the store into shares of about `rows` rows each (rows of any status
+        and tenant, in id order; one walk of the primary key): a replica's start-up reads and
+        unseals each share apart, on every core (vault.startup)."""
+        every = int(rows)  # a whole number written into the SQL ("%" would be a placeholder to psycopg)
+        with self._snapshot() as cur:
+            found = self._execute(
+                cur, "SELECT template_id FROM (SELECT template_id, row_number() OVER (ORDER BY template_id) AS n "
+                     f"FROM templates) AS ranked WHERE n / {every} * {every} = n ORDER BY template_id").fetchall()
+        return [v[0] for v in found]
+
+    def live_share(self, after: str, upto: str | None, limit: int,
+                   tenants: Collection[str] | None = None) -> list[tuple]:
+        """Live rows whose template id is after `after` and at most `upto` (None: no bound), of
+        `tenants` only when given, the first `limit` in id order: LOAD_COLUMNS tuples (no
+        TemplateRow a row: a million of them are a second of a replica's start-up)."""
+        among, chosen = self._tenants_clause(tenants)
+        if tenants is not None and not chosen:
+            return []
+        below, bound = (" AND template_id <= ?", (upto,)) if upto is not None else ("", ())
+        with self._snapshot() as cur:
+            # "+status": walk the primary key, not the (unselective) status index (see live_rows)
+            return self._execute(
+                cur, f"SELECT {LOAD_COLUMNS} FROM templates WHERE +status = ? AND template_id > ?{below}{among} "
+                     "ORDER BY template_id LIMIT ?", (LIVE, after, *bound, *chosen, limit)).fetchall()
 
     def live_template_ids(self, tenants: Collection[str] | None = None) -> set[str]:
         among, chosen = self._tenants_clause(tenants)

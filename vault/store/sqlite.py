@@ -13,11 +13,13 @@ PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: str | os.PathLike, audit_key: bytes | None):
+    def __init__(self, path: str | os.PathLike, audit_key: bytes | None, migrate: bool = True):
         super().__init__(audit_key)
         self.database = SqliteDatabase(path, PRAGMAS)
         self.path = self.database.path
-        self._migrate()
+        self.reader_url = f"sqlite:///{self.path}"  # what a start-up worker reads this store with (vault.startup)
+        if migrate:
+            self._migrate()
 
     def _transaction(self, begin: str = "BEGIN IMMEDIATE"):
         return self.database.transaction(begin)

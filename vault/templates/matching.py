@@ -13,7 +13,6 @@ enrol, revoke and reissue (and from other replicas, vault.replication).
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from vault.templates.identification import per_comparison_fmr
-from vault.templates.normalisation import cohort_stats, normalise
+from vault.templates.normalisation import cohort_order, cohort_stats, normalise
 from vault.templates.prefilter import best_rows
 from vault.templates.profiles import ProtectionProfile
 
@@ -105,16 +104,14 @@ def agreements_with_later(codes: np.ndarray, first: int, hash_count: int) -> np.
     return np.concatenate([_interleaved_agreement(rows[a], rows[a + 1:], hash_count) for a in range(first)])
 
 
-def cohort_order(template_id: str) -> int:
-    """A template's place in the cohort order (vault.templates.normalisation): the first 8 bytes of the
-    SHA-256 of its server-made id, as a number; kept per row (8 B), not per template in a dict."""
-    return int.from_bytes(hashlib.sha256(template_id.encode()).digest()[:8], "big")
-
-
 def _interleave(codes: np.ndarray, rows: np.ndarray) -> None:
     """Write packed codes (n, planes, words) into interleaved rows (n, words, planes), a plane at a
     time: numpy's copy of the whole transpose walks two elements at a time and takes several times
-    as long (a replica's start-up writes a million rows)."""
+    as long (a replica's start-up writes a million rows). Codes that are a view of interleaved rows
+    already (vault.startup lays them out so) are copied as they lie."""
+    if codes.transpose(0, 2, 1).flags.c_contiguous:
+        rows[...] = codes.transpose(0, 2, 1)
+        return
     for plane in range(codes.shape[1]):
         rows[:, :, plane] = codes[:, plane, :]
 
@@ -206,21 +203,23 @@ class Gallery:
                 self._new_cohort()
 
     def add_many(self, template_ids: list[str], subject_ids: list[str], codes: np.ndarray, fingers=0,
-                 fused=False, offsets=0.0) -> None:
+                 fused=False, offsets=0.0, orders: np.ndarray | None = None) -> None:
         """Add templates of one code each in bulk (a replica loading its store, benchmarks): packed
         codes (n, planes, words), and per template (or one for all) its finger, whether it was
         enrolled from several samples fused, and its code's score offset; ids already held are
-        skipped."""
+        skipped. `orders`: the templates' cohort_order, where the caller has them (start-up workers
+        compute them), else computed here."""
         codes = np.asarray(codes, dtype=np.uint64).reshape(-1, self.profile.planes, self.profile.words)
         with self._lock:
-            seen, fresh = set(self._rows_of), []
+            held, batch, fresh = self._rows_of, set(), []
             for i, template_id in enumerate(template_ids):
-                if template_id not in seen:
-                    seen.add(template_id)
+                if template_id not in held and template_id not in batch:
+                    batch.add(template_id)
                     fresh.append(i)
             n, count = len(self._template_ids), len(fresh)
             self._make_room(n + count)
-            self._orders[n:n + count] = [cohort_order(template_ids[i]) for i in fresh]
+            self._orders[n:n + count] = ([cohort_order(template_ids[i]) for i in fresh] if orders is None else
+                                         np.asarray(orders, np.uint64)[fresh])
             _interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
             if self._prefix_words:
                 self._prefixes[n:n + count] = self._codes[n:n + count, :self._prefix_words]
@@ -236,9 +235,17 @@ class Gallery:
             if self._cohort is not None and count:
                 self._new_cohort()
 
-    def _make_room(self, rows: int) -> None:
-        """Grow every per-row array (doubling) until `rows` rows fit; rows held are kept."""
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` rows in all, made once (a replica's start-up knows about how many a
+        gallery will hold): growing by doubling copies what is held each time."""
+        with self._lock:
+            self._make_room(rows, exact=True)
+
+    def _make_room(self, rows: int, exact: bool = False) -> None:
+        """Grow every per-row array (doubling, or to `rows` exactly) until `rows` rows fit; rows held are kept."""
         size = len(self._codes)
+        if exact and rows > size:
+            size = rows
         while rows > size:
             size *= 2
         if size == len(self._codes):
@@ -502,7 +509,7 @@ class MatchIndex:
 
     def add_many(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
                  template_ids: list[str], subject_ids: list[str], codes: np.ndarray, fingers=0, fused=False,
-                 threshold_shift: float = 0.0, offsets=0.0) -> None:
+                 threshold_shift: float = 0.0, offsets=0.0, orders: np.ndarray | None = None) -> None:
         """Templates of one code each into one group in bulk (Gallery.add_many); removed ids skipped."""
         with self._lock:
             keep = [i for i, t in enumerate(template_ids) if t not in self._removed]
@@ -510,8 +517,16 @@ class MatchIndex:
                 pick = lambda values: values if np.ndim(values) == 0 else np.asarray(values)[keep]  # noqa: E731
                 template_ids, subject_ids = [template_ids[i] for i in keep], [subject_ids[i] for i in keep]
                 codes, fingers, fused, offsets = np.asarray(codes)[keep], pick(fingers), pick(fused), pick(offsets)
+                orders = None if orders is None else np.asarray(orders)[keep]
             self._gallery(tenant, modality, profile, key_version, threshold_shift).add_many(
-                template_ids, subject_ids, codes, fingers, fused, offsets)
+                template_ids, subject_ids, codes, fingers, fused, offsets, orders)
+
+    def reserve(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int, rows: int,
+                threshold_shift: float = 0.0) -> None:
+        """Room for `rows` templates of one code in the group's gallery (Gallery.reserve)."""
+        with self._lock:
+            gallery = self._gallery(tenant, modality, profile, key_version, threshold_shift)
+        gallery.reserve(rows)
 
     def _gallery(self, tenant: str, modality: int, profile: ProtectionProfile, key_version: int,
                  threshold_shift: float) -> Gallery:

@@ -25,11 +25,18 @@ above the populations calibrated on (benchmarks/calibration/face_population.py),
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["CohortNorm", "cohort_stats", "normalise", "stats_from_sums"]
+
+
+def cohort_order(template_id: str) -> int:
+    """A template's place in the cohort order: the first 8 bytes of the SHA-256 of its server-made
+    id, as a number; kept per row (8 B), not per template in a dict (vault.templates.matching.Gallery)."""
+    return int.from_bytes(hashlib.sha256(template_id.encode()).digest()[:8], "big")
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,18 @@ class RowIdentity:
     sample_count: int | None = None
 
     def associated_data(self) -> bytes:
-        fields = (self.tenant, self.template_id, self.subject_id, str(self.modality),
-                  str(self.finger), self.profile, str(self.key_version))
-        if self.sample_count is not None:
-            fields += (str(self.sample_count),)
-        return "\x1f".join(fields).encode()
+        return associated_data(self.tenant, self.template_id, self.subject_id, self.modality, self.finger,
+                               self.profile, self.key_version, self.sample_count)
+
+
+def associated_data(tenant: str, template_id: str, subject_id: str, modality: int, finger: int, profile: str,
+                    key_version: int, sample_count: int | None) -> bytes:
+    """What a row's seal binds (RowIdentity), from its fields: a replica's start-up makes it from
+    the columns it reads, without a RowIdentity per row (vault.startup)."""
+    fields = (tenant, template_id, subject_id, str(modality), str(finger), profile, str(key_version))
+    if sample_count is not None:
+        fields += (str(sample_count),)
+    return "\x1f".join(fields).encode()
 
 
 class Protector:
@@ -87,8 +94,10 @@ class Protector:
         shred secret (vault.custody.shredding), without which the row never opens again."""
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(_row_key(key, row, salt, shred)).encrypt(nonce, code.astype("<u8").tobytes(),
-                                                                 row.associated_data())
+        if (key.tenant, key.version) != (row.tenant, row.key_version):
+            raise IntegrityError(f"template {row.template_id} is not sealed under that key")
+        sealed = AESGCM(_row_key(key, salt, shred)).encrypt(nonce, code.astype("<u8").tobytes(),
+                                                            row.associated_data())
         return salt, nonce + sealed
 
     def unseal(self, key: TenantKey, row: RowIdentity, profile: ProtectionProfile, salt: bytes,
@@ -96,14 +105,8 @@ class Protector:
         """The template's packed codes (k, planes, words): k = 1 unless its profile keeps
         samples apart (ProtectionProfile.keeps_sample_codes). `shred`: the template's shred secret,
         None for rows sealed before shredding existed (or whose secret was shredded: they fail)."""
-        if len(sealed) < 12 + 16:  # nonce and tag: an erased (revoked) or truncated row
-            raise IntegrityError(f"template {row.template_id} holds no sealed code")
-        try:
-            plain = AESGCM(_row_key(key, row, salt, shred)).decrypt(sealed[:12], sealed[12:], row.associated_data())
-        except InvalidTag:
-            raise IntegrityError(f"template {row.template_id} failed authentication") from None
-        if len(plain) % profile.template_bytes:
-            raise IntegrityError(f"template {row.template_id} does not hold whole {profile.name} codes")
+        plain = open_sealed(key, row.tenant, row.template_id, row.key_version, row.associated_data(), profile,
+                            salt, sealed, shred)
         return np.frombuffer(plain, dtype="<u8").reshape(-1, profile.planes, profile.words)
 
     def projection(self, key: TenantKey, profile: ProtectionProfile):
@@ -125,9 +128,25 @@ class Protector:
         return projection
 
 
-def _row_key(key: TenantKey, row: RowIdentity, salt: bytes, shred: bytes | None) -> bytes:
-    if (key.tenant, key.version) != (row.tenant, row.key_version):
-        raise IntegrityError(f"template {row.template_id} is not sealed under that key")
+def open_sealed(key: TenantKey, tenant: str, template_id: str, key_version: int, associated: bytes,
+                profile: ProtectionProfile, salt: bytes, sealed: bytes, shred: bytes | None) -> bytes:
+    """The plaintext of a row's seal (whole codes of `profile`), authenticated against `associated`
+    (the row's associated_data); IntegrityError for an edited, swapped, erased or foreign-key row.
+    Protector.unseal, and the start-up's bulk unsealing (vault.startup), both open rows here."""
+    if len(sealed) < 12 + 16:  # nonce and tag: an erased (revoked) or truncated row
+        raise IntegrityError(f"template {template_id} holds no sealed code")
+    if (key.tenant, key.version) != (tenant, key_version):
+        raise IntegrityError(f"template {template_id} is not sealed under that key")
+    try:
+        plain = AESGCM(_row_key(key, salt, shred)).decrypt(sealed[:12], sealed[12:], associated)
+    except InvalidTag:
+        raise IntegrityError(f"template {template_id} failed authentication") from None
+    if len(plain) % profile.template_bytes:
+        raise IntegrityError(f"template {template_id} does not hold whole {profile.name} codes")
+    return plain
+
+
+def _row_key(key: TenantKey, salt: bytes, shred: bytes | None) -> bytes:
     if shred is None:
         return derive(key.storage, SEAL_INFO, salt=salt)
     return derive(key.storage + shred, SHREDDABLE_SEAL_INFO, salt=salt)
