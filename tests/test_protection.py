@@ -2,17 +2,14 @@
 
 import dataclasses
 import hashlib
-import os
 import stat
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.exceptions import IntegrityError, InvalidArgument, KeyStoreError
 from vault.hazmat import iom
-from vault.custody.keys import LocalKeyFile, derive
+from vault.custody.keys import LocalKeyFile
 from vault.templates.matching import agreement
 from vault.templates.profiles import FACE_IOM_V1, PROFILES
 from vault.templates.protection import Protector, RowIdentity
@@ -219,12 +216,3 @@ def test_profile_dimensions_match_the_feature_extractors():
 
     assert CURRENT[FACE].feature_dim == sface.FEATURE_DIM and FACE_IOM_V3.feature_dim == face.FEATURE_DIM
     assert CURRENT[FINGERPRINT].feature_dim == fingerprint.FEATURE_DIM
-
-
-def test_derive_is_rfc_5869_hkdf_sha256():
-    """vault.custody.keys.derive spells HKDF out over hashlib: the same bytes as cryptography's HKDF."""
-    for length in (16, 32, 33, 64, 100):
-        for salt in (None, b"", os.urandom(16), os.urandom(64), os.urandom(100)):
-            for secret in (os.urandom(32), os.urandom(64), os.urandom(65), b""):
-                info = os.urandom(13)
-                assert derive(secret, info, salt, length) == HKDF(hashes.SHA256(), length, salt, info).derive(secret)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -28,7 +27,9 @@ from pathlib import Path
 from typing import Protocol
 
 from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.exceptions import FailedPrecondition, KeyStoreError, NotFound
 from vault.private_files import create_private
@@ -50,30 +51,9 @@ class TenantKey:
 
 
 def derive(secret: bytes, info: bytes, salt: bytes | None = None, length: int = 32) -> bytes:
-    """HKDF-SHA256 (RFC 5869): one independent sub-key per purpose. Spelled out over hashlib's
-    SHA-256 (HMAC as RFC 2104 defines it), which gives exactly what cryptography's HKDF gives
-    (tests/test_protection.py) in about half the time: a replica's start-up derives a row key
-    for every template it unseals, and HKDF's per-call set-up was a third of that."""
-    if length > 255 * 32:
-        raise ValueError("HKDF-SHA256 gives at most 8160 bytes")
-    pseudorandom = _hmac_sha256(salt or bytes(32), secret)
-    output, block = b"", b""
-    for counter in range(1, -(-length // 32) + 1):
-        block = _hmac_sha256(pseudorandom, block + info + bytes((counter,)))
-        output += block
-    return output[:length]
-
-
-_INNER_PAD = bytes(x ^ 0x36 for x in range(256))  # RFC 2104's ipad and opad, as byte translations
-_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
-
-
-def _hmac_sha256(key: bytes, message: bytes) -> bytes:
-    if len(key) > 64:  # SHA-256's block
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    inner = hashlib.sha256(key.translate(_INNER_PAD) + message).digest()
-    return hashlib.sha256(key.translate(_OUTER_PAD) + inner).digest()
+    """HKDF-SHA256: one independent sub-key per purpose. (Spelled out over hashlib it saved 0.6 us
+    of ~3.2 a row key at start-up, 1.5% of a million-row load: not worth hand-written HMAC.)"""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
 def passphrase_from_environment() -> str | None:
