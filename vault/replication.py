@@ -67,7 +67,7 @@ class IndexSync:
 
     def mark(self) -> int:
         """Start following from the feed's current head. Call BEFORE loading the index from
-        store.live_rows(): whatever changes during the load is then replayed, never lost."""
+        the store (Vault.load_index): whatever changes during the load is then replayed, never lost."""
         self.cursor = self.store.change_head()
         return self.cursor
 

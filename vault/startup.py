@@ -30,6 +30,7 @@ import numpy as np
 from vault.custody.keys import TenantKey
 from vault.custody.shredding import open_ledger_reader, unwrap_rows, wrapped_between
 from vault.exceptions import KeyStoreError, NotFound, VaultError
+from vault.templates.layout import interleave
 from vault.templates.normalisation import cohort_order
 from vault.templates.profiles import PROFILES
 from vault.templates.protection import Protector, associated_data, open_sealed
@@ -150,8 +151,7 @@ def unseal_share(rows: list[tuple], secrets: dict[str, bytes], unopened: Collect
         stop = start + len(codes)
         rows_of = buffer[start * CODE_WORDS:stop * CODE_WORDS].reshape(len(codes), CODE_WORDS)
         interleaved = rows_of[:, :profile.planes * profile.words].reshape(len(codes), profile.words, profile.planes)
-        for plane in range(profile.planes):  # vault.templates.matching._interleave
-            interleaved[:, :, plane] = codes[:, plane, :]
+        interleave(codes, interleaved)
         offsets = _offsets(protector, key, profile, codes)
         share.groups.append(Group(
             tenant, modality, name, key_version, start, stop, ids, subjects, np.asarray(fingers, np.uint8),

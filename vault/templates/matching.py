@@ -24,6 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from vault.templates.identification import per_comparison_fmr
+from vault.templates.layout import interleave
 from vault.templates.normalisation import cohort_order, cohort_stats, normalise
 from vault.templates.prefilter import best_rows
 from vault.templates.profiles import ProtectionProfile
@@ -104,18 +105,6 @@ def agreements_with_later(codes: np.ndarray, first: int, hash_count: int) -> np.
     return np.concatenate([_interleaved_agreement(rows[a], rows[a + 1:], hash_count) for a in range(first)])
 
 
-def _interleave(codes: np.ndarray, rows: np.ndarray) -> None:
-    """Write packed codes (n, planes, words) into interleaved rows (n, words, planes), a plane at a
-    time: numpy's copy of the whole transpose walks two elements at a time and takes several times
-    as long (a replica's start-up writes a million rows). Codes that are a view of interleaved rows
-    already (vault.startup lays them out so) are copied as they lie."""
-    if codes.transpose(0, 2, 1).flags.c_contiguous:
-        rows[...] = codes.transpose(0, 2, 1)
-        return
-    for plane in range(codes.shape[1]):
-        rows[:, :, plane] = codes[:, plane, :]
-
-
 def warm_up(profiles) -> None:
     """Compile (or load from numba's cache) the kernel of each profile before the first request."""
     for profile in profiles:
@@ -189,7 +178,7 @@ class Gallery:
             self._make_room(n + len(codes))
             rows = list(range(n, n + len(codes)))
             self._orders[rows] = cohort_order(template_id)
-            _interleave(codes, self._codes[n:n + len(codes)])
+            interleave(codes, self._codes[n:n + len(codes)])
             if self._prefix_words:
                 self._prefixes[n:n + len(codes)] = self._codes[n:n + len(codes), :self._prefix_words]
             self._fingers[rows] = finger
@@ -220,7 +209,7 @@ class Gallery:
             self._make_room(n + count)
             self._orders[n:n + count] = ([cohort_order(template_ids[i]) for i in fresh] if orders is None else
                                          np.asarray(orders, np.uint64)[fresh])
-            _interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
+            interleave(codes[fresh] if count != len(codes) else codes, self._codes[n:n + count])
             if self._prefix_words:
                 self._prefixes[n:n + count] = self._codes[n:n + count, :self._prefix_words]
             for column, values in ((self._fingers, fingers), (self._fused, fused), (self._offsets, offsets)):
