@@ -38,10 +38,10 @@ def _encode_dlib(path: str) -> int:
     return len(face_recognition.face_encodings(face_recognition.load_image_file(path)))
 
 
-_opencv = {}
+_opencv = {}  # this process's OpenCV networks (opencv_zoo_sface)
 
 
-def _encode_sface(path: str) -> int:
+def opencv_zoo_sface(path: str) -> int:
     """OpenCV Zoo's SFace alone: read, detect, align the first face, embed (no quality gate, no
     protection, no service)."""
     import cv2
@@ -62,31 +62,33 @@ def _encode_sface(path: str) -> int:
     return len(recognizer.feature(recognizer.alignCrop(image, faces[0])))
 
 
-def _encode_sface_openvino(path: str) -> int:
-    """The service's own face features (SFace on OpenVINO), without the service."""
+def _service_features(path: str) -> int:
+    """The service's own face features (SFace on OpenVINO, the quality gate), without the service."""
     from vault.exceptions import VaultError
     from vault.intake import images
-    from vault.intake.extraction import one_native_thread
     from vault.intake.features import sface
 
-    if not _opencv:
-        import cv2
-
-        cv2.setNumThreads(1)
-        one_native_thread()
-        _opencv["loaded"] = sface.networks()
     try:
         return len(sface.face_features(images.decode_face(Path(path).read_bytes()))[0])
     except VaultError:
         return 0
 
 
-ENCODERS = {"sface": _encode_sface, "sface-openvino": _encode_sface_openvino, "dlib": _encode_dlib}
+ENCODERS = {"sface": opencv_zoo_sface, "sface-openvino": _service_features, "dlib": _encode_dlib}
 
 
 def _warm(library: str) -> None:
     if library == "dlib":
         import face_recognition  # noqa: F401 (loads dlib's models)
+    if library == "sface-openvino":  # as an extraction worker runs (vault.intake.extraction)
+        import cv2
+
+        from vault.intake.extraction import one_native_thread
+        from vault.intake.features import sface
+
+        cv2.setNumThreads(1)
+        one_native_thread()
+        sface.networks()
 
 
 class Library:
